@@ -1,0 +1,1 @@
+"""Energy Auction: serverless energy-market auction service."""

@@ -1,0 +1,115 @@
+"""Bearer tokens: HS256 JWTs with sub, iat and exp. Verification and minting; no AWS here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("exp", "iat", "sub")
+MIN_SECRET_BYTES = 32
+
+
+class InvalidToken(Exception):
+    """The Authorization header does not carry a token this service accepts.
+
+    ``reason`` is a short, fixed category safe to log; it never contains the token or library text.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    subject: str
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    if not authorization or not authorization.strip():
+        raise InvalidToken("missing")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("wrong_scheme")
+    return token.strip()
+
+
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid"),
+    (jwt.MissingRequiredClaimError, "missing_claim"),
+    (jwt.InvalidSignatureError, "bad_signature"),
+    (jwt.InvalidAlgorithmError, "bad_algorithm"),
+    (jwt.InvalidAudienceError, "bad_audience"),
+    (jwt.InvalidIssuerError, "bad_issuer"),
+    (jwt.DecodeError, "malformed"),
+)
+
+
+class TokenVerifier:
+    """Verifies HS256 bearer tokens against one secret (iss and aud checked when configured)."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_seconds: int = 0,
+    ) -> None:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    def verify(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        try:
+            # The header's alg is checked against this explicit list, so "none" and RS/ES algs fail.
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={
+                    "require": [*REQUIRED_CLAIMS, *(["iss"] if self._issuer else [])],
+                    "verify_aud": self._audience is not None,
+                },
+            )
+        except jwt.PyJWTError as err:
+            raise InvalidToken(next((r for t, r in _REASONS if isinstance(err, t)), "invalid")) from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("missing_claim")
+        return Principal(subject=subject, claims=claims)
+
+
+def mint_token(
+    secret: str,
+    *,
+    subject: str,
+    ttl_seconds: int = 3600,
+    now: float | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """An HS256 token with sub, iat and exp (plus iss/aud when given)."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {"sub": subject, "iat": issued, "exp": issued + ttl_seconds}
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -1,0 +1,95 @@
+"""The composition root: settings -> adapters. Nothing is built at import time.
+
+Handlers call :func:`container`; the first call reads the settings and each component is built on
+first use, so a cold start pays only for what its handler needs. The local stack and tests install
+their own container with :func:`use`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cached_property
+
+from energy_auction.auth import TokenVerifier
+from energy_auction.orders import Limits
+from energy_auction.ports import OrderStore
+from energy_auction.settings import Backend, Settings
+
+
+class Container:
+    """The service's components for one set of settings."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(
+            max_orders=self.settings.max_orders_per_request, max_body_bytes=self.settings.max_body_bytes
+        )
+
+    @cached_property
+    def order_store(self) -> OrderStore:
+        if self.settings.backend is Backend.LOCAL:
+            from energy_auction.adapters.local import SqliteOrderStore
+
+            return SqliteOrderStore(self.settings.orders_db)
+        from energy_auction.adapters.aws import Backoff, DynamoDbOrderStore
+
+        if not self.settings.orders_table:
+            raise RuntimeError("ENERGY_AUCTION_ORDERS_TABLE is not set")
+        return DynamoDbOrderStore(
+            self.aws_client("dynamodb"),  # type: ignore[arg-type]
+            self.settings.orders_table,
+            Backoff(self.settings.storage_max_attempts, self.settings.storage_base_delay_seconds),
+        )
+
+    def jwt_secret(self) -> str:
+        """The signing secret: the override, else Secrets Manager (cached) or the local file."""
+        settings = self.settings
+        if settings.jwt_secret is not None:
+            return settings.jwt_secret.get_secret_value()
+        if settings.backend is Backend.LOCAL:
+            from energy_auction.adapters.local import load_or_create_secret
+
+            return load_or_create_secret(settings.jwt_secret_file)
+        if not settings.jwt_secret_id:
+            raise RuntimeError("ENERGY_AUCTION_JWT_SECRET_ID is not set")
+        from energy_auction.adapters.aws import secrets_manager_secret
+
+        return secrets_manager_secret(settings.jwt_secret_id, settings.secret_cache_seconds)
+
+    def token_verifier(self) -> TokenVerifier:
+        # Rebuilt per call on purpose: the secret source caches, and a rotated secret takes effect.
+        return TokenVerifier(
+            self.jwt_secret(),
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            leeway_seconds=self.settings.jwt_leeway_seconds,
+        )
+
+    def aws_client(self, service: str) -> object:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=10)
+        return boto3.client(service, region_name=self.settings.region, config=config)  # type: ignore[call-overload]
+
+
+_current: Container | None = None
+
+
+def container() -> Container:
+    """The process's container, built from the environment on first call."""
+    global _current  # noqa: PLW0603 (the one process-wide root, built lazily for cold starts)
+    if _current is None:
+        _current = Container(Settings.from_env())
+    return _current
+
+
+def use(replacement: Container | None) -> None:
+    """Install a container (local stack, tests); ``None`` goes back to building from the environment."""
+    global _current  # noqa: PLW0603
+    _current = replacement

@@ -1,0 +1,137 @@
+"""The ``energy-auction`` command: ``local`` (the local stack) and ``token`` (a bearer token)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from energy_auction.settings import Backend, Settings
+
+DEFAULT_PORT = 8000
+
+
+def local_settings(home: Path | None) -> Settings:
+    overrides: dict[str, Any] = {"backend": Backend.LOCAL}
+    if home is not None:
+        overrides["home"] = home
+    return Settings(**overrides)
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0-65535")
+    return port
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    # Local defaults for Powertools; anything the user exported wins.
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+    from energy_auction import bootstrap
+    from energy_auction.adapters.local import SqliteOrderStore
+    from energy_auction.handlers import api, authorizer
+    from energy_auction.local.gateway import LocalGateway, LocalHttpServer
+    from energy_auction.local.lambdas import LocalFunction
+
+    settings = local_settings(args.home)
+    deps = bootstrap.Container(settings)
+    bootstrap.use(deps)
+    deps.jwt_secret()  # creates the secret file on first start
+    store = deps.order_store
+    if isinstance(store, SqliteOrderStore):
+        store.purge_expired(int(time.time()))
+
+    gateway = LocalGateway(LocalFunction("authorizer", authorizer.handler), LocalFunction("api", api.handler))
+    try:
+        server = LocalHttpServer((args.host, args.port), gateway)
+    except OSError as err:
+        print(f"energy-auction: cannot listen on {args.host}:{args.port}: {err.strerror}", file=sys.stderr)
+        return 1
+    url = f"http://{args.host}:{server.server_address[1]}"
+
+    def stop(signum: int, _frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    home = settings.home.resolve()
+    print(
+        f"Energy Auction local stack listening on {url}\n"
+        f"  home folder: {home}\n"
+        f"  get a token: .venv/bin/energy-auction token --home {home}\n"
+        f'  try it:      curl -s -X POST {url}/orders -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' "
+        '-d \'[{"record_id": "unique_id_1", "parameter_1": "abc", "parameter_2": 4}]\'\n'
+        "Press Ctrl+C to stop.",
+        flush=True,
+    )
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        if isinstance(store, SqliteOrderStore):
+            store.close()
+    print("Energy Auction local stack stopped.", flush=True)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from energy_auction.auth import mint_token
+    from energy_auction.bootstrap import Container
+
+    settings = local_settings(args.home)
+    secret = Container(settings).jwt_secret()
+    print(
+        mint_token(
+            secret,
+            subject=args.sub,
+            ttl_seconds=args.ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="energy-auction", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    home_help = "the local stack's folder (default: $ENERGY_AUCTION_HOME or .energy-auction)"
+    local = commands.add_parser("local", help="start the local stack in the foreground")
+    local.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    local.add_argument(
+        "--port",
+        type=_port,
+        default=_port(os.environ.get("PORT", str(DEFAULT_PORT))),
+        help=f"port to listen on (default: $PORT or {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    local.add_argument("--home", type=Path, default=None, help=home_help)
+    local.set_defaults(func=cmd_local)
+
+    token = commands.add_parser("token", help="print a bearer token the local stack accepts")
+    token.add_argument("--sub", default="local-trader", help="the token's subject (default local-trader)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
+    token.add_argument("--home", type=Path, default=None, help=home_help)
+    token.set_defaults(func=cmd_token)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "ttl", 1) <= 0:
+        parser().error("--ttl must be a positive number of seconds")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

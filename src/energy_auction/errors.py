@@ -1,0 +1,119 @@
+"""Domain errors. Each carries a stable ``code``; the API maps error classes to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class EnergyAuctionError(Exception):
+    """Base class of every error the service reports to a client."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> dict[str, Any]:
+        """Extra JSON fields for the error body, beyond ``error`` and ``message``."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: which record (index, record_id), which field, and what."""
+
+    message: str
+    index: int | None = None
+    record_id: str | None = None
+    field: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InvalidJson(EnergyAuctionError):
+    code = "invalid_json"
+
+
+class UnsupportedMediaType(EnergyAuctionError):
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(EnergyAuctionError):
+    code = "body_too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body is {size} bytes; the limit is {limit} bytes")
+        self.limit = limit
+
+    def details(self) -> dict[str, Any]:
+        return {"limit_bytes": self.limit}
+
+
+class OrdersInvalid(EnergyAuctionError):
+    code = "validation_failed"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        count = len(problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the request; nothing was stored")
+        self.problems = list(problems)
+
+    def details(self) -> dict[str, Any]:
+        return {"problems": [p.as_dict() for p in self.problems]}
+
+
+class TooManyOrders(EnergyAuctionError):
+    code = "too_many_orders"
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} orders in one request; the limit is {limit}; nothing was stored")
+        self.limit = limit
+
+    def details(self) -> dict[str, Any]:
+        return {"limit": self.limit}
+
+
+class OrdersAlreadyProcessed(EnergyAuctionError):
+    code = "order_already_processed"
+
+    def __init__(self, record_ids: Sequence[str]) -> None:
+        super().__init__(
+            "the auction has already processed these orders, so they cannot be changed; "
+            "nothing from this request was stored"
+        )
+        self.record_ids = sorted(record_ids)
+
+    def details(self) -> dict[str, Any]:
+        return {"record_ids": self.record_ids}
+
+
+class OrderNotFound(EnergyAuctionError):
+    code = "not_found"
+
+    def __init__(self, record_id: str) -> None:
+        super().__init__(f"no unexpired order with record_id {record_id!r}")
+        self.record_id = record_id
+
+
+class StorageUnavailable(EnergyAuctionError):
+    """The store failed after bounded retries; the request had no effect and may be retried."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str = "the order store is unavailable; retry later", retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> dict[str, Any]:
+        return {"retry_after_seconds": self.retry_after}
+
+
+GATEWAY_RESPONSES: dict[str, tuple[int, dict[str, str]]] = {
+    "UNAUTHORIZED": (401, {"error": "unauthorized", "message": "missing or invalid bearer token"}),
+    "ACCESS_DENIED": (403, {"error": "forbidden", "message": "this token may not call this resource"}),
+}
+"""The bodies API Gateway answers with when the authorizer refuses a request (deployed as gateway
+responses; the local stack answers the same)."""

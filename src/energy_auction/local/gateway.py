@@ -1,0 +1,288 @@
+"""HTTP -> API Gateway REST proxy events (payload v1), through the REQUEST authorizer, to the API.
+
+:class:`LocalGateway` is the part API Gateway plays: match the route, build the authorizer event,
+honour the returned policy, build the proxy event with the authorizer context, and turn the proxy
+response back into HTTP. :func:`serve` puts it behind a threaded HTTP server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.local.lambdas import LocalFunction
+
+STAGE = "local"
+API_ID = "local"
+ACCOUNT = "000000000000"
+REGION = "local"
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    resource: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(self.resource))
+        return re.compile(f"^{regex}$")
+
+
+ROUTES = (Route("POST", "/orders"), Route("GET", "/orders/{record_id}"))
+
+
+@dataclass
+class GatewayResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, payload: Mapping[str, Any], **headers: str) -> GatewayResponse:
+    return GatewayResponse(
+        status, json.dumps(payload).encode(), {"Content-Type": "application/json", **headers}
+    )
+
+
+def _gateway_response(kind: str) -> GatewayResponse:
+    status, body = GATEWAY_RESPONSES[kind]
+    return json_response(status, body)
+
+
+def _arn_pattern(resource: str) -> re.Pattern[str]:
+    # IAM resource wildcards: * is any run of characters (including "/"), ? is one character.
+    return re.compile("^" + re.escape(resource).replace(r"\*", ".*").replace(r"\?", ".") + "$")
+
+
+def policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
+    """IAM evaluation for execute-api:Invoke: an explicit Deny wins, otherwise an Allow is needed."""
+    allowed = False
+    for statement in policy.get("policyDocument", {}).get("Statement", []):
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if not any(a in {"execute-api:Invoke", "execute-api:*", "*"} for a in actions):
+            continue
+        resources = statement.get("Resource", [])
+        resources = [resources] if isinstance(resources, str) else resources
+        if any(_arn_pattern(r).match(method_arn) for r in resources):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
+def _multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    return single, multi
+
+
+class LocalGateway:
+    """Plays API Gateway for the local stack (REST API, REQUEST authorizer, Lambda proxy integration)."""
+
+    def __init__(self, authorizer: LocalFunction, api: LocalFunction, ready: bool = True) -> None:
+        self._authorizer = authorizer
+        self._api = api
+        self.ready = ready
+
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str = "127.0.0.1",
+    ) -> GatewayResponse:
+        url = urlsplit(target)
+        path = unquote(url.path) or "/"
+        if path == "/health" and method in {"GET", "HEAD"}:
+            status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
+            return json_response(status, {"status": "ok" if self.ready else "starting"})
+        route, path_parameters = self._match(method, path)
+        if route is None:
+            known = any(r.pattern.match(path) for r in ROUTES)
+            if known:
+                return json_response(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    {"error": "method_not_allowed", "message": f"{method} is not supported on {path}"},
+                )
+            return json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "no such route"})
+
+        query_pairs = [
+            (k, v) for k, values in parse_qs(url.query, keep_blank_values=True).items() for v in values
+        ]
+        single_headers, multi_headers = _multi(headers)
+        single_query, multi_query = _multi(query_pairs)
+        request_id = str(uuid.uuid4())
+        method_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE}/{method}{path}"
+        request_context: dict[str, Any] = {
+            "resourceId": "local",
+            "resourcePath": route.resource,
+            "httpMethod": method,
+            "path": f"/{STAGE}{path}",
+            "stage": STAGE,
+            "requestId": request_id,
+            "extendedRequestId": request_id,
+            "requestTime": formatdate(usegmt=True),
+            "requestTimeEpoch": int(time.time() * 1000),
+            "accountId": ACCOUNT,
+            "apiId": API_ID,
+            "protocol": "HTTP/1.1",
+            "domainName": "localhost",
+            "identity": {"sourceIp": source_ip, "userAgent": single_headers.get("User-Agent")},
+        }
+        common = {
+            "resource": route.resource,
+            "path": path,
+            "httpMethod": method,
+            "headers": single_headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": single_query or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": path_parameters or None,
+            "stageVariables": None,
+        }
+        authorizer_event = {
+            "type": "REQUEST",
+            "methodArn": method_arn,
+            **common,
+            "requestContext": request_context,
+        }
+        try:
+            policy = self._authorizer.invoke(authorizer_event)
+        except Exception as err:
+            if str(err) == "Unauthorized":
+                return _gateway_response("UNAUTHORIZED")
+            return json_response(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": "authorizer_error", "message": "the authorizer failed"},
+            )
+        if not isinstance(policy, dict) or not policy_allows(policy, method_arn):
+            return _gateway_response("ACCESS_DENIED")
+
+        authorizer_context = {**(policy.get("context") or {}), "principalId": policy.get("principalId")}
+        try:
+            text = body.decode("utf-8")
+            encoded = False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode(), True
+        event = {
+            **common,
+            "requestContext": {**request_context, "authorizer": authorizer_context},
+            "body": text if body else None,
+            "isBase64Encoded": encoded,
+        }
+        try:
+            result = self._api.invoke(event)
+        except Exception:
+            return json_response(
+                HTTPStatus.BAD_GATEWAY, {"error": "internal_error", "message": "Internal server error"}
+            )
+        return self._proxy_response(result)
+
+    @staticmethod
+    def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in ROUTES:
+            found = route.pattern.match(path)
+            if found and route.method == method:
+                return route, found.groupdict()
+        return None, {}
+
+    @staticmethod
+    def _proxy_response(result: Any) -> GatewayResponse:
+        if not isinstance(result, dict) or "statusCode" not in result:
+            return json_response(
+                HTTPStatus.BAD_GATEWAY,
+                {"error": "internal_error", "message": "Malformed Lambda proxy response"},
+            )
+        headers = {k: str(v) for k, v in (result.get("headers") or {}).items()}
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers[name] = ", ".join(str(v) for v in values)
+        raw = result.get("body") or ""
+        body = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode()
+        return GatewayResponse(int(result["statusCode"]), body, headers)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: LocalHttpServer
+    protocol_version = "HTTP/1.1"
+    server_version = "energy-auction-local"
+
+    def _serve(self) -> None:
+        length_header = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self._write(
+                json_response(
+                    HTTPStatus.LENGTH_REQUIRED,
+                    {"error": "length_required", "message": "send a Content-Length"},
+                ),
+                close=True,
+            )
+            return
+        try:
+            length = int(length_header or 0)
+        except ValueError:
+            self._write(
+                json_response(
+                    HTTPStatus.BAD_REQUEST, {"error": "bad_request", "message": "bad Content-Length"}
+                ),
+                close=True,
+            )
+            return
+        if length > MAX_PAYLOAD_BYTES:
+            self._write(
+                json_response(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    {"error": "body_too_large", "message": f"the limit is {MAX_PAYLOAD_BYTES} bytes"},
+                ),
+                close=True,
+            )
+            return
+        body = self.rfile.read(length) if length else b""
+        response = self.server.gateway.handle(
+            self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+        )
+        self._write(response)
+
+    def _write(self, response: GatewayResponse, close: bool = False) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in {"content-length", "connection"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the handlers log each request as JSON
+
+
+class LocalHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], gateway: LocalGateway) -> None:
+        super().__init__(address, _RequestHandler)
+        self.gateway = gateway

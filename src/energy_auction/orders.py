@@ -1,0 +1,278 @@
+"""Orders: the request model, validation rules, expiry policy and the intake use cases.
+
+No AWS here: storage goes through the :class:`~energy_auction.ports.OrderStore` port.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+
+from energy_auction.errors import (
+    BodyTooLarge,
+    InvalidJson,
+    OrderNotFound,
+    OrdersInvalid,
+    Problem,
+    TooManyOrders,
+)
+
+if TYPE_CHECKING:
+    from energy_auction.ports import OrderStore
+
+ORDER_TTL_SECONDS = 24 * 60 * 60
+"""An order is kept, and its record_id reserved, for 24 hours after its (latest) submission."""
+
+RECORD_ID_MAX_LENGTH = 64
+RECORD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RECORD_ID_RULE = (
+    f"1 to {RECORD_ID_MAX_LENGTH} characters: letters, digits, '_', '-' or '.', "
+    "starting with a letter or digit"
+)
+PARAMETER_1_MAX_LENGTH = 256
+MAX_ORDERS_CEILING = 100
+"""A request is stored as one DynamoDB transaction (all or nothing), which holds at most 100 items."""
+
+_RECORD_ID_RE = re.compile(RECORD_ID_PATTERN)
+
+# DynamoDB numbers: up to 38 significant digits, magnitude between 1e-130 and 1e126.
+_MAX_DIGITS = 38
+_MIN_ADJUSTED_EXPONENT = -130
+_MAX_ADJUSTED_EXPONENT = 125
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+def _finite_number(value: object) -> Decimal:
+    # bool is an int subclass: refuse it before the int branch.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a JSON number")
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError("must be a finite number (NaN and Infinity are refused)")
+    if number.is_zero():
+        return number
+    digits = len(number.normalize().as_tuple().digits)
+    if digits > _MAX_DIGITS:
+        raise ValueError(f"must have at most {_MAX_DIGITS} significant digits")
+    if not _MIN_ADJUSTED_EXPONENT <= number.adjusted() <= _MAX_ADJUSTED_EXPONENT:
+        raise ValueError("must be between 1e-130 and 9.99e125 in magnitude")
+    return number
+
+
+FiniteNumber = Annotated[Decimal, BeforeValidator(_finite_number)]
+RecordId = Annotated[
+    StrictStr, Field(min_length=1, max_length=RECORD_ID_MAX_LENGTH, pattern=RECORD_ID_PATTERN)
+]
+
+
+class OrderRequest(BaseModel):
+    """One order as a trader submits it (the element of the POST /orders array)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record_id: RecordId = Field(description=f"The order's key, unique for 24 hours: {RECORD_ID_RULE}.")
+    parameter_1: StrictStr = Field(min_length=1, max_length=PARAMETER_1_MAX_LENGTH)
+    parameter_2: FiniteNumber = Field(description="A finite JSON number, kept exactly.")
+
+
+class Order(BaseModel):
+    """An order as stored: the request plus its status and lifetime."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: str
+    parameter_1: str
+    parameter_2: Decimal
+    status: OrderStatus = OrderStatus.PENDING
+    submitted_at: str
+    """ISO 8601 UTC time of the (latest) submission."""
+    expires_at: int
+    """Epoch seconds after which the order no longer exists (the DynamoDB TTL attribute)."""
+    outcome: dict[str, Any] | None = None
+    """The auction outcome once the pipeline has processed the order."""
+
+    def is_live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def public_view(self) -> dict[str, Any]:
+        """The order as the API returns it."""
+        return self.model_dump(mode="python", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits (configurable through settings)."""
+
+    max_orders: int = MAX_ORDERS_CEILING
+    max_body_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a successful submission stored."""
+
+    orders: Sequence[Order]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stored": len(self.orders),
+            "orders": [
+                {"record_id": o.record_id, "status": o.status.value, "expires_at": o.expires_at}
+                for o in self.orders
+            ],
+        }
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r} in an object")
+        result[key] = value
+    return result
+
+
+def parse_json(body: str | bytes) -> Any:
+    """Parse a JSON document keeping every number exact (``Decimal``).
+
+    NaN and Infinity literals (which Python's parser accepts) become non-finite Decimals, so the
+    validator can name the field they appear in; duplicate keys are invalid JSON here.
+    """
+    try:
+        return json.loads(
+            body,
+            parse_float=Decimal,
+            parse_constant=Decimal,
+            object_pairs_hook=_reject_duplicate_keys,
+        )
+    except json.JSONDecodeError as err:
+        raise InvalidJson(
+            f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from err
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise InvalidJson(f"body is not valid JSON: {err}") from err
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field (known: record_id, parameter_1, parameter_2)",
+    "string_type": "must be a string",
+    "string_pattern_mismatch": f"must be {RECORD_ID_RULE}",
+}
+
+
+def _problems(index: int, record: dict[str, Any], error: ValidationError) -> list[Problem]:
+    record_id = record.get("record_id")
+    known_id = record_id if isinstance(record_id, str) else None
+    problems = []
+    for detail in error.errors(include_url=False):
+        field = ".".join(str(part) for part in detail["loc"]) or None
+        message = _MESSAGES.get(detail["type"], detail["msg"].removeprefix("Value error, "))
+        if field == "record_id" and detail["type"] in {"string_too_long", "string_too_short"}:
+            message = f"must be {RECORD_ID_RULE}"
+        problems.append(Problem(message=message, index=index, record_id=known_id, field=field))
+    return problems
+
+
+def parse_orders(body: str | bytes | None, limits: Limits) -> list[OrderRequest]:
+    """Validate a POST /orders body: a non-empty JSON array of orders, all valid, no record_id twice.
+
+    Raises
+    ------
+    BodyTooLarge, InvalidJson, TooManyOrders, OrdersInvalid
+        Every problem with the request is reported at once; nothing is partially accepted.
+    """
+    raw = body.encode() if isinstance(body, str) else (body or b"")
+    if len(raw) > limits.max_body_bytes:
+        raise BodyTooLarge(len(raw), limits.max_body_bytes)
+    if not raw.strip():
+        raise OrdersInvalid([Problem("body must be a non-empty JSON array of orders")])
+    document = parse_json(raw)
+    if not isinstance(document, list) or not document:
+        raise OrdersInvalid([Problem("body must be a non-empty JSON array of orders")])
+    if len(document) > limits.max_orders:
+        raise TooManyOrders(len(document), limits.max_orders)
+
+    orders: list[OrderRequest] = []
+    problems: list[Problem] = []
+    first_seen: dict[str, int] = {}
+    for index, record in enumerate(document):
+        if not isinstance(record, dict):
+            problems.append(Problem("each order must be a JSON object", index=index))
+            continue
+        try:
+            order = OrderRequest.model_validate(record)
+        except ValidationError as err:
+            problems.extend(_problems(index, record, err))
+            continue
+        if order.record_id in first_seen:
+            problems.append(
+                Problem(
+                    f"record_id is repeated in this request (first at index {first_seen[order.record_id]})",
+                    index=index,
+                    record_id=order.record_id,
+                    field="record_id",
+                )
+            )
+            continue
+        first_seen[order.record_id] = index
+        orders.append(order)
+    if problems:
+        raise OrdersInvalid(problems)
+    return orders
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def new_orders(requests: Sequence[OrderRequest], now: float) -> list[Order]:
+    """Pending orders for these requests, submitted ``now``, expiring 24 hours later."""
+    submitted_at = iso_utc(now)
+    expires_at = int(now) + ORDER_TTL_SECONDS
+    return [
+        Order(
+            record_id=r.record_id,
+            parameter_1=r.parameter_1,
+            parameter_2=r.parameter_2,
+            submitted_at=submitted_at,
+            expires_at=expires_at,
+        )
+        for r in requests
+    ]
+
+
+def submit_orders(body: str | bytes | None, store: OrderStore, limits: Limits, now: float) -> Receipt:
+    """Validate and durably store a submission: every order of it, or none.
+
+    An unchanged or changed pending order is replaced (its expiry renewed); an order the auction
+    has already processed makes the whole request fail with ``OrdersAlreadyProcessed``.
+    """
+    orders = new_orders(parse_orders(body, limits), now)
+    store.put_orders(orders, now=int(now))
+    return Receipt(orders)
+
+
+def find_order(store: OrderStore, record_id: str, now: float) -> Order:
+    """The live order with this record_id; expired orders do not exist, even before TTL deletion."""
+    if len(record_id) > RECORD_ID_MAX_LENGTH or not _RECORD_ID_RE.match(record_id):
+        raise OrderNotFound(record_id)  # it could never have been stored
+    order = store.get_order(record_id)
+    if order is None or not order.is_live(now):
+        raise OrderNotFound(record_id)
+    return order
