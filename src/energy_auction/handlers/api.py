@@ -72,8 +72,10 @@ def get_order(record_id: str) -> Response[str]:
     return Response(HTTPStatus.OK, "application/json", codec.dumps(order.public_view()))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    logger.append_keys(principal=authorizer.get("principalId"))
     return app.resolve(event, context)

@@ -41,15 +41,15 @@ def policy_for(method_arn: str, principal: str, context: dict[str, Any]) -> dict
     return response.asdict()
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayAuthorizerRequestEvent(event)
-    authorization = request.get_header_value("Authorization", default_value="", case_sensitive=False)
+    authorization = request.headers.get("Authorization")  # case-insensitive in Powertools v3
     try:
         principal = container().token_verifier().verify(authorization)
     except InvalidToken as err:
         logger.info("token refused", extra={"reason": err.reason})
         raise Unauthorized() from None
-    logger.append_keys(principal=principal.subject)
+    logger.info("token accepted", extra={"principal": principal.subject})
     return policy_for(request.method_arn, principal.subject, {"sub": principal.subject})
