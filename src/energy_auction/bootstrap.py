@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from energy_auction.auth import TokenVerifier
-from energy_auction.orders import Limits
-from energy_auction.ports import OrderStore
 from energy_auction.settings import Backend, Settings
+
+if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the API no PyJWT
+    from energy_auction.auth import TokenVerifier
+    from energy_auction.orders import Limits
+    from energy_auction.ports import OrderStore
 
 
 class Container:
@@ -26,6 +29,8 @@ class Container:
 
     @cached_property
     def limits(self) -> Limits:
+        from energy_auction.orders import Limits
+
         return Limits(
             max_orders=self.settings.max_orders_per_request, max_body_bytes=self.settings.max_body_bytes
         )
@@ -50,7 +55,7 @@ class Container:
         """The signing secret: the override, else Secrets Manager (cached) or the local file."""
         settings = self.settings
         if settings.jwt_secret is not None:
-            return settings.jwt_secret.get_secret_value()
+            return settings.jwt_secret
         if settings.backend is Backend.LOCAL:
             from energy_auction.adapters.local import load_or_create_secret
 
@@ -62,6 +67,8 @@ class Container:
         return secrets_manager_secret(settings.jwt_secret_id, settings.secret_cache_seconds)
 
     def token_verifier(self) -> TokenVerifier:
+        from energy_auction.auth import TokenVerifier
+
         # Rebuilt per call on purpose: the secret source caches, and a rotated secret takes effect.
         return TokenVerifier(
             self.jwt_secret(),

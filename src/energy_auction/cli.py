@@ -20,7 +20,7 @@ def local_settings(home: Path | None) -> Settings:
     overrides: dict[str, Any] = {"backend": Backend.LOCAL}
     if home is not None:
         overrides["home"] = home
-    return Settings(**overrides)
+    return Settings.from_env(**overrides)
 
 
 def _port(value: str) -> int:

@@ -1,16 +1,29 @@
 """Powertools Logger, Tracer and Metrics shared by the handlers.
 
 Service name, log level and metrics namespace come from the POWERTOOLS_* variables the deployment
-(or the local stack) sets; the defaults below apply when they are absent.
+(or the local stack) sets; the defaults below apply when they are absent. The Tracer is built on
+first use: it imports the X-Ray SDK (and botocore), which the authorizer does without.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from functools import cache
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools import Logger, Metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE = "energy-auction"
 NAMESPACE = "EnergyAuction"
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
+
+
+@cache
+def tracer() -> Tracer:
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)

@@ -24,6 +24,7 @@ from energy_auction.errors import (
     Problem,
     TooManyOrders,
 )
+from energy_auction.settings import MAX_ORDERS_CEILING
 
 if TYPE_CHECKING:
     from energy_auction.ports import OrderStore
@@ -38,8 +39,6 @@ RECORD_ID_RULE = (
     "starting with a letter or digit"
 )
 PARAMETER_1_MAX_LENGTH = 256
-MAX_ORDERS_CEILING = 100
-"""A request is stored as one DynamoDB transaction (all or nothing), which holds at most 100 items."""
 
 _RECORD_ID_RE = re.compile(RECORD_ID_PATTERN)
 

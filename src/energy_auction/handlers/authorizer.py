@@ -2,27 +2,28 @@
 
 An unusable token answers "Unauthorized" (API Gateway's 401); the reason is logged as a fixed
 category, never with the token or exception text.
+
+This handler runs on every uncached request, so it keeps its cold start small: no pydantic, no
+X-Ray SDK (Lambda's active tracing still records each invocation) and a policy built here rather
+than through Powertools' data classes, whose package import alone costs ~60 ms.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
-    APIGatewayAuthorizerRequestEvent,
-    APIGatewayAuthorizerResponse,
-    HttpVerb,
-)
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from energy_auction.auth import InvalidToken
 from energy_auction.bootstrap import container
-from energy_auction.observability import logger, tracer
+from energy_auction.observability import logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # The routes one token may call. The policy covers all of them because API Gateway caches it per
 # token and reuses it for every method the authorizer protects.
-ROUTES = ((HttpVerb.POST, "/orders"), (HttpVerb.GET, "/orders/*"))
+ROUTES = (("POST", "orders"), ("GET", "orders/*"))
 
 
 class Unauthorized(Exception):
@@ -33,23 +34,44 @@ class Unauthorized(Exception):
 
 
 def policy_for(method_arn: str, principal: str, context: dict[str, Any]) -> dict[str, Any]:
-    response = APIGatewayAuthorizerResponse.from_route_arn(
-        method_arn, principal_id=principal, context=context
-    )
-    for verb, resource in ROUTES:
-        response.allow_route(http_method=verb.value, resource=resource)
-    return response.asdict()
+    """Allow every route of this API stage for ``principal``.
+
+    ``method_arn`` is ``arn:<partition>:execute-api:<region>:<account>:<api-id>/<stage>/<VERB>/<path>``.
+    """
+    api_arn, _, stage_path = method_arn.partition("/")
+    stage = stage_path.split("/", 1)[0]
+    if not api_arn.count(":") == 5 or not stage:
+        raise ValueError("unexpected methodArn")
+    return {
+        "principalId": principal,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Action": "execute-api:Invoke",
+                    "Effect": "Allow",
+                    "Resource": [f"{api_arn}/{stage}/{verb}/{path}" for verb, path in ROUTES],
+                }
+            ],
+        },
+        "context": context,
+    }
+
+
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return None
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = APIGatewayAuthorizerRequestEvent(event)
-    authorization = request.headers.get("Authorization")  # case-insensitive in Powertools v3
+    authorization = _header(event.get("headers"), "authorization")
     try:
         principal = container().token_verifier().verify(authorization)
     except InvalidToken as err:
         logger.info("token refused", extra={"reason": err.reason})
         raise Unauthorized() from None
     logger.info("token accepted", extra={"principal": principal.subject})
-    return policy_for(request.method_arn, principal.subject, {"sub": principal.subject})
+    return policy_for(event["methodArn"], principal.subject, {"sub": principal.subject})

@@ -1,0 +1,183 @@
+"""``make bench``: measure the service and write a JSON report (never timed assertions in tests).
+
+Sections:
+- intake_http: POST /orders against the local stack (a real process) from a concurrent client;
+- dynamodb_writes: DynamoDB write API calls per stored order (botocore event hooks, on moto);
+- import_ms: import time of the handler modules in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.stack import LocalStack  # noqa: E402
+
+TARGETS = {
+    "dynamodb_write_calls_per_order_max": 0.05,
+    "p99_ms_100_order_post_max": 100.0,
+    "authorizer_import_ms_max": 150.0,
+    "api_import_ms_max": 400.0,
+}
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def bench_intake_http(requests: int, orders_per_request: int, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as home:
+        stack = LocalStack(home=Path(home)).start()
+        try:
+            token = stack.token()
+
+            def post(n: int) -> float:
+                orders = [
+                    {
+                        "record_id": f"b{orders_per_request}-{n}-{i}",
+                        "parameter_1": "bench",
+                        "parameter_2": i + 0.5,
+                    }
+                    for i in range(orders_per_request)
+                ]
+                body = json.dumps(orders)
+                start = time.perf_counter()
+                response = stack.post_orders(None, token, raw=body)
+                elapsed = time.perf_counter() - start
+                if response.status != 201:
+                    raise RuntimeError(f"POST failed: {response.status} {response.body[:200]!r}")
+                return elapsed
+
+            for n in range(10):  # warm-up
+                post(-n - 1)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                latencies = list(pool.map(post, range(requests)))
+            wall = time.perf_counter() - started
+        finally:
+            stack.stop()
+    return {
+        "requests": requests,
+        "orders_per_request": orders_per_request,
+        "client_workers": workers,
+        "orders_per_second": round(requests * orders_per_request / wall, 1),
+        "requests_per_second": round(requests / wall, 1),
+        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2),
+    }
+
+
+WRITE_OPERATIONS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+
+
+def bench_dynamodb_writes(requests: int) -> dict[str, Any]:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    import boto3
+    from moto import mock_aws
+
+    from energy_auction.adapters.aws import DynamoDbOrderStore
+    from energy_auction.orders import Limits, submit_orders
+
+    calls: dict[str, int] = {}
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] = calls.get(model.name, 0) + 1
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        client.create_table(
+            TableName="orders",
+            KeySchema=[{"AttributeName": "record_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "record_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        client.meta.events.register("before-call.dynamodb.*", count)
+        store = DynamoDbOrderStore(client, "orders")
+        stored = 0
+        for n in range(requests):
+            orders = [{"record_id": f"w{n}-{i}", "parameter_1": "x", "parameter_2": i} for i in range(100)]
+            stored += len(submit_orders(json.dumps(orders), store, Limits(), time.time()).orders)
+    writes = sum(v for k, v in calls.items() if k in WRITE_OPERATIONS)
+    return {
+        "requests": requests,
+        "orders_per_request": 100,
+        "orders_stored": stored,
+        "write_calls": writes,
+        "calls_by_operation": calls,
+        "write_calls_per_order": round(writes / stored, 4),
+    }
+
+
+def bench_import_ms(module: str, runs: int) -> dict[str, Any]:
+    code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1000)"
+    samples = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(runs)
+    ]
+    return {
+        "module": module,
+        "runs": runs,
+        "median_ms": round(statistics.median(samples), 1),
+        "max_ms": round(max(samples), 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "report.json")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    args = parser.parse_args()
+    scale = 0.1 if args.quick else 1.0
+
+    report: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "targets": TARGETS,
+    }
+    print("intake over HTTP ...", file=sys.stderr)
+    report["intake_http"] = [
+        bench_intake_http(int(2000 * scale), 1, 8),
+        bench_intake_http(int(300 * scale), 100, 8),
+    ]
+    print("DynamoDB write calls ...", file=sys.stderr)
+    report["dynamodb_writes"] = bench_dynamodb_writes(int(20 * scale) or 1)
+    print("handler import time ...", file=sys.stderr)
+    report["import_ms"] = {
+        "authorizer": bench_import_ms("energy_auction.handlers.authorizer", 7),
+        "api": bench_import_ms("energy_auction.handlers.api", 7),
+    }
+    hundred = report["intake_http"][1]
+    report["verdict"] = {
+        "dynamodb_write_calls_per_order": report["dynamodb_writes"]["write_calls_per_order"]
+        <= TARGETS["dynamodb_write_calls_per_order_max"],
+        "p99_ms_100_order_post": hundred["p99_ms"] <= TARGETS["p99_ms_100_order_post_max"],
+        "authorizer_import_ms": report["import_ms"]["authorizer"]["median_ms"]
+        <= TARGETS["authorizer_import_ms_max"],
+        "api_import_ms": report["import_ms"]["api"]["median_ms"] <= TARGETS["api_import_ms_max"],
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Start the local stack as a real process and talk HTTP to it (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body, parse_float=Decimal)
+
+
+@dataclass
+class LocalStack:
+    """One ``energy-auction local`` process on a free port, with its home folder."""
+
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+    _drain: threading.Thread = field(init=False, repr=False)
+
+    def start(self) -> LocalStack:
+        env = {**os.environ, "ENERGY_AUCTION_HOME": str(self.home), "PORT": "0", **self.env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "energy_auction.cli", "local"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"local stack exited: {self.process.wait()}\n{''.join(self.output)}")
+            self.output.append(line)
+            if "listening on " in line:
+                self.url = line.split("listening on ")[1].strip()
+                break
+        else:
+            raise RuntimeError("local stack did not start in time")
+        # Keep draining the logs so the stack never blocks on a full pipe.
+        self._drain = threading.Thread(target=self._read_output, daemon=True)
+        self._drain.start()
+        while self.request("GET", "/health").status != 200:
+            time.sleep(0.05)
+        return self
+
+    def _read_output(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=15)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        self._drain.join(timeout=5)
+        return code
+
+    def token(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "energy_auction.cli", "token", *args],
+            env={**os.environ, "ENERGY_AUCTION_HOME": str(self.home), **self.env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    def request(
+        self, method: str, path: str, body: bytes | str | None = None, headers: dict[str, str] | None = None
+    ) -> HttpResult:
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return HttpResult(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as err:
+            return HttpResult(err.code, dict(err.headers), err.read())
+
+    def post_orders(self, orders: Any, token: str, raw: str | None = None) -> HttpResult:
+        body = raw if raw is not None else json.dumps(orders)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return self.request("POST", "/orders", body, headers)
+
+    def get_order(self, record_id: str, token: str) -> HttpResult:
+        return self.request("GET", f"/orders/{record_id}", headers={"Authorization": f"Bearer {token}"})
