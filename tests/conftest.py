@@ -19,8 +19,8 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-from energy_auction import bootstrap  # noqa: E402
-from energy_auction.settings import Backend, Settings  # noqa: E402
+from energy_auction import bootstrap
+from energy_auction.settings import Backend, Settings
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 START = 1_800_000_000.0  # a fixed "now" (2027-01-15) for tests that control time

@@ -46,6 +46,7 @@ _RECORD_ID_RE = re.compile(RECORD_ID_PATTERN)
 _MAX_DIGITS = 38
 _MIN_ADJUSTED_EXPONENT = -130
 _MAX_ADJUSTED_EXPONENT = 125
+_MIN_EXPONENT = -165  # boto3's DynamoDB context: Emin -128 less 37 more digits
 
 
 class OrderStatus(StrEnum):
@@ -62,12 +63,21 @@ def _finite_number(value: object) -> Decimal:
     if not number.is_finite():
         raise ValueError("must be a finite number (NaN and Infinity are refused)")
     if number.is_zero():
-        return number
-    digits = len(number.normalize().as_tuple().digits)
-    if digits > _MAX_DIGITS:
+        return Decimal(0)  # 0E+200 is zero too, and DynamoDB refuses the exponent
+    # Count digits without a decimal context: normalize() would round to 28 digits first.
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    significant = len(digits)
+    while digits[significant - 1] == 0:
+        significant -= 1
+    exponent += len(digits) - significant
+    if significant > _MAX_DIGITS:
         raise ValueError(f"must have at most {_MAX_DIGITS} significant digits")
-    if not _MIN_ADJUSTED_EXPONENT <= number.adjusted() <= _MAX_ADJUSTED_EXPONENT:
+    adjusted = exponent + significant - 1
+    if not (_MIN_ADJUSTED_EXPONENT <= adjusted <= _MAX_ADJUSTED_EXPONENT and exponent >= _MIN_EXPONENT):
         raise ValueError("must be between 1e-130 and 9.99e125 in magnitude")
+    if len(digits) > _MAX_DIGITS:  # trailing zeros beyond 38 digits: same value, fewer digits
+        return Decimal((sign, digits[:significant], exponent))
     return number
 
 
@@ -269,7 +279,7 @@ def submit_orders(body: str | bytes | None, store: OrderStore, limits: Limits, n
 
 def find_order(store: OrderStore, record_id: str, now: float) -> Order:
     """The live order with this record_id; expired orders do not exist, even before TTL deletion."""
-    if len(record_id) > RECORD_ID_MAX_LENGTH or not _RECORD_ID_RE.match(record_id):
+    if len(record_id) > RECORD_ID_MAX_LENGTH or not _RECORD_ID_RE.fullmatch(record_id):
         raise OrderNotFound(record_id)  # it could never have been stored
     order = store.get_order(record_id)
     if order is None or not order.is_live(now):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from energy_auction import codec
 from energy_auction.errors import OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import Order, OrderStatus
 
@@ -104,9 +107,12 @@ class DynamoDbOrderStore:
             }
             for order in orders
         ]
+        # One token for every attempt of this write: if an attempt that timed out did commit,
+        # DynamoDB answers the retry with success instead of applying (or refusing) it again.
+        token = hashlib.sha256(codec.dumps(items).encode()).hexdigest()[:36]
         for attempt in range(self._backoff.max_attempts):
             try:
-                self._client.transact_write_items(TransactItems=items)
+                self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
                 return
             except ClientError as err:
                 code = err.response.get("Error", {}).get("Code", "")
@@ -123,8 +129,8 @@ class DynamoDbOrderStore:
                         raise
                 elif code not in _TRANSIENT_ERRORS:
                     raise
-            except BotoCoreError:
-                pass  # connection trouble; the retried write is idempotent (same items, same condition)
+            except (BotoConnectionError, HTTPClientError):
+                pass  # connection trouble: retried with the same ClientRequestToken, so applied once
             if attempt + 1 < self._backoff.max_attempts:
                 self._backoff.pause(attempt)
         raise StorageUnavailable()
@@ -134,7 +140,7 @@ class DynamoDbOrderStore:
             response = self._client.get_item(
                 TableName=self._table, Key={"record_id": {"S": record_id}}, ConsistentRead=True
             )
-        except (ClientError, BotoCoreError) as err:
+        except (ClientError, BotoConnectionError, HTTPClientError) as err:
             if (
                 isinstance(err, ClientError)
                 and err.response.get("Error", {}).get("Code") not in _TRANSIENT_ERRORS

@@ -100,7 +100,7 @@ def load_or_create_secret(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write a private temporary file, then link it into place: readers never see a partial secret,
     # and when two processes race, the first link wins and both read its value.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from http import HTTPStatus
 from typing import Any
 
@@ -59,7 +60,9 @@ def post_orders() -> Response[str]:
     if content_type and not content_type.split(";")[0].strip().endswith(("/json", "+json")):
         raise errors.UnsupportedMediaType("send the orders as JSON with Content-Type: application/json")
     deps = container()
-    receipt = submit_orders(event.decoded_body, deps.order_store, deps.limits, deps.clock())
+    # Raw bytes when base64-encoded: the validator reports bodies that are not UTF-8 as invalid JSON.
+    body = base64.b64decode(event.body or "") if event.is_base64_encoded else event.body
+    receipt = submit_orders(body, deps.order_store, deps.limits, deps.clock())
     metrics.add_metric(name="OrdersStored", unit=MetricUnit.Count, value=len(receipt.orders))
     logger.info("orders stored", extra={"count": len(receipt.orders)})
     return Response(HTTPStatus.CREATED, "application/json", codec.dumps(receipt.as_dict()))

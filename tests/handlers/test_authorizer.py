@@ -1,0 +1,190 @@
+"""The REQUEST authorizer Lambda: a policy for good tokens, "Unauthorized" for everything else."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from energy_auction import bootstrap
+from energy_auction.handlers import authorizer
+from energy_auction.local.gateway import policy_allows
+from energy_auction.local.lambdas import LocalLambdaContext
+from energy_auction.observability import SERVICE, logger
+from energy_auction.settings import Backend, Settings
+
+from ..conftest import SECRET
+from ..events import (
+    ACCOUNT,
+    API_ID,
+    INVALID_AUTHORIZATION_CASES,
+    STAGE,
+    authorizer_event,
+    bearer,
+    invalid_authorization,
+    jwt_token,
+    method_arn,
+)
+
+pytestmark = pytest.mark.usefixtures("local_container")
+
+API_ARN = f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:{API_ID}/{STAGE}"
+
+
+def authorize(event: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = authorizer.handler(event, LocalLambdaContext("authorizer"))
+    return result
+
+
+def allowed_resources(policy: dict[str, Any]) -> list[str]:
+    resources: list[str] = []
+    for statement in policy["policyDocument"]["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert statement["Action"] in ("execute-api:Invoke", ["execute-api:Invoke"])
+        found = statement["Resource"]
+        resources.extend([found] if isinstance(found, str) else found)
+    return resources
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """What the handlers log at INFO, as Powertools formats it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    underlying = logging.getLogger(SERVICE)
+    previous_level = logger.log_level
+    underlying.addHandler(handler)
+    logger.setLevel("INFO")
+    try:
+        yield stream
+    finally:
+        logger.setLevel(previous_level)
+        underlying.removeHandler(handler)
+
+
+# --- Accepted
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/orders"), ("GET", "/orders/unique_id_1")])
+def test_valid_token_gets_a_policy_for_both_routes_of_the_same_api_and_stage(method: str, path: str) -> None:
+    # Given a request carrying a valid token for trader-7
+    event = authorizer_event(bearer("trader-7"), method=method, path=path)
+
+    # When the authorizer runs
+    policy = authorize(event)
+
+    # Then the policy speaks for trader-7 and allows both routes of this API and stage
+    assert policy["principalId"] == "trader-7"
+    assert policy["context"] == {"sub": "trader-7"}
+    resources = allowed_resources(policy)
+    assert sorted(resources) == sorted([f"{API_ARN}/POST/orders", f"{API_ARN}/GET/orders/*"])
+    # the policy is cached per token and reused for the other route, so it must cover both
+    assert policy_allows(policy, method_arn("POST", "/orders"))
+    assert policy_allows(policy, method_arn("GET", "/orders/another-id"))
+    assert not policy_allows(policy, method_arn("DELETE", "/orders/another-id"))
+    assert not policy_allows(policy, method_arn("GET", "/orders"))
+
+
+def test_policy_is_scoped_to_the_api_and_stage_of_the_method_arn() -> None:
+    event = authorizer_event(bearer())
+    event["methodArn"] = "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/POST/orders"
+
+    resources = allowed_resources(authorize(event))
+
+    assert sorted(resources) == [
+        "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/GET/orders/*",
+        "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/POST/orders",
+    ]
+
+
+def test_token_made_by_another_jwt_library_is_accepted() -> None:
+    t = int(time.time())
+    token = jwt_token({"sub": "trader-8", "iat": t, "exp": t + 60})
+    assert authorize(authorizer_event(f"Bearer {token}"))["principalId"] == "trader-8"
+
+
+@pytest.mark.parametrize("name", ["authorization", "AUTHORIZATION", "AuThOrIzAtIoN"])
+def test_authorization_header_name_is_case_insensitive(name: str) -> None:
+    event = authorizer_event(None)
+    value = bearer("trader-2")
+    event["headers"] = {name: value}
+    event["multiValueHeaders"] = {name: [value]}
+
+    assert authorize(event)["principalId"] == "trader-2"
+
+
+# --- Refused
+
+
+@pytest.mark.parametrize("case", INVALID_AUTHORIZATION_CASES)
+def test_unusable_token_is_unauthorized(case: str) -> None:
+    authorization, _ = invalid_authorization(case)
+
+    with pytest.raises(Exception) as refused:  # noqa: PT011 (API Gateway only reads the message)
+        authorize(authorizer_event(authorization))
+
+    # API Gateway answers 401 only for this exact message
+    assert str(refused.value) == "Unauthorized"
+
+
+def test_issuer_is_checked_when_configured(tmp_path: Path) -> None:
+    settings = Settings(
+        backend=Backend.LOCAL, home=tmp_path, jwt_secret=SECRET, jwt_issuer="https://auth.example"
+    )
+    bootstrap.use(bootstrap.Container(settings))
+
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(bearer()))  # no iss claim
+
+
+def test_rotated_secret_takes_effect_without_a_new_container(tmp_path: Path) -> None:
+    # Given the secret comes from the local secret file
+    settings = Settings(backend=Backend.LOCAL, home=tmp_path)
+    bootstrap.use(bootstrap.Container(settings))
+    secret_file = settings.jwt_secret_file
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret_file.write_text("first-secret-long-enough-0123456789abcdef")
+    assert authorize(authorizer_event(bearer(secret="first-secret-long-enough-0123456789abcdef")))
+
+    # When it is rotated, then old tokens are refused and new ones accepted
+    secret_file.write_text("second-secret-long-enough-0123456789abcdef")
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(bearer(secret="first-secret-long-enough-0123456789abcdef")))
+    assert authorize(authorizer_event(bearer(secret="second-secret-long-enough-0123456789abcdef")))
+
+
+# --- Logs
+
+
+def test_refusal_logs_the_reason_but_never_the_token(log_output: io.StringIO) -> None:
+    authorization, _ = invalid_authorization("wrong signature")
+    assert authorization is not None
+    token = authorization.removeprefix("Bearer ")
+
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(authorization))
+
+    text = log_output.getvalue()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert any(r.get("message") == "token refused" and r.get("reason") == "bad_signature" for r in records)
+    assert token not in text
+    assert all(part not in text for part in token.split("."))
+
+
+def test_acceptance_logs_the_principal_but_never_the_token(log_output: io.StringIO) -> None:
+    authorization = bearer("trader-11")
+    token = authorization.removeprefix("Bearer ")
+
+    authorize(authorizer_event(authorization))
+
+    text = log_output.getvalue()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert any(r.get("message") == "token accepted" and r.get("principal") == "trader-11" for r in records)
+    assert all(part not in text for part in token.split("."))

@@ -1,0 +1,607 @@
+"""Order validation (parse_orders / submit_orders) and the expiry policy (new_orders / find_order)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import simplejson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from energy_auction import codec
+from energy_auction.errors import (
+    BodyTooLarge,
+    InvalidJson,
+    OrderNotFound,
+    OrdersInvalid,
+    Problem,
+    TooManyOrders,
+)
+from energy_auction.orders import (
+    ORDER_TTL_SECONDS,
+    Limits,
+    Order,
+    OrderStatus,
+    find_order,
+    new_orders,
+    parse_orders,
+    submit_orders,
+)
+
+from ..conftest import START
+
+LIMITS = Limits()
+VALID_RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+EXAMPLE = (
+    '[{"record_id": "unique_id_1", "parameter_1": "abc", "parameter_2": 4}, '
+    '{"record_id": "unique_id_2", "parameter_1": "def", "parameter_2": 2.1}]'
+)
+
+
+def order(**fields: Any) -> dict[str, Any]:
+    return {"record_id": "r1", "parameter_1": "abc", "parameter_2": 1, **fields}
+
+
+def body_of(*records: Any) -> str:
+    """A request body; numbers given as strings in Decimal form are written exactly."""
+    return codec.dumps(list(records))
+
+
+def problems_of(body: str | bytes | None, limits: Limits = LIMITS) -> list[Problem]:
+    with pytest.raises(OrdersInvalid) as refused:
+        parse_orders(body, limits)
+    return refused.value.problems
+
+
+def only_problem(body: str | bytes | None) -> Problem:
+    problems = problems_of(body)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+class MemoryStore:
+    """The OrderStore port in a dict, counting reads."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+        self.reads: list[str] = []
+
+    def put_orders(self, orders: Sequence[Order], now: int) -> None:
+        for o in orders:
+            self.orders[o.record_id] = o
+
+    def get_order(self, record_id: str) -> Order | None:
+        self.reads.append(record_id)
+        return self.orders.get(record_id)
+
+
+# --- The valid example
+
+
+def test_example_request_is_accepted_with_exact_values() -> None:
+    orders = parse_orders(EXAMPLE, LIMITS)
+
+    assert [(o.record_id, o.parameter_1, o.parameter_2) for o in orders] == [
+        ("unique_id_1", "abc", Decimal(4)),
+        ("unique_id_2", "def", Decimal("2.1")),
+    ]
+    # 2.1 is the decimal 2.1, not the nearest binary float
+    assert str(orders[1].parameter_2) == "2.1"
+    assert orders[0].parameter_2.as_tuple().exponent == 0
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "2.1000000000000000000001",
+        "0.1",
+        "-17.250",
+        "1E+10",
+        "1e-130",
+        "9.99e125",
+        "12345678901234567890123456789012345678",  # 38 significant digits
+        "1.234567890123456789012345678901234567",
+        "0",
+    ],
+)
+def test_parameter_2_is_kept_exactly_as_written(literal: str) -> None:
+    body = f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]'
+    (parsed,) = parse_orders(body, LIMITS)
+    assert parsed.parameter_2 == Decimal(literal)
+    assert parsed.parameter_2.as_tuple() == Decimal(literal).as_tuple()
+
+
+@pytest.mark.parametrize("literal", ["-0.0", "0e200", "0E-200", "0.000"])
+def test_any_zero_is_stored_as_plain_zero(literal: str) -> None:
+    # DynamoDB refuses zeros with extreme exponents; the value is the same, so it is stored as 0
+    (parsed,) = parse_orders(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]', LIMITS)
+    assert parsed.parameter_2.as_tuple() == Decimal(0).as_tuple()
+
+
+def test_trailing_zeros_beyond_38_digits_keep_the_value() -> None:
+    literal = "1." + "0" * 45
+    (parsed,) = parse_orders(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]', LIMITS)
+    assert parsed.parameter_2 == Decimal(1)
+    assert len(parsed.parameter_2.as_tuple().digits) <= 38
+
+
+def test_body_may_be_bytes_or_str() -> None:
+    assert parse_orders(EXAMPLE.encode(), LIMITS) == parse_orders(EXAMPLE, LIMITS)
+
+
+def test_non_ascii_parameter_1_is_accepted() -> None:
+    (parsed,) = parse_orders(body_of(order(parameter_1="Ærø ⚡ 東京")), LIMITS)
+    assert parsed.parameter_1 == "Ærø ⚡ 東京"
+
+
+# --- Invalid JSON
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[{"record_id": "a", "parameter_1": "x", "parameter_2": 1,},]',
+        '[{"record_id": "a", "parameter_1": "x", "parameter_2": 1}]]',
+        '[{"record_id": "a", "parameter_1": "x", "parameter_2": 1}',
+        "[{'record_id': 'a'}]",
+        '[{"record_id": "a", "parameter_1": "x", "parameter_2": 01}]',
+        "[1] [2]",
+        "not json",
+        b"\xff\xfe\x00[",
+    ],
+    ids=[
+        "trailing commas",
+        "extra bracket",
+        "unclosed",
+        "single quotes",
+        "leading zero",
+        "two documents",
+        "text",
+        "bad bytes",
+    ],
+)
+def test_invalid_json_is_refused(body: str | bytes) -> None:
+    with pytest.raises(InvalidJson) as refused:
+        parse_orders(body, LIMITS)
+    assert refused.value.code == "invalid_json"
+    assert refused.value.message.startswith("body is not valid JSON")
+
+
+def test_duplicate_keys_in_an_object_are_invalid_json() -> None:
+    body = '[{"record_id": "a", "parameter_1": "x", "parameter_2": 1, "parameter_2": 2}]'
+    with pytest.raises(InvalidJson, match="duplicate key 'parameter_2'"):
+        parse_orders(body, LIMITS)
+
+
+# --- The body must be a non-empty array
+
+
+NOT_A_NON_EMPTY_ARRAY = {
+    "none": None,
+    "empty str": "",
+    "empty bytes": b"",
+    "whitespace": "   \n",
+    "empty array": "[]",
+    "empty object": "{}",
+    "object": '{"record_id": "a", "parameter_1": "x", "parameter_2": 1}',
+    "string": '"a"',
+    "number": "42",
+    "null": "null",
+    "boolean": "true",
+}
+
+
+@pytest.mark.parametrize("body", NOT_A_NON_EMPTY_ARRAY.values(), ids=NOT_A_NON_EMPTY_ARRAY.keys())
+def test_body_that_is_not_a_non_empty_array_is_refused(body: str | bytes | None) -> None:
+    problem = only_problem(body)
+    assert problem == Problem("body must be a non-empty JSON array of orders")
+
+
+@pytest.mark.parametrize("record", [1, "order", None, [], [order()], True])
+def test_record_that_is_not_an_object_is_refused(record: Any) -> None:
+    problems = problems_of(body_of(order(record_id="ok"), record))
+    assert problems == [Problem("each order must be a JSON object", index=1)]
+
+
+# --- record_id
+
+
+def test_missing_record_id_is_reported() -> None:
+    record = order()
+    del record["record_id"]
+    problem = only_problem(body_of(record))
+    assert (problem.index, problem.record_id, problem.field) == (0, None, "record_id")
+    assert problem.message == "is required"
+
+
+@pytest.mark.parametrize(
+    "record_id",
+    [
+        "",
+        "a" * 65,
+        "a/b",
+        "-a",
+        "_a",
+        ".a",
+        "a b",
+        " a",
+        "a ",
+        "ünïcode",
+        "a\u00a0b",
+        "東京",
+        "a:b",
+        "a\n",
+        "a\tb",
+    ],
+)
+def test_badly_formed_record_id_is_refused(record_id: str) -> None:
+    problem = only_problem(body_of(order(record_id=record_id)))
+    assert (problem.index, problem.record_id, problem.field) == (0, record_id, "record_id")
+    assert problem.message.startswith("must be 1 to 64 characters: letters, digits")
+
+
+@pytest.mark.parametrize("record_id", [1, None, ["a"], {"a": 1}, True])
+def test_record_id_that_is_not_a_string_is_refused(record_id: Any) -> None:
+    problem = only_problem(body_of(order(record_id=record_id)))
+    assert (problem.index, problem.record_id, problem.field) == (0, None, "record_id")
+    assert problem.message == "must be a string"
+
+
+@pytest.mark.parametrize("record_id", ["a", "A" * 64, "0", "a-b_c.d", "a..b", "a-", "Z9", "1.5"])
+def test_well_formed_record_ids_are_accepted(record_id: str) -> None:
+    (parsed,) = parse_orders(body_of(order(record_id=record_id)), LIMITS)
+    assert parsed.record_id == record_id
+
+
+def test_record_id_repeated_in_one_request_names_the_later_index() -> None:
+    body = body_of(order(record_id="a"), order(record_id="b"), order(record_id="a", parameter_2=5))
+    problem = only_problem(body)
+    assert (problem.index, problem.record_id, problem.field) == (2, "a", "record_id")
+    assert "repeated" in problem.message
+    assert "index 0" in problem.message
+
+
+# --- parameter_1
+
+
+@pytest.mark.parametrize("value", [1, 1.5, None, ["abc"], {"a": "b"}, True])
+def test_parameter_1_that_is_not_a_string_is_refused(value: Any) -> None:
+    problem = only_problem(body_of(order(parameter_1=value)))
+    assert (problem.index, problem.record_id, problem.field) == (0, "r1", "parameter_1")
+    assert problem.message == "must be a string"
+
+
+@pytest.mark.parametrize(("value", "words"), [("", "at least 1"), ("x" * 257, "at most 256")])
+def test_parameter_1_must_be_1_to_256_characters(value: str, words: str) -> None:
+    problem = only_problem(body_of(order(parameter_1=value)))
+    assert (problem.index, problem.record_id, problem.field) == (0, "r1", "parameter_1")
+    assert words in problem.message
+
+
+def test_parameter_1_of_256_characters_is_accepted() -> None:
+    (parsed,) = parse_orders(body_of(order(parameter_1="é" * 256)), LIMITS)
+    assert parsed.parameter_1 == "é" * 256
+
+
+# --- parameter_2
+
+
+@pytest.mark.parametrize(
+    ("literal", "message"),
+    [
+        ("true", "must be a JSON number"),
+        ("false", "must be a JSON number"),
+        ('"4"', "must be a JSON number"),
+        ('"2.1"', "must be a JSON number"),
+        ("null", "must be a JSON number"),
+        ("[4]", "must be a JSON number"),
+        ('{"value": 4}', "must be a JSON number"),
+        ("NaN", "must be a finite number (NaN and Infinity are refused)"),
+        ("Infinity", "must be a finite number (NaN and Infinity are refused)"),
+        ("-Infinity", "must be a finite number (NaN and Infinity are refused)"),
+        ("1e-131", "must be between 1e-130 and 9.99e125 in magnitude"),
+        ("1e126", "must be between 1e-130 and 9.99e125 in magnitude"),
+    ],
+)
+def test_parameter_2_must_be_a_finite_json_number(literal: str, message: str) -> None:
+    body = f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]'
+    problem = only_problem(body)
+    assert (problem.index, problem.record_id, problem.field) == (0, "r1", "parameter_2")
+    assert problem.message == message
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "123456789012345678901234567890123456789",  # 39 digits
+        "1.000000000000000000000000000000000000001",  # 40 digits
+        "0.12345678901234567890123456789012345678901",
+        "-98765432109876543210987654321098765432.1",
+    ],
+)
+def test_parameter_2_with_more_than_38_significant_digits_is_refused(literal: str) -> None:
+    # DynamoDB keeps at most 38 significant digits; more could not be stored exactly.
+    body = f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]'
+    problem = only_problem(body)
+    assert (problem.index, problem.record_id, problem.field) == (0, "r1", "parameter_2")
+    assert problem.message == "must have at most 38 significant digits"
+
+
+def test_trailing_zeros_do_not_count_as_significant_digits() -> None:
+    literal = "1" + "0" * 60  # 1e60: one significant digit
+    (parsed,) = parse_orders(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]', LIMITS)
+    assert parsed.parameter_2 == Decimal(literal)
+
+
+# --- Unknown and missing fields
+
+
+def test_unknown_fields_are_refused_by_name() -> None:
+    problems = problems_of(body_of(order(price=3, Parameter_1="x")))
+    assert sorted(p.field or "" for p in problems) == ["Parameter_1", "price"]
+    assert all(p.index == 0 and p.record_id == "r1" for p in problems)
+    assert all(p.message.startswith("is not a known field") for p in problems)
+
+
+def test_every_missing_field_is_reported() -> None:
+    problems = problems_of(body_of({}))
+    assert [(p.index, p.record_id, p.field, p.message) for p in problems] == [
+        (0, None, "record_id", "is required"),
+        (0, None, "parameter_1", "is required"),
+        (0, None, "parameter_2", "is required"),
+    ]
+
+
+# --- All problems at once
+
+
+def test_several_bad_records_are_reported_together() -> None:
+    # Given a request with good and bad records
+    body = body_of(
+        order(record_id="good-1"),
+        order(record_id="bad/1"),
+        order(record_id="good-2"),
+        "not an order",
+        order(record_id="bad-3", parameter_1=7, parameter_2=True),
+    )
+
+    # When it is parsed, then every problem is reported, each naming its record and field
+    problems = problems_of(body)
+    assert [(p.index, p.record_id, p.field) for p in problems] == [
+        (1, "bad/1", "record_id"),
+        (3, None, None),
+        (4, "bad-3", "parameter_1"),
+        (4, "bad-3", "parameter_2"),
+    ]
+    assert all(p.message for p in problems)
+
+
+def test_problems_serialise_with_index_record_id_field_and_message() -> None:
+    with pytest.raises(OrdersInvalid) as refused:
+        parse_orders(body_of(order(parameter_1="")), LIMITS)
+    details = refused.value.details()
+    assert set(details["problems"][0]) == {"index", "record_id", "field", "message"}
+    assert refused.value.code == "validation_failed"
+    assert "nothing was stored" in refused.value.message
+
+
+# --- Limits
+
+
+def test_more_orders_than_the_limit_is_refused() -> None:
+    limits = Limits(max_orders=3)
+    assert len(parse_orders(body_of(*(order(record_id=f"r{i}") for i in range(3))), limits)) == 3
+
+    with pytest.raises(TooManyOrders) as refused:
+        parse_orders(body_of(*(order(record_id=f"r{i}") for i in range(4))), limits)
+    assert refused.value.details() == {"limit": 3}
+    assert "4 orders" in refused.value.message
+
+
+def test_default_limit_is_100_orders() -> None:
+    assert len(parse_orders(body_of(*(order(record_id=f"r{i}") for i in range(100))), LIMITS)) == 100
+    with pytest.raises(TooManyOrders):
+        parse_orders(body_of(*(order(record_id=f"r{i}") for i in range(101))), LIMITS)
+
+
+def test_body_over_the_byte_limit_is_refused_before_parsing() -> None:
+    body = body_of(order(parameter_1="x" * 200))
+    size = len(body.encode())
+    assert parse_orders(body, Limits(max_body_bytes=size))
+
+    with pytest.raises(BodyTooLarge) as refused:
+        parse_orders(body, Limits(max_body_bytes=size - 1))
+    assert refused.value.details() == {"limit_bytes": size - 1}
+
+    # the limit counts bytes, not characters, and applies even to invalid JSON
+    with pytest.raises(BodyTooLarge):
+        parse_orders("é" * 60, Limits(max_body_bytes=100))
+
+
+# --- Submission and expiry
+
+
+def test_new_orders_are_pending_for_24_hours_from_submission() -> None:
+    requests = parse_orders(EXAMPLE, LIMITS)
+    orders = new_orders(requests, now=START + 0.75)
+
+    assert {o.status for o in orders} == {OrderStatus.PENDING}
+    assert {o.expires_at for o in orders} == {int(START) + 86400}
+    assert ORDER_TTL_SECONDS == 86400
+    submitted = orders[0].submitted_at
+    assert submitted.endswith("Z")
+    assert datetime.fromisoformat(submitted) == datetime.fromtimestamp(START + 0.75, UTC)
+    assert submitted == "2027-01-15T08:00:00.750Z"
+
+
+def test_submit_orders_stores_every_order_and_returns_a_receipt() -> None:
+    store = MemoryStore()
+    receipt = submit_orders(EXAMPLE, store, LIMITS, now=START)
+
+    assert receipt.as_dict() == {
+        "stored": 2,
+        "orders": [
+            {"record_id": "unique_id_1", "status": "pending", "expires_at": int(START) + 86400},
+            {"record_id": "unique_id_2", "status": "pending", "expires_at": int(START) + 86400},
+        ],
+    }
+    assert store.orders["unique_id_2"].parameter_2 == Decimal("2.1")
+
+
+def test_submit_orders_stores_nothing_when_any_record_is_invalid() -> None:
+    store = MemoryStore()
+    with pytest.raises(OrdersInvalid):
+        submit_orders(body_of(order(record_id="fine"), order(record_id="")), store, LIMITS, now=START)
+    assert store.orders == {}
+
+
+def test_find_order_returns_a_live_order_and_hides_it_once_expired() -> None:
+    store = MemoryStore()
+    submit_orders(EXAMPLE, store, LIMITS, now=START)
+
+    assert find_order(store, "unique_id_1", now=START + 86399).parameter_2 == Decimal(4)
+    # an expired order does not exist, even though the store still holds it
+    with pytest.raises(OrderNotFound) as missing:
+        find_order(store, "unique_id_1", now=START + 86400)
+    assert missing.value.code == "not_found"
+    assert "unique_id_1" in store.orders
+
+
+def test_find_order_of_an_unknown_record_id_is_not_found() -> None:
+    with pytest.raises(OrderNotFound):
+        find_order(MemoryStore(), "never-stored", now=START)
+
+
+@pytest.mark.parametrize("record_id", ["a" * 65, "a/b", "-a", "a b", "ünï", "", "../etc/passwd"])
+def test_find_order_refuses_malformed_record_ids_without_reading_the_store(record_id: str) -> None:
+    store = MemoryStore()
+    with pytest.raises(OrderNotFound):
+        find_order(store, record_id, now=START)
+    assert store.reads == []
+
+
+def test_find_order_refuses_a_record_id_with_a_trailing_newline_without_reading_the_store() -> None:
+    # "abc\n" is refused on submission (see test_badly_formed_record_id_is_refused), so it can never be
+    # stored and need not be looked up.
+    store = MemoryStore()
+    with pytest.raises(OrderNotFound):
+        find_order(store, "abc\n", now=START)
+    assert store.reads == []
+
+
+# --- Properties
+
+record_ids = st.from_regex(VALID_RECORD_ID, fullmatch=True)
+
+
+@st.composite
+def exact_numbers(draw: st.DrawFn) -> Decimal:
+    """Finite decimals DynamoDB stores exactly: at most 38 significant digits, magnitude 1e-130..9.99e125,
+    exponent at least -165 (the smallest boto3's DynamoDB context represents)."""
+    coefficient = draw(st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1))
+    if coefficient == 0:
+        return Decimal(0)
+    digits = len(str(abs(coefficient)))
+    exponent = draw(st.integers(min_value=max(-165, -130 - digits + 1), max_value=125 - digits + 1))
+    return Decimal(f"{coefficient}E{exponent}")
+
+
+valid_records = st.fixed_dictionaries(
+    {
+        "record_id": record_ids,
+        "parameter_1": st.text(min_size=1, max_size=256),
+        "parameter_2": st.one_of(exact_numbers(), st.integers(min_value=-(10**20), max_value=10**20)),
+    }
+)
+valid_requests = st.lists(valid_records, min_size=1, max_size=10, unique_by=lambda r: r["record_id"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(valid_requests)
+def test_valid_requests_always_parse_and_round_trip_exactly(records: list[dict[str, Any]]) -> None:
+    parsed = parse_orders(codec.dumps(records), LIMITS)
+
+    assert [o.record_id for o in parsed] == [r["record_id"] for r in records]
+    assert [o.parameter_1 for o in parsed] == [r["parameter_1"] for r in records]
+    for o, r in zip(parsed, records, strict=True):
+        assert o.parameter_2 == Decimal(r["parameter_2"])
+        assert str(o.parameter_2) == str(Decimal(r["parameter_2"]))
+    # and the stored form reads back identically
+    for stored in new_orders(parsed, now=START):
+        assert Order.model_validate(codec.loads(codec.dumps(stored.model_dump()))) == stored
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # includes NaN and infinities, written as NaN/Infinity literals
+    st.text(max_size=20),
+    st.sampled_from(["r1", "a/b", "", "x" * 70]),
+)
+json_documents = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=6),
+        st.dictionaries(
+            st.one_of(st.sampled_from(["record_id", "parameter_1", "parameter_2"]), st.text(max_size=10)),
+            children,
+            max_size=5,
+        ),
+    ),
+    max_leaves=30,
+)
+order_like_requests = st.lists(
+    st.fixed_dictionaries(
+        {
+            "record_id": st.one_of(record_ids, json_scalars),
+            "parameter_1": st.one_of(st.text(min_size=1, max_size=10), json_scalars),
+            "parameter_2": st.one_of(exact_numbers(), json_scalars),
+        },
+        optional={"extra": json_scalars},
+    ),
+    min_size=1,
+    max_size=6,
+)
+EXPECTED_ERRORS = (InvalidJson, OrdersInvalid, TooManyOrders, BodyTooLarge)
+SMALL_LIMITS = Limits(max_orders=4, max_body_bytes=600)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(json_documents, order_like_requests))
+def test_any_json_document_is_either_accepted_or_refused_with_a_domain_error(document: Any) -> None:
+    body = simplejson.dumps(document, use_decimal=True, allow_nan=True)  # NaN and Infinity literals too
+    try:
+        parsed = parse_orders(body, SMALL_LIMITS)
+    except EXPECTED_ERRORS:
+        return
+    # accepted: then it was a non-empty array of valid orders
+    assert isinstance(document, list)
+    assert [o.record_id for o in parsed] == [r["record_id"] for r in document]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=700))
+def test_any_bytes_are_either_accepted_or_refused_with_a_domain_error(body: bytes) -> None:
+    with contextlib.suppress(*EXPECTED_ERRORS):
+        parse_orders(body, SMALL_LIMITS)
+
+
+invalid_record_ids = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet="abcXYZ019_.-", min_size=65, max_size=90),
+    st.builds(lambda head, tail: head + tail, st.sampled_from(["_", "-", ".", " ", "/", "é"]), record_ids),
+).filter(lambda s: VALID_RECORD_ID.fullmatch(s) is None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(invalid_record_ids)
+def test_invalid_record_ids_are_always_refused_naming_record_id(record_id: str) -> None:
+    problems = problems_of(body_of(order(record_id=record_id)))
+    assert [(p.index, p.record_id, p.field) for p in problems] == [(0, record_id, "record_id")]
