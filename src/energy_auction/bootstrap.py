@@ -16,8 +16,9 @@ from energy_auction.settings import Backend, Settings
 
 if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the API no PyJWT
     from energy_auction.auth import TokenVerifier
+    from energy_auction.market import SimulatedMarket
     from energy_auction.orders import Limits
-    from energy_auction.ports import OrderStore
+    from energy_auction.ports import Notifier, OrderStore, ResultStore, WorkStore
 
 
 class Container:
@@ -50,6 +51,69 @@ class Container:
             self.settings.orders_table,
             Backoff(self.settings.storage_max_attempts, self.settings.storage_base_delay_seconds),
         )
+
+    @cached_property
+    def market(self) -> SimulatedMarket:
+        from energy_auction.market import SimulatedMarket
+
+        return SimulatedMarket(
+            ready_probability=self.settings.market_ready_probability,
+            accept_probability=self.settings.market_accept_probability,
+            seed=self.settings.market_seed,
+        )
+
+    @cached_property
+    def result_store(self) -> ResultStore:
+        if self.settings.backend is Backend.LOCAL:
+            from energy_auction.adapters.local import FolderResultStore
+
+            return FolderResultStore(self.settings.results_dir)
+        from energy_auction.adapters.aws import S3ResultStore
+
+        return S3ResultStore(self.aws_client("s3"), self._required("results_bucket"))  # type: ignore[arg-type]
+
+    @cached_property
+    def work_store(self) -> WorkStore:
+        """S3 in both backends: locally it is the in-memory S3 of the pipeline engine (moto)."""
+        from energy_auction.adapters.aws import S3WorkStore
+
+        return S3WorkStore(
+            self.aws_client("s3"),  # type: ignore[arg-type]
+            self._required("work_bucket"),
+            self.settings.work_prefix,
+        )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from energy_auction.adapters.slack import SlackWebhookNotifier
+        from energy_auction.notifications import FanOutNotifier, LogNotifier
+
+        notifiers: list[Notifier] = []
+        if self.settings.backend is Backend.LOCAL:
+            from energy_auction.adapters.local import JsonlNotifier
+
+            notifiers.append(JsonlNotifier(self.settings.notifications_file))
+        notifiers.append(SlackWebhookNotifier(self.slack_webhook_url, fallback=LogNotifier()))
+        return FanOutNotifier(notifiers)
+
+    def slack_webhook_url(self) -> str | None:
+        """The webhook: SLACK_WEBHOOK_URL, else the Secrets Manager secret (cached); None when unset or empty."""
+        if self.settings.slack_webhook_url:
+            return self.settings.slack_webhook_url
+        if self.settings.backend is Backend.LOCAL or not self.settings.slack_webhook_secret_id:
+            return None
+        from energy_auction.adapters.aws import secrets_manager_secret
+
+        value = secrets_manager_secret(
+            self.settings.slack_webhook_secret_id, self.settings.secret_cache_seconds
+        )
+        return value.strip() or None
+
+    def _required(self, name: str) -> str:
+        value = getattr(self.settings, name)
+        if not value:
+            raise RuntimeError(f"ENERGY_AUCTION_{name.upper()} is not set")
+        return str(value)
 
     def jwt_secret(self) -> str:
         """The signing secret: the override, else Secrets Manager (cached) or the local file."""

@@ -81,13 +81,19 @@ class OrdersAlreadyProcessed(EnergyAuctionError):
 
     def __init__(self, record_ids: Sequence[str]) -> None:
         super().__init__(
-            "the auction has already processed these orders, so they cannot be changed; "
-            "nothing from this request was stored"
+            "the auction has processed (or is processing) these orders, so they cannot be changed "
+            "until they expire; nothing from this request was stored"
         )
         self.record_ids = sorted(record_ids)
 
     def details(self) -> dict[str, Any]:
         return {"record_ids": self.record_ids}
+
+
+class ClaimLost(EnergyAuctionError):
+    """A run tried to complete an order it no longer holds (its claim lapsed or another run took it)."""
+
+    code = "claim_lost"
 
 
 class OrderNotFound(EnergyAuctionError):

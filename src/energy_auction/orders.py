@@ -111,14 +111,22 @@ class Order(BaseModel):
     expires_at: int
     """Epoch seconds after which the order no longer exists (the DynamoDB TTL attribute)."""
     outcome: dict[str, Any] | None = None
-    """The auction outcome once the pipeline has processed the order."""
+    """The auction outcome once the pipeline has processed the order: status, power, reason,
+    run_id, auction_date, processed_at and, when accepted, result_key."""
+    claim_run_id: str | None = None
+    """The pipeline run processing this order right now, if any."""
+    claim_expires_at: int | None = None
+    """Epoch seconds when that run's claim lapses (a run that died gives its orders back then)."""
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
 
+    def is_claimed(self, now: float) -> bool:
+        return self.claim_run_id is not None and (self.claim_expires_at or 0) > now
+
     def public_view(self) -> dict[str, Any]:
         """The order as the API returns it."""
-        return self.model_dump(mode="python", exclude_none=True)
+        return self.model_dump(mode="python", exclude_none=True, exclude={"claim_run_id", "claim_expires_at"})
 
 
 @dataclass(frozen=True)

@@ -68,10 +68,43 @@ class Settings:
     secret_cache_seconds: int = _setting(300, int, 0, 3600)
 
     orders_table: str | None = _setting(None, _optional)
-    region: str | None = _setting(None, _optional)
+    region: str | None = _setting(None, _optional, env=("AWS_REGION", "AWS_DEFAULT_REGION"))
+
+    # Auction pipeline
+    results_bucket: str | None = _setting(None, _optional)
+    """S3 bucket for accepted results (AWS); locally they go to <home>/results/."""
+    work_bucket: str | None = _setting(None, _optional)
+    """S3 bucket for transient run data (the order results a run reads); locally moto's in-memory S3."""
+    work_prefix: str = _setting("work/")
+    market_ready_probability: float = _setting(0.8, float, 0, 1)
+    market_accept_probability: float = _setting(0.7, float, 0, 1)
+    market_seed: int | None = _setting(None, int)
+    """Seed of the simulated market, to reproduce a run's outcomes; unset means random."""
+    claim_lease_seconds: int = _setting(4500, int, 60, 7 * 24 * 3600)
+    """How long a run holds the orders it claimed; then the orders of a run that died are free again."""
+    pipeline_max_attempts: int = _setting(10, int, 1, 1000)
+    pipeline_retry_seconds: int = _setting(30, int, 0, 3600)
+    pipeline_timeout_seconds: int = _setting(3600, int, 60, 86400)
+    pipeline_task_retry_interval_seconds: int = _setting(2, int, 1, 300)
+    pipeline_task_retry_max_attempts: int = _setting(6, int, 0, 20)
+    pipeline_task_retry_backoff_rate: float = _setting(2.0, float, 1, 10)
+    pipeline_max_concurrency: int = _setting(8, int, 1, 1000)
+
+    # Notifications
+    slack_webhook_url: str | None = _setting(None, _optional, env=("SLACK_WEBHOOK_URL",), repr=False)
+    """The Slack incoming webhook (local stack); never logged."""
+    slack_webhook_secret_id: str | None = _setting(None, _optional)
+    """Secrets Manager name of the Slack webhook URL (AWS)."""
 
     def __post_init__(self) -> None:
+        if self.claim_lease_seconds <= self.pipeline_timeout_seconds:
+            raise InvalidSettings(
+                f"{PREFIX}CLAIM_LEASE_SECONDS must exceed {PREFIX}PIPELINE_TIMEOUT_SECONDS, so a claim "
+                "outlives the run that holds it"
+            )
         for spec in fields(self):
+            if getattr(self, spec.name) is None:
+                continue
             value = getattr(self, spec.name)
             low, high = spec.metadata.get("low"), spec.metadata.get("high")
             if (low is not None and value < low) or (high is not None and value > high):
@@ -85,15 +118,14 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for spec in fields(cls):
-            raw = env.get(PREFIX + spec.name.upper())
-            if spec.name == "region" and raw is None:
-                raw = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            names = (PREFIX + spec.name.upper(), *spec.metadata["env"])
+            raw = next((env[name] for name in names if env.get(name)), None)
             if raw is None:
                 continue
             try:
                 values[spec.name] = spec.metadata["parse"](raw)
             except ValueError:
-                shown = "<hidden>" if spec.name == "jwt_secret" else repr(raw)
+                shown = repr(raw) if spec.repr else "<hidden>"
                 raise InvalidSettings(f"{PREFIX}{spec.name.upper()}={shown} is not valid") from None
         return cls(**{**values, **overrides})
 
@@ -104,3 +136,11 @@ class Settings:
     @property
     def jwt_secret_file(self) -> Path:
         return self.home / "jwt-secret"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.home / "results"
+
+    @property
+    def notifications_file(self) -> Path:
+        return self.home / "notifications.jsonl"

@@ -18,6 +18,7 @@ from energy_auction.orders import Order, OrderStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
 
 # Error codes after which the same request may succeed (nothing was written).
 _TRANSIENT_ERRORS = frozenset(
@@ -39,6 +40,16 @@ _TRANSIENT_CANCELLATIONS = frozenset(
         "RequestLimitExceeded",
     }
 )
+
+# The orders table (the CDK stack and the tests create it from these names).
+ORDERS_KEY = "record_id"
+TTL_ATTRIBUTE = "expires_at"
+PENDING_INDEX = "pending-orders"
+"""Sparse GSI over pending orders: partition key ``pending_shard`` (S), sort key ``expires_at`` (N),
+projection ALL. Only pending orders carry ``pending_shard``, so the index holds nothing else."""
+PENDING_SHARD_ATTRIBUTE = "pending_shard"
+PENDING_SHARDS = 8
+"""Pending orders spread over this many index partitions (by a hash of record_id)."""
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -149,6 +160,42 @@ class DynamoDbOrderStore:
             raise StorageUnavailable() from None
         item = response.get("Item")
         return item_to_order(item) if item else None
+
+
+class S3ResultStore:
+    """Accepted results as JSON objects in the results bucket."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+
+    def put_result(self, key: str, document: dict[str, Any]) -> str:
+        self._client.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=codec.dumps(document).encode(),
+            ContentType="application/json",
+        )
+        return f"s3://{self._bucket}/{key}"
+
+
+class S3WorkStore:
+    """A run's order results as one JSON array in S3, where the Distributed Map's ItemReader reads them."""
+
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "work/") -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+
+    def write_items(self, run_id: str, items: Sequence[dict[str, Any]]) -> dict[str, str]:
+        key = f"{self._prefix}runs/{run_id}/results.json"
+        self._client.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=codec.dumps(list(items)).encode(),
+            ContentType="application/json",
+        )
+        return {"bucket": self._bucket, "key": key}
 
 
 def secrets_manager_secret(secret_id: str, max_age_seconds: int) -> str:

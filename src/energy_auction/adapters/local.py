@@ -9,10 +9,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from energy_auction import codec
 from energy_auction.errors import OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import Order, OrderStatus
+
+if TYPE_CHECKING:
+    from energy_auction.notifications import Notice
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -89,6 +93,43 @@ class SqliteOrderStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class FolderResultStore:
+    """Accepted results as files under a folder, at the same keys as in the S3 results bucket."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def put_result(self, key: str, document: dict[str, Any]) -> str:
+        target = (self._root / key).resolve()
+        if not target.is_relative_to(self._root.resolve()):
+            raise ValueError(f"result key {key!r} leaves the results folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half a file, and a retry rewrites the same bytes.
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        with temporary.open("w") as handle:
+            handle.write(codec.dumps(document))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(target)
+        return str(target)
+
+
+class JsonlNotifier:
+    """Appends every notice, one JSON object a line, to a file (the local stack's notifications.jsonl)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def notify(self, notice: Notice) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        line = codec.dumps(notice.as_dict()) + "\n"
+        with self._lock, self._path.open("a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def load_or_create_secret(path: Path) -> str:
