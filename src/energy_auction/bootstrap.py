@@ -97,7 +97,7 @@ class Container:
         return FanOutNotifier(notifiers)
 
     def slack_webhook_url(self) -> str | None:
-        """The webhook: SLACK_WEBHOOK_URL, else the Secrets Manager secret (cached); None when unset or empty."""
+        """SLACK_WEBHOOK_URL, else the Secrets Manager secret (cached); None when unset or empty."""
         if self.settings.slack_webhook_url:
             return self.settings.slack_webhook_url
         if self.settings.backend is Backend.LOCAL or not self.settings.slack_webhook_secret_id:
