@@ -1,0 +1,43 @@
+"""The auction pipeline's state machine: ONE Amazon States Language template in this package.
+
+CDK deploys it with ``DefinitionBody.from_file`` and ``definition_substitutions``; the local stack
+renders the same file with :func:`render` and runs it on moto's ASL interpreter. ``${Name}``
+placeholders stand for ARNs and tunables; numeric ones are unquoted, so the file is JSON only
+after substitution.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ASL_PATH = Path(__file__).with_name("pipeline.asl.json")
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+def template() -> str:
+    return ASL_PATH.read_text()
+
+
+def placeholders() -> set[str]:
+    """The substitution names the template uses."""
+    return set(_PLACEHOLDER.findall(template()))
+
+
+def render(values: Mapping[str, object]) -> dict[str, Any]:
+    """The state machine definition with every placeholder replaced (as CloudFormation's Fn::Sub does).
+
+    Raises
+    ------
+    KeyError
+        A placeholder has no value, or a value names no placeholder.
+    """
+    names = placeholders()
+    missing, unknown = names - set(values), set(values) - names
+    if missing or unknown:
+        raise KeyError(f"substitutions missing: {sorted(missing)}; unknown: {sorted(unknown)}")
+    definition: dict[str, Any] = json.loads(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template()))
+    return definition
