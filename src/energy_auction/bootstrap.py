@@ -16,9 +16,8 @@ from energy_auction.settings import Backend, Settings
 
 if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the API no PyJWT
     from energy_auction.auth import TokenVerifier
-    from energy_auction.market import SimulatedMarket
     from energy_auction.orders import Limits
-    from energy_auction.ports import Notifier, OrderStore, ResultStore, WorkStore
+    from energy_auction.ports import AuctionMarket, Notifier, OrderStore, ResultStore, WorkStore
 
 
 class Container:
@@ -53,7 +52,7 @@ class Container:
         )
 
     @cached_property
-    def market(self) -> SimulatedMarket:
+    def market(self) -> AuctionMarket:
         from energy_auction.market import SimulatedMarket
 
         return SimulatedMarket(

@@ -1,8 +1,10 @@
-"""The ``energy-auction`` command: ``local`` (the local stack) and ``token`` (a bearer token)."""
+"""The ``energy-auction`` command: ``local`` (the local stack), ``token`` (a bearer token) and
+``run-pipeline`` (one auction pipeline run against the local stack's data)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -16,11 +18,11 @@ from energy_auction.settings import Backend, Settings
 DEFAULT_PORT = 8000
 
 
-def local_settings(home: Path | None) -> Settings:
-    overrides: dict[str, Any] = {"backend": Backend.LOCAL}
+def local_settings(home: Path | None, **overrides: Any) -> Settings:
+    overrides["backend"] = Backend.LOCAL
     if home is not None:
         overrides["home"] = home
-    return Settings.from_env(**overrides)
+    return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _port(value: str) -> int:
@@ -39,21 +41,26 @@ def cmd_local(args: argparse.Namespace) -> int:
     from energy_auction import bootstrap
     from energy_auction.adapters.local import SqliteOrderStore
     from energy_auction.handlers import api, authorizer
+    from energy_auction.local.engine import PipelineEngine
     from energy_auction.local.gateway import LocalGateway, LocalHttpServer
     from energy_auction.local.lambdas import LocalFunction
+    from energy_auction.local.scheduler import Scheduler
 
     settings = local_settings(args.home)
     deps = bootstrap.Container(settings)
-    bootstrap.use(deps)
     deps.jwt_secret()  # creates the secret file on first start
     store = deps.order_store
     if isinstance(store, SqliteOrderStore):
         store.purge_expired(int(time.time()))
+    engine = PipelineEngine(deps)  # installs its container (same settings and store) for the handlers
+    engine.open()
+    scheduler = None if args.no_schedule else Scheduler(args.every, engine.start_run)
 
     gateway = LocalGateway(LocalFunction("authorizer", authorizer.handler), LocalFunction("api", api.handler))
     try:
         server = LocalHttpServer((args.host, args.port), gateway)
     except OSError as err:
+        engine.close()
         print(f"energy-auction: cannot listen on {args.host}:{args.port}: {err.strerror}", file=sys.stderr)
         return 1
     url = f"http://{args.host}:{server.server_address[1]}"
@@ -64,9 +71,11 @@ def cmd_local(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     home = settings.home.resolve()
+    schedule = f"every {args.every} s" if scheduler else "off (--no-schedule)"
     print(
         f"Energy Auction local stack listening on {url}\n"
         f"  home folder: {home}\n"
+        f"  pipeline:    {schedule}; run one now: .venv/bin/energy-auction run-pipeline --home {home}\n"
         f"  get a token: .venv/bin/energy-auction token --home {home}\n"
         f'  try it:      curl -s -X POST {url}/orders -H "Authorization: Bearer $TOKEN" '
         "-H 'Content-Type: application/json' "
@@ -74,10 +83,15 @@ def cmd_local(args: argparse.Namespace) -> int:
         "Press Ctrl+C to stop.",
         flush=True,
     )
+    if scheduler:
+        scheduler.start()
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        if scheduler:
+            scheduler.stop()
         server.server_close()
+        engine.close()
         if isinstance(store, SqliteOrderStore):
             store.close()
     print("Energy Auction local stack stopped.", flush=True)
@@ -102,6 +116,45 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_pipeline(args: argparse.Namespace) -> int:
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # stdout is the JSON summary
+
+    from energy_auction.bootstrap import Container
+    from energy_auction.local.engine import PipelineEngine
+
+    settings = local_settings(
+        args.home,
+        market_seed=args.seed,
+        market_ready_probability=args.ready_probability,
+        market_accept_probability=args.accept_probability,
+        pipeline_retry_seconds=args.retry_seconds,
+        pipeline_max_attempts=args.max_attempts,
+    )
+    with PipelineEngine(Container(settings)) as engine:
+        summary = engine.run()
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0 if summary.status == "SUCCEEDED" else 1
+
+
+def _interval(value: str) -> int:
+    from energy_auction.local.scheduler import parse_interval
+
+    try:
+        return parse_interval(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _probability(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError("a probability is between 0 and 1")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="energy-auction", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -116,7 +169,33 @@ def parser() -> argparse.ArgumentParser:
         help=f"port to listen on (default: $PORT or {DEFAULT_PORT}; 0 picks a free one)",
     )
     local.add_argument("--home", type=Path, default=None, help=home_help)
+    local.add_argument(
+        "--every",
+        type=_interval,
+        default=300,
+        metavar="INTERVAL",
+        help="start a pipeline run this often, e.g. 30s, 5m, 1h (default 5m, like the AWS schedule)",
+    )
+    local.add_argument("--no-schedule", action="store_true", help="do not run the pipeline on a schedule")
     local.set_defaults(func=cmd_local)
+
+    run = commands.add_parser(
+        "run-pipeline",
+        help="run the auction pipeline once now on the local stack's data; prints a JSON summary",
+    )
+    run.add_argument("--home", type=Path, default=None, help=home_help)
+    run.add_argument(
+        "--seed", type=int, default=None, help="seed the simulated market (reproducible outcomes)"
+    )
+    run.add_argument(
+        "--ready-probability", type=_probability, default=None, help="chance results are ready per attempt"
+    )
+    run.add_argument(
+        "--accept-probability", type=_probability, default=None, help="chance an order is accepted"
+    )
+    run.add_argument("--retry-seconds", type=int, default=None, help="wait between attempts (default 30)")
+    run.add_argument("--max-attempts", type=int, default=None, help="attempts before giving up (default 10)")
+    run.set_defaults(func=cmd_run_pipeline)
 
     token = commands.add_parser("token", help="print a bearer token the local stack accepts")
     token.add_argument("--sub", default="local-trader", help="the token's subject (default local-trader)")
@@ -127,10 +206,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from energy_auction.settings import InvalidSettings
+
     args = parser().parse_args(argv)
     if getattr(args, "ttl", 1) <= 0:
         parser().error("--ttl must be a positive number of seconds")
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except InvalidSettings as err:
+        print(f"energy-auction: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -117,6 +117,21 @@ class StorageUnavailable(EnergyAuctionError):
         return {"retry_after_seconds": self.retry_after}
 
 
+class OrderRejected(Exception):
+    """Raised by ProcessOrder (Lambda B) for a rejected order; the state machine catches it by name
+    (the Lambda error type) and publishes the rejection notice."""
+
+    def __init__(self, record_id: str) -> None:
+        super().__init__(f"Order status is rejected! record_id={record_id}")
+        self.record_id = record_id
+
+
+class TransientFailure(Exception):
+    """A pipeline task failed for a reason worth retrying (throttling, a 5xx, a dropped connection).
+
+    The state machine retries Lambda errors of this type with backoff."""
+
+
 GATEWAY_RESPONSES: dict[str, tuple[int, dict[str, str]]] = {
     "UNAUTHORIZED": (401, {"error": "unauthorized", "message": "missing or invalid bearer token"}),
     "ACCESS_DENIED": (403, {"error": "forbidden", "message": "this token may not call this resource"}),

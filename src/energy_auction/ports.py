@@ -8,7 +8,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from energy_auction.orders import Order, OrderStatus
 
 if TYPE_CHECKING:
+    from energy_auction.market import OrderResult
     from energy_auction.notifications import Notice
+
+
+class AuctionMarket(Protocol):
+    """The market that decides the auction outcome of orders (simulated by default)."""
+
+    def is_ready(self, run_id: str, attempt: int) -> bool:
+        """Whether the auction results can be collected now (the challenge's {"results": false})."""
+        ...
+
+    def decide(self, orders: Sequence[Order], run_id: str, now: float) -> list[OrderResult]:
+        """The outcome of each order: accepted or rejected, with its cleared power."""
+        ...
 
 
 class ResultStore(Protocol):

@@ -34,9 +34,11 @@ def _setting(
     parse: Callable[[str], Any] = str,
     low: float | None = None,
     high: float | None = None,
+    env: tuple[str, ...] = (),
     **kw: Any,
 ) -> Any:
-    return field(default=default, metadata={"parse": parse, "low": low, "high": high}, **kw)
+    """A field read from ENERGY_AUCTION_<NAME>, else from the ``env`` names, in order."""
+    return field(default=default, metadata={"parse": parse, "low": low, "high": high, "env": env}, **kw)
 
 
 def _optional(value: str) -> str | None:

@@ -33,19 +33,20 @@ class LocalLambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-class LocalFunction:
-    """A handler run like a Lambda function with reserved concurrency 1.
+# Lambda runs one invocation per process at a time, and Powertools keeps per-invocation state on
+# module objects (the resolver's current event, the Logger's keys) that all our handlers share in
+# this one process. So every in-process invocation, of any function, takes this lock.
+_ONE_INVOCATION_AT_A_TIME = threading.Lock()
 
-    Powertools' resolver and Logger keep per-invocation state on module objects (as Lambda runs
-    one invocation per process at a time), so invocations of one function are serialised.
-    """
+
+class LocalFunction:
+    """A handler run like a Lambda function: one invocation at a time in this process."""
 
     def __init__(self, name: str, handler: Handler, timeout_seconds: float = 30.0) -> None:
         self.name = name
         self._handler = handler
         self._timeout = timeout_seconds
-        self._lock = threading.Lock()
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        with self._lock:
+        with _ONE_INVOCATION_AT_A_TIME:
             return self._handler(event, LocalLambdaContext(self.name, self._timeout))

@@ -12,7 +12,10 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from energy_auction.settings import Settings
 
 ASL_PATH = Path(__file__).with_name("pipeline.asl.json")
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
@@ -41,3 +44,18 @@ def render(values: Mapping[str, object]) -> dict[str, Any]:
         raise KeyError(f"substitutions missing: {sorted(missing)}; unknown: {sorted(unknown)}")
     definition: dict[str, Any] = json.loads(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template()))
     return definition
+
+
+def tunables(settings: Settings, *, execution_type: str = "STANDARD") -> dict[str, object]:
+    """The non-ARN substitutions, from the settings (the AWS deployment passes EXPRESS children)."""
+    return {
+        "WorkPrefix": settings.work_prefix,
+        "MapExecutionType": execution_type,
+        "MapMaxConcurrency": settings.pipeline_max_concurrency,
+        "MaxAttempts": settings.pipeline_max_attempts,
+        "RetrySeconds": settings.pipeline_retry_seconds,
+        "ExecutionTimeoutSeconds": settings.pipeline_timeout_seconds,
+        "TaskRetryIntervalSeconds": settings.pipeline_task_retry_interval_seconds,
+        "TaskRetryMaxAttempts": settings.pipeline_task_retry_max_attempts,
+        "TaskRetryBackoffRate": settings.pipeline_task_retry_backoff_rate,
+    }

@@ -1,0 +1,46 @@
+"""FetchResults (Lambda A): is the auction ready? If so, claim the pending orders and stage their results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from energy_auction.adapters.transient import is_transient
+from energy_auction.bootstrap import container
+from energy_auction.errors import TransientFailure
+from energy_auction.observability import logger, metrics, tracer
+from energy_auction.pipeline import fetch_results
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer().capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    run_id, attempt = str(event["run_id"]), int(event["attempt"])
+    logger.append_keys(run_id=run_id, attempt=attempt)
+    deps = container()
+    try:
+        answer = fetch_results(
+            run_id,
+            attempt,
+            store=deps.order_store,
+            market=deps.market,
+            work=deps.work_store,
+            now=deps.clock(),
+            lease_seconds=deps.settings.claim_lease_seconds,
+        )
+    except Exception as err:
+        if is_transient(err):
+            logger.warning(
+                "fetching results failed; the state machine retries", extra={"error": type(err).__name__}
+            )
+            raise TransientFailure(type(err).__name__) from err
+        raise
+    if answer["results"]:
+        metrics.add_metric(name="OrdersClaimed", unit=MetricUnit.Count, value=answer["count"])
+    logger.info("fetch results", extra={k: v for k, v in answer.items() if k != "items"})
+    return answer

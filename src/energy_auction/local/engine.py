@@ -1,0 +1,277 @@
+"""Run the package's state machine on moto's ASL interpreter, with the Lambda tasks in-process.
+
+moto executes the ASL (Task, Choice, Wait, Distributed Map reading from S3, Retry, Catch) when
+started with ``execute_state_machine``. Its Lambda tasks would run through Docker; instead a
+``before-call.lambda.Invoke`` hook on boto3's default session answers each invoke by calling our
+handler in this process, the way Lambda would (JSON in, JSON out, ``FunctionError`` on an
+exception). SNS publishes go through to moto and are also delivered to the notifier handler, as
+the topic's subscription does on AWS. Transient run data (the work bucket) lives in moto's S3.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import boto3
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.response import StreamingBody
+from moto import mock_aws
+from moto.core.models import DEFAULT_ACCOUNT_ID
+
+from energy_auction import workflow
+from energy_auction.bootstrap import Container
+from energy_auction.local.lambdas import Handler, LocalFunction
+from energy_auction.observability import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+REGION = "eu-west-1"
+WORK_BUCKET = "energy-auction-work"
+STATE_MACHINE = "energy-auction-pipeline"
+FETCH_RESULTS = "energy-auction-fetch-results"
+PROCESS_ORDER = "energy-auction-process-order"
+TOPIC = "energy-auction-notifications"
+
+
+@dataclass
+class RunSummary:
+    """What one execution did: the JSON that ``energy-auction run-pipeline`` prints."""
+
+    run_id: str
+    status: str = "RUNNING"
+    attempts: int = 0
+    orders: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    error: str | None = None
+    cause: str | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    duration_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _default_functions() -> tuple[Handler, Handler, Handler]:
+    from energy_auction.handlers import fetch_results, notify, process_order
+
+    return fetch_results.handler, process_order.handler, notify.handler
+
+
+class PipelineEngine:
+    """The local Step Functions: one state machine, executions on demand, tasks run in-process.
+
+    Use as a context manager; while it is open, every botocore call in this process goes to moto.
+    """
+
+    def __init__(
+        self,
+        container: Container,
+        *,
+        fetch_results: Handler | None = None,
+        process_order: Handler | None = None,
+        notify: Handler | None = None,
+    ) -> None:
+        defaults = _default_functions() if None in (fetch_results, process_order, notify) else None
+        settings = container.settings
+        # The tasks' work store must point at the engine's bucket in moto's S3.
+        self.container = Container(
+            replace(
+                settings, work_bucket=settings.work_bucket or WORK_BUCKET, region=settings.region or REGION
+            ),
+            clock=container.clock,
+        )
+        for name in ("order_store", "result_store", "notifier", "market"):
+            if name in container.__dict__:  # components a caller built or injected are kept
+                self.container.__dict__[name] = container.__dict__[name]
+        self.region = self.container.settings.region or REGION
+        arn = f"arn:aws:lambda:{self.region}:{DEFAULT_ACCOUNT_ID}:function:"
+        self._functions = {
+            arn + FETCH_RESULTS: LocalFunction(FETCH_RESULTS, fetch_results or defaults[0], 120),  # type: ignore[index]
+            arn + PROCESS_ORDER: LocalFunction(PROCESS_ORDER, process_order or defaults[1], 60),  # type: ignore[index]
+        }
+        self._notify = LocalFunction("energy-auction-notify", notify or defaults[2], 60)  # type: ignore[index]
+        self._runs: dict[str, RunSummary] = {}
+        self._lock = threading.Lock()
+        self._mock: Any = None
+        self._sfn: SFNClient | None = None
+        self.state_machine_arn = ""
+        self.topic_arn = ""
+
+    # -- lifecycle
+
+    def __enter__(self) -> PipelineEngine:
+        self.open()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        self._mock.start()
+        boto3.setup_default_session(region_name=self.region)
+        events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
+        events.register("before-call.lambda.Invoke", self._invoke_lambda)  # type: ignore[arg-type]
+        events.register("before-call.sns.Publish", self._deliver_notification)
+
+        from energy_auction import bootstrap
+
+        bootstrap.use(self.container)  # the in-process handlers use this container
+        settings = self.container.settings
+        s3 = boto3.client("s3", region_name=self.region)
+        s3.create_bucket(
+            Bucket=settings.work_bucket or WORK_BUCKET,
+            CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
+        )
+        self.topic_arn = boto3.client("sns", region_name=self.region).create_topic(Name=TOPIC)["TopicArn"]
+        definition = workflow.render(
+            {
+                **workflow.tunables(settings),
+                "FetchResultsFunctionArn": self.function_arn(FETCH_RESULTS),
+                "ProcessOrderFunctionArn": self.function_arn(PROCESS_ORDER),
+                "NotificationTopicArn": self.topic_arn,
+                "WorkBucketName": settings.work_bucket or WORK_BUCKET,
+            }
+        )
+        self._sfn = boto3.client("stepfunctions", region_name=self.region)
+        self.state_machine_arn = self._sfn.create_state_machine(
+            name=STATE_MACHINE,
+            definition=json.dumps(definition),
+            roleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{STATE_MACHINE}",
+        )["stateMachineArn"]
+
+    def close(self) -> None:
+        if self._mock is None:
+            return
+        events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
+        events.unregister("before-call.lambda.Invoke", self._invoke_lambda)  # type: ignore[arg-type]
+        events.unregister("before-call.sns.Publish", self._deliver_notification)
+        self._mock.stop()
+        self._mock = None
+
+    def function_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{DEFAULT_ACCOUNT_ID}:function:{name}"
+
+    # -- executions
+
+    def start_run(self) -> str:
+        """Start an execution now (as the schedule does); returns its run id (the execution name)."""
+        assert self._sfn is not None, "the engine is not open"
+        run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            self._runs[run_id] = RunSummary(run_id)
+        self._sfn.start_execution(stateMachineArn=self.state_machine_arn, name=run_id, input="{}")
+        return run_id
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunSummary:
+        """Block until the run ends (or ``timeout`` seconds pass) and return its summary."""
+        assert self._sfn is not None, "the engine is not open"
+        arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}"
+        limit = timeout if timeout is not None else self.container.settings.pipeline_timeout_seconds + 60
+        started = time.monotonic()
+        while True:
+            described = self._sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING" or time.monotonic() - started > limit:
+                break
+            time.sleep(0.05)
+        with self._lock:
+            summary = self._runs[run_id]
+            summary.status = described["status"]
+            summary.error = described.get("error")
+            summary.cause = described.get("cause")
+            summary.duration_seconds = round(time.monotonic() - started, 3)
+            return replace(summary)
+
+    def run(self, timeout: float | None = None) -> RunSummary:
+        """One execution, start to end."""
+        return self.wait(self.start_run(), timeout)
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The parent execution's history events."""
+        assert self._sfn is not None
+        arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}"
+        events: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            if token:
+                page = self._sfn.get_execution_history(executionArn=arn, maxResults=1000, nextToken=token)
+            else:
+                page = self._sfn.get_execution_history(executionArn=arn, maxResults=1000)
+            events.extend(page["events"])  # type: ignore[arg-type]
+            token = page.get("nextToken")
+            if not token:
+                return events
+
+    # -- what Lambda and SNS would do
+
+    def _invoke_lambda(self, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        name = unquote(params["url_path"].split("/functions/", 1)[1].split("/", 1)[0])
+        function = self._functions.get(name) or self._functions.get(self.function_arn(name))
+        if function is None:
+            return None  # not ours: let moto answer
+        event = json.loads(params.get("body") or b"{}")  # Lambda's runtime parses numbers as floats too
+        parsed: dict[str, Any] = {"StatusCode": 200, "ExecutedVersion": "$LATEST"}
+        try:
+            payload = json.dumps(function.invoke(event)).encode()
+            self._tally(function.name, event, None)
+        except Exception as err:
+            self._tally(function.name, event, err)
+            payload = json.dumps({"errorType": type(err).__name__, "errorMessage": str(err)}).encode()
+            parsed["FunctionError"] = "Unhandled"
+        parsed["Payload"] = StreamingBody(io.BytesIO(payload), len(payload))
+        return AWSResponse(params.get("url", ""), 200, HTTPHeaders(), None), parsed
+
+    def _tally(self, function: str, event: dict[str, Any], error: Exception | None) -> None:
+        run_id = str(event.get("run_id", ""))
+        with self._lock:
+            summary = self._runs.setdefault(run_id, RunSummary(run_id))
+            if function == FETCH_RESULTS:
+                summary.attempts += 1
+                return
+            if event.get("action") == "release":
+                summary.failed += 1
+            elif error is None:
+                summary.accepted += 1
+            elif type(error).__name__ == "OrderRejected":
+                summary.rejected += 1
+            summary.orders = summary.accepted + summary.rejected + summary.failed
+
+    def _deliver_notification(self, params: dict[str, Any], **_: Any) -> None:
+        body = params.get("body")
+        fields: dict[str, Any] = body if isinstance(body, dict) else {}
+        kind = next(
+            (
+                fields.get(key.replace(".Name", ".Value.StringValue"))
+                for key, value in fields.items()
+                if key.startswith("MessageAttributes.entry.") and key.endswith(".Name") and value == "kind"
+            ),
+            None,
+        )
+        record = {
+            "EventSource": "aws:sns",
+            "EventVersion": "1.0",
+            "Sns": {
+                "Type": "Notification",
+                "MessageId": str(uuid.uuid4()),
+                "TopicArn": fields.get("TopicArn", self.topic_arn),
+                "Subject": fields.get("Subject"),
+                "Message": fields.get("Message", ""),
+                "Timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "MessageAttributes": {"kind": {"Type": "String", "Value": kind}} if kind else {},
+            },
+        }
+        try:
+            self._notify.invoke({"Records": [record]})
+        except Exception as err:  # SNS delivers asynchronously: a failed subscriber never fails the publish
+            logger.error("notification delivery failed", extra={"error": type(err).__name__})

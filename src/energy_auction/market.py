@@ -1,0 +1,94 @@
+"""The auction market: outcome models and the simulated market (the default AuctionMarket).
+
+Like the challenge's Lambda A, the simulated market is sometimes not ready and, when ready,
+accepts or rejects each order at random. With a seed, a run's outcomes are reproducible: each
+draw is seeded from (seed, run id, attempt or record_id), independent of order and concurrency.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from energy_auction.orders import Order, iso_utc
+
+REJECTION_REASONS = (
+    "bid price outside the clearing range",
+    "insufficient transmission capacity",
+    "volume below the minimum lot",
+)
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """The auction outcome of one order, with the order's own fields (one item of a run's results)."""
+
+    record_id: str
+    parameter_1: str
+    parameter_2: Decimal
+    status: Literal["accepted", "rejected"]
+    power: Decimal
+    """Cleared power (MW): the order's volume when accepted, 0 when rejected."""
+    auction_date: str
+    """YYYY-MM-DD (UTC) of the auction the result belongs to."""
+    decided_at: str
+    """ISO 8601 UTC time the market reported the result."""
+    reason: str | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "record_id": self.record_id,
+            "status": self.status,
+            "power": self.power,
+            "parameter_1": self.parameter_1,
+            "parameter_2": self.parameter_2,
+            "auction_date": self.auction_date,
+            "decided_at": self.decided_at,
+        }
+        if self.reason:
+            item["reason"] = self.reason
+        return item
+
+
+@dataclass(frozen=True)
+class SimulatedMarket:
+    """A stand-in market with configurable readiness and acceptance probabilities."""
+
+    ready_probability: float = 0.8
+    accept_probability: float = 0.7
+    seed: int | None = None
+
+    def _draw(self, key: str) -> float:
+        if self.seed is None:
+            return random.SystemRandom().random()
+        return random.Random(f"{self.seed}:{key}").random()
+
+    def is_ready(self, run_id: str, attempt: int) -> bool:
+        return self._draw(f"ready:{run_id}:{attempt}") < self.ready_probability
+
+    def decide(self, orders: Sequence[Order], run_id: str, now: float) -> list[OrderResult]:
+        decided_at = iso_utc(now)
+        auction_date = decided_at[:10]
+        results = []
+        for order in orders:
+            accepted = self._draw(f"accept:{run_id}:{order.record_id}") < self.accept_probability
+            reason = None
+            if not accepted:
+                pick = self._draw(f"reason:{run_id}:{order.record_id}")
+                reason = REJECTION_REASONS[int(pick * len(REJECTION_REASONS))]
+            results.append(
+                OrderResult(
+                    record_id=order.record_id,
+                    parameter_1=order.parameter_1,
+                    parameter_2=order.parameter_2,
+                    status="accepted" if accepted else "rejected",
+                    power=order.parameter_2 if accepted else Decimal(0),
+                    auction_date=auction_date,
+                    decided_at=decided_at,
+                    reason=reason,
+                )
+            )
+        return results

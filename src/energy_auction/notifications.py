@@ -1,0 +1,442 @@
+"""Notices for people: what the pipeline and the alarms tell operators, independent of the channel.
+
+:func:`notice_from_message` turns a message from the notification topic (the state machine's
+``sns:publish`` states, CloudWatch alarms, anything else) into a :class:`Notice`. It never raises:
+a message it does not understand becomes a generic notice, so no alert is dropped for its shape.
+Channels (Slack, a log line, the local stack's JSONL file) implement
+:class:`~energy_auction.ports.Notifier`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from energy_auction import codec
+from energy_auction.observability import logger
+
+if TYPE_CHECKING:
+    from energy_auction.ports import Notifier
+
+Severity = Literal["info", "warning", "error"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+
+# Slack's Block Kit limits, applied here so every channel gets a notice that fits them.
+TITLE_LIMIT = 150
+"""Characters in a header block."""
+TEXT_LIMIT = 3000
+"""Characters in a section's text."""
+VALUE_LIMIT = 1900
+"""Characters of a field's value; a section field holds 2000, with its label."""
+LABEL_LIMIT = 60
+MAX_FIELDS = 10
+"""Fields in one section."""
+
+_ELLIPSIS = "…"
+_DEFAULT_TITLE = "Energy Auction notification"
+
+
+class NoticeKind(StrEnum):
+    """What a notice is about. The state machine's messages carry theirs in the ``kind`` attribute."""
+
+    ORDER_REJECTED = "order_rejected"
+    ORDER_PROCESSING_FAILED = "order_processing_failed"
+    RESULTS_NOT_READY = "results_not_ready"
+    FETCH_FAILED = "fetch_failed"
+    ALARM = "alarm"
+    OTHER = "other"
+
+
+class NotificationFailed(Exception):
+    """A notice could not be delivered. The message never contains the destination (a secret URL).
+
+    ``attempts`` is how many deliveries were tried, ``status`` the last HTTP status (None when the
+    connection failed or nothing was sent), ``permanent`` whether retrying cannot help.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int = 0, status: int | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification, ready for any channel.
+
+    Limits are applied on construction: ``title`` and ``text`` become single lines (``text`` is the
+    plain-text fallback), long values are cut with an ellipsis, at most :data:`MAX_FIELDS` fields
+    are kept, and things that look like credentials (Slack webhook URLs, bearer tokens, JWTs) are
+    replaced by ``<redacted>``.
+    """
+
+    kind: NoticeKind
+    title: str
+    text: str
+    fields: tuple[tuple[str, str], ...] = ()
+    severity: Severity = "info"
+    occurred_at: str | None = None
+    """When it happened (ISO 8601) if the message says so, else when it was published."""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+        title = _clip(_one_line(_redact(self.title)), TITLE_LIMIT) or _DEFAULT_TITLE
+        text = _clip(_one_line(_redact(self.text)), TEXT_LIMIT) or title
+        pairs = tuple(
+            (_clip(_one_line(str(label)), LABEL_LIMIT) or "-", _clip(_redact(str(value)), VALUE_LIMIT) or "-")
+            for label, value in self.fields
+        )
+        if len(pairs) > MAX_FIELDS:
+            hidden = ", ".join(label for label, _ in pairs[MAX_FIELDS - 1 :])
+            pairs = (*pairs[: MAX_FIELDS - 1], ("more", _clip(hidden, VALUE_LIMIT)))
+        # A frozen dataclass normalises its own fields through object.__setattr__.
+        object.__setattr__(self, "kind", NoticeKind(self.kind))
+        object.__setattr__(self, "title", title)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "fields", pairs)
+        if self.occurred_at is not None:
+            object.__setattr__(self, "occurred_at", _clip(_one_line(self.occurred_at), 64) or None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly: kind, severity, title, text, fields (``{label: value}``) and occurred_at."""
+        return {
+            "kind": self.kind.value,
+            "severity": self.severity,
+            "title": self.title,
+            "text": self.text,
+            "fields": dict(self.fields),
+            "occurred_at": self.occurred_at,
+        }
+
+
+def notice_from_message(message: str, kind: str | None, subject: str | None) -> Notice:
+    """The notice for one message from the notification topic; never raises.
+
+    Parameters
+    ----------
+    message
+        The SNS message: the state machine's JSON (``States.JsonToString`` of the state), a
+        CloudWatch alarm's JSON, or any other text.
+    kind
+        The ``kind`` message attribute (set by the state machine), if any.
+    subject
+        The SNS subject, if any.
+    """
+    document = _parse_json(message)
+    declared = (kind or "").strip()
+    if isinstance(document, dict):
+        # The kind attribute names the state machine's messages; alarms are known by their shape.
+        interpret = _INTERPRETERS.get(declared, _alarm)
+        notice = interpret(document)
+        if notice is not None:
+            return notice
+    return _generic(message, document, declared, subject)
+
+
+# --- The state machine's messages -------------------------------------------------------------
+
+
+def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
+    result = _mapping(document.get("result"))
+    record_id = _text(result.get("record_id"))
+    if record_id is None:
+        return None
+    error = _LambdaError.of(document.get("error"))
+    reason = _text(result.get("reason")) or error.message or "no reason given"
+    run_id = _text(document.get("run_id"))
+    return Notice(
+        kind=NoticeKind.ORDER_REJECTED,
+        title=f"Order {record_id} rejected",
+        text=f"The auction rejected order {record_id}: {reason}" + _in_run(run_id),
+        fields=_present(
+            ("record_id", record_id),
+            ("parameter_1", _text(result.get("parameter_1"))),
+            ("parameter_2", _text(result.get("parameter_2"))),
+            ("auction_date", _text(result.get("auction_date"))),
+            ("run_id", run_id),
+            ("reason", reason),
+        ),
+        severity="warning",
+        occurred_at=_text(result.get("decided_at")),
+    )
+
+
+def _order_processing_failed(document: Mapping[str, Any]) -> Notice | None:
+    result = _mapping(document.get("result"))
+    record_id = _text(result.get("record_id"))
+    if record_id is None:
+        return None
+    error = _LambdaError.of(document.get("error"))
+    run_id = _text(document.get("run_id"))
+    what = f"{error.name}: {error.message}" if error.message else (error.name or "unknown error")
+    return Notice(
+        kind=NoticeKind.ORDER_PROCESSING_FAILED,
+        title=f"Processing of order {record_id} failed; it stays pending for the next run",
+        text=f"Processing of order {record_id} failed ({what}); it stays pending for the next run"
+        + _in_run(run_id),
+        fields=_present(
+            ("record_id", record_id),
+            ("parameter_1", _text(result.get("parameter_1"))),
+            ("parameter_2", _text(result.get("parameter_2"))),
+            ("run_id", run_id),
+            ("error", error.name),
+            ("error_message", error.message),
+        ),
+        severity="error",
+    )
+
+
+def _results_not_ready(document: Mapping[str, Any]) -> Notice | None:
+    run_id = _text(document.get("run_id"))
+    attempts = _text(document.get("attempt"))
+    if run_id is None or document.get("results") is not False:
+        return None
+    after = f"after {attempts} attempts " if attempts else ""
+    return Notice(
+        kind=NoticeKind.RESULTS_NOT_READY,
+        title=f"Auction results not ready {after}(run {run_id})",
+        text=f"The auction results were not ready {after}in run {run_id}; no order was processed. "
+        "Pending orders stay pending for the next run.",
+        fields=_present(("run_id", run_id), ("attempts", attempts)),
+        severity="error",
+    )
+
+
+def _fetch_failed(document: Mapping[str, Any]) -> Notice | None:
+    run_id = _text(document.get("run_id"))
+    if run_id is None:
+        return None
+    error = _LambdaError.of(document.get("error"))
+    # The state keeps the count of FetchResults calls that returned; the failed call was the next one.
+    attempt = document.get("attempt")
+    failed_attempt = None
+    if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 0:
+        failed_attempt = str(attempt + 1)
+    what = f"{error.name}: {error.message}" if error.message else (error.name or "unknown error")
+    return Notice(
+        kind=NoticeKind.FETCH_FAILED,
+        title=f"Fetching auction results failed (run {run_id})",
+        text=f"FetchResults failed ({what}) in run {run_id}; no order was processed. "
+        "Pending orders stay pending for the next run.",
+        fields=_present(
+            ("run_id", run_id),
+            ("attempt", failed_attempt),
+            ("error", error.name),
+            ("error_message", error.message),
+        ),
+        severity="error",
+    )
+
+
+@dataclass(frozen=True)
+class _LambdaError:
+    """The ``{"Error", "Cause"}`` a Catch puts in the state; Cause is the Lambda error as a JSON string."""
+
+    name: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> _LambdaError:
+        error = _mapping(value)
+        name = _text(error.get("Error"))
+        cause = error.get("Cause")
+        if not isinstance(cause, str) or not cause.strip():
+            return cls(name)
+        parsed = _parse_json(cause)
+        if isinstance(parsed, dict):
+            # The stack trace and request id stay in the Lambda's logs; the notice needs the message.
+            name = name or _text(parsed.get("errorType"))
+            return cls(name, _text(parsed.get("errorMessage")))
+        # States.Timeout, States.TaskFailed and the like carry plain text.
+        return cls(name, _one_line(cause))
+
+
+# --- CloudWatch alarms and everything else ----------------------------------------------------
+
+_ALARM_SEVERITY: dict[str, Severity] = {"ALARM": "error", "INSUFFICIENT_DATA": "warning", "OK": "info"}
+
+
+def _alarm(document: Mapping[str, Any]) -> Notice | None:
+    name = _text(document.get("AlarmName"))
+    state = _text(document.get("NewStateValue"))
+    if name is None or state is None or "NewStateReason" not in document:
+        return None
+    reason = _text(document.get("NewStateReason")) or "no reason given"
+    trigger = _mapping(document.get("Trigger"))
+    metric = "/".join(
+        part for part in (_text(trigger.get("Namespace")), _text(trigger.get("MetricName"))) if part
+    )
+    old_state = _text(document.get("OldStateValue"))
+    return Notice(
+        kind=NoticeKind.ALARM,
+        title=f"{state}: {name}",
+        text=f"Alarm {name} is {state}: {reason}",
+        fields=_present(
+            ("alarm", name),
+            ("state", f"{old_state} → {state}" if old_state else state),
+            ("description", _text(document.get("AlarmDescription"))),
+            ("metric", metric or None),
+            ("region", _text(document.get("Region"))),
+            ("account", _text(document.get("AWSAccountId"))),
+            ("reason", reason),
+        ),
+        severity=_ALARM_SEVERITY.get(state.upper(), "warning"),
+        occurred_at=_text(document.get("StateChangeTime")),
+    )
+
+
+# Values of keys that name a credential are never shown, whatever the message.
+_SECRET_KEY = re.compile(
+    r"secret|password|passwd|token|authori[sz]ation|webhook|api[_-]?key|credential", re.I
+)
+
+
+def _generic(message: str, document: Any, declared: str, subject: str | None) -> Notice:
+    title = _one_line(subject or "") or _DEFAULT_TITLE
+    fields: list[tuple[str, str | None]] = []
+    if isinstance(document, dict):
+        # EventBridge events (the CodePipeline failure rule) name themselves in detail-type.
+        if not subject and isinstance(document.get("detail-type"), str):
+            title = document["detail-type"]
+        fields.extend((str(key), _text(value)) for key, value in _scrubbed(document).items())
+        text = title
+    else:
+        text = _one_line(message) or title
+    if declared and declared != NoticeKind.OTHER:
+        fields.insert(0, ("kind", declared))
+    return Notice(
+        kind=NoticeKind.OTHER,
+        title=title,
+        text=text,
+        fields=_present(*fields),
+        severity="warning",
+    )
+
+
+_INTERPRETERS = {
+    NoticeKind.ORDER_REJECTED.value: _order_rejected,
+    NoticeKind.ORDER_PROCESSING_FAILED.value: _order_processing_failed,
+    NoticeKind.RESULTS_NOT_READY.value: _results_not_ready,
+    NoticeKind.FETCH_FAILED.value: _fetch_failed,
+}
+
+
+# --- Helpers ----------------------------------------------------------------------------------
+
+_REDACTIONS = (
+    (re.compile(r"https?://hooks\.slack(?:-gov)?\.com/\S*", re.I), "<redacted>"),
+    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"), "<redacted>"),
+    (re.compile(r"\b(Bearer|Basic)\s+[\w.~+/=-]+", re.I), r"\1 <redacted>"),
+)
+
+
+def _scrubbed(document: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """``document`` with the values of credential-like keys replaced, at every level."""
+    scrubbed: dict[str, Any] = {}
+    for key, value in document.items():
+        if _SECRET_KEY.search(str(key)):
+            scrubbed[key] = "<redacted>"
+        elif isinstance(value, dict | list) and depth >= 8:
+            # Deeper than any event we expect: summarised, so a hostile message cannot recurse deep.
+            scrubbed[key] = "…"
+        elif isinstance(value, dict):
+            scrubbed[key] = _scrubbed(value, depth + 1)
+        elif isinstance(value, list):
+            scrubbed[key] = [_scrubbed(item, depth + 1) if isinstance(item, dict) else item for item in value]
+        else:
+            scrubbed[key] = value
+    return scrubbed
+
+
+def _redact(text: str) -> str:
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return codec.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A JSON value as display text; None for null and empty strings."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    try:
+        return codec.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
+def _present(*pairs: tuple[str, str | None]) -> tuple[tuple[str, str], ...]:
+    return tuple((label, value) for label, value in pairs if value is not None)
+
+
+def _in_run(run_id: str | None) -> str:
+    return f" (run {run_id})" if run_id else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(_ELLIPSIS)] + _ELLIPSIS
+
+
+# --- Notifiers that need no outside service ---------------------------------------------------
+
+
+class LogNotifier:
+    """Writes each notice as one structured log line (the channel when no Slack webhook is configured)."""
+
+    def notify(self, notice: Notice) -> None:
+        log = {"info": logger.info, "warning": logger.warning, "error": logger.error}[notice.severity]
+        log(notice.title, extra={"notice": notice.as_dict()})
+
+
+class FanOutNotifier:
+    """Delivers each notice to every notifier in order.
+
+    When one raises, the rest still get the notice; then the first error is raised, so the caller
+    (the notifier Lambda, which SNS retries) knows a channel missed it.
+    """
+
+    def __init__(self, notifiers: Iterable[Notifier]) -> None:
+        self._notifiers: Sequence[Notifier] = tuple(notifiers)
+
+    def notify(self, notice: Notice) -> None:
+        first_error: Exception | None = None
+        for notifier in self._notifiers:
+            try:
+                notifier.notify(notice)
+            except Exception as err:
+                # The type and channel only: an error's text may hold what a channel keeps secret.
+                logger.warning(
+                    "a notifier failed",
+                    extra={"notifier": type(notifier).__name__, "error": type(err).__name__},
+                )
+                first_error = first_error or err
+        if first_error is not None:
+            raise first_error

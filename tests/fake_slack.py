@@ -1,0 +1,109 @@
+"""A Slack incoming webhook on 127.0.0.1 (port 0) that answers from a script and records each request.
+
+A real HTTP server rather than a stubbed ``post``: the notifier's urllib code, headers, status
+handling, dropped connections and redirects are all exercised as they are against Slack.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+SECRET_PATH = "/services/T0SECRET/B0SECRET/xoxSecretWebhookToken"
+"""The path part of a webhook URL is its secret; tests check it never shows up anywhere."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer. ``drop`` closes the connection without answering."""
+
+    status: int = 200
+    body: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeSlack:
+    """Answers each request with the next scripted :class:`Reply`, then with ``otherwise``."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.otherwise = Reply()
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        # A short poll interval: shutdown() waits for it, and tests start and stop many servers.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{SECRET_PATH}"
+
+    def answer(self, *replies: Reply) -> FakeSlack:
+        """Queue replies for the next requests, in order."""
+        with self._lock:
+            self._script.extend(replies)
+        return self
+
+    def posts(self) -> list[Any]:
+        """The JSON bodies of the POSTs received, in order."""
+        return [r.json() for r in self.received if r.method == "POST"]
+
+    def _next(self, request: Received) -> Reply:
+        with self._lock:
+            self.received.append(request)
+            return self._script.popleft() if self._script else self.otherwise
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                reply = fake._next(Received(self.command, self.path, dict(self.headers.items()), body))
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                data = reply.body.encode()
+                self.send_response(reply.status)
+                for name, value in {"Content-Type": "text/plain", **reply.headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET = _serve  # the names http.server dispatches to
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output clean
+
+        return Handler
+
+    def __enter__(self) -> FakeSlack:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

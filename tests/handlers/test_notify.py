@@ -1,0 +1,148 @@
+"""The notifier Lambda: SNS events through the local backend to notifications.jsonl and a fake Slack."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from energy_auction import bootstrap
+from energy_auction.handlers import notify
+from energy_auction.local.lambdas import LocalLambdaContext
+from energy_auction.notifications import NotificationFailed
+from energy_auction.settings import Backend, Settings
+
+from ..fake_slack import SECRET_PATH, FakeSlack, Reply
+from ..sns import (
+    TIMESTAMP,
+    alarm_message,
+    not_ready_message,
+    rejected_message,
+    sns_event,
+    sns_record,
+)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as server:
+        yield server
+
+
+def install(home: Path, webhook: str | None) -> Path:
+    """The local backend with this webhook, as the handler's container; returns the JSONL file."""
+    settings = Settings(backend=Backend.LOCAL, home=home, slack_webhook_url=webhook)
+    bootstrap.use(bootstrap.Container(settings))
+    return settings.notifications_file
+
+
+def invoke(event: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = notify.handler(event, LocalLambdaContext("notify"))
+    return answer
+
+
+def written(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_each_message_is_written_to_the_jsonl_file_and_posted_to_slack(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given the local stack with a Slack webhook
+    jsonl = install(tmp_path, slack.url)
+    event = sns_event(
+        sns_record(rejected_message("unique_id_1"), "order_rejected", "Energy Auction: order rejected"),
+        sns_record(not_ready_message("run-2", 10), "results_not_ready", "Energy Auction: results not ready"),
+        sns_record(
+            alarm_message("energy-auction-notify-errors"), None, 'ALARM: "energy-auction-notify-errors"'
+        ),
+    )
+
+    # When the notifier Lambda gets the event
+    answer = invoke(event)
+
+    # Then every message is a line of the file and a post to Slack, in order
+    assert answer == {"delivered": 3}
+    lines = written(jsonl)
+    assert [line["kind"] for line in lines] == ["order_rejected", "results_not_ready", "alarm"]
+    assert lines[0]["title"] == "Order unique_id_1 rejected"
+    assert lines[0]["fields"]["record_id"] == "unique_id_1"
+    posts = slack.posts()
+    assert [post["blocks"][0]["text"]["text"] for post in posts] == [line["title"] for line in lines]
+    assert [post["text"] for post in posts] == [line["text"] for line in lines]
+    assert {r.path for r in slack.received} == {SECRET_PATH}
+
+
+def test_a_message_without_its_own_time_takes_the_sns_timestamp(tmp_path: Path, slack: FakeSlack) -> None:
+    jsonl = install(tmp_path, slack.url)
+    invoke(sns_event(sns_record(not_ready_message("run-2", 10), "results_not_ready")))
+    [line] = written(jsonl)
+    assert line["occurred_at"] == TIMESTAMP
+
+
+def test_an_unreadable_message_is_delivered_as_a_generic_notice(tmp_path: Path, slack: FakeSlack) -> None:
+    # Given a message that is not JSON and has no kind
+    jsonl = install(tmp_path, slack.url)
+
+    # When it arrives
+    invoke(sns_event(sns_record("\x00 not json {", None, None)))
+
+    # Then it is still written and posted
+    [line] = written(jsonl)
+    assert line["kind"] == "other"
+    assert len(slack.posts()) == 1
+
+
+def test_without_a_webhook_the_notice_is_still_written(tmp_path: Path) -> None:
+    # Given the local stack without a Slack webhook
+    jsonl = install(tmp_path, None)
+
+    # When a rejection arrives
+    answer = invoke(sns_event(sns_record(rejected_message("unique_id_9"), "order_rejected")))
+
+    # Then the file has it and the invocation succeeds (the notice was logged instead of posted)
+    assert answer == {"delivered": 1}
+    assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_9"]
+
+
+def test_when_slack_stays_down_the_handler_fails_but_the_file_has_the_notice(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given Slack keeps answering 503 (asking to come back at once, so the test does not wait)
+    jsonl = install(tmp_path, slack.url)
+    slack.otherwise = Reply(503, "service_unavailable", {"Retry-After": "0"})
+
+    # When a rejection arrives
+    with pytest.raises(NotificationFailed) as raised:
+        invoke(sns_event(sns_record(rejected_message("unique_id_1"), "order_rejected")))
+
+    # Then the invocation fails, so SNS delivers it again, after all attempts at Slack
+    assert "1 of 1 notices were not delivered" in str(raised.value)
+    assert isinstance(raised.value.__cause__, NotificationFailed)
+    assert len(slack.posts()) == 5
+    # and the notice is in the file all the same
+    assert [line["kind"] for line in written(jsonl)] == ["order_rejected"]
+
+
+def test_every_record_is_tried_before_the_handler_fails(tmp_path: Path, slack: FakeSlack) -> None:
+    # Given Slack refuses the first post and accepts the second
+    jsonl = install(tmp_path, slack.url)
+    slack.answer(Reply(400, "invalid_blocks"), Reply(200))
+    event = sns_event(
+        sns_record(rejected_message("unique_id_1"), "order_rejected"),
+        sns_record(rejected_message("unique_id_2"), "order_rejected"),
+    )
+
+    # When both arrive in one event
+    with pytest.raises(NotificationFailed, match="1 of 2 notices were not delivered"):
+        invoke(event)
+
+    # Then the second was still delivered
+    assert [post["blocks"][0]["text"]["text"] for post in slack.posts()] == [
+        "Order unique_id_1 rejected",
+        "Order unique_id_2 rejected",
+    ]
+    assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1", "unique_id_2"]

@@ -1,0 +1,97 @@
+"""Workflow tests: the package's ASL file executed by moto's interpreter with the real handlers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from energy_auction.bootstrap import Container
+from energy_auction.local.engine import PipelineEngine
+from energy_auction.market import OrderResult, SimulatedMarket
+from energy_auction.orders import Limits, Order, new_orders, parse_orders
+from energy_auction.settings import Backend, Settings
+
+# Short waits and retries (moto's interpreter sleeps for real); same ASL file as on AWS.
+FAST = {
+    "pipeline_retry_seconds": 1,
+    "pipeline_max_attempts": 3,
+    "pipeline_task_retry_interval_seconds": 1,
+    "pipeline_task_retry_max_attempts": 2,
+    "pipeline_task_retry_backoff_rate": 1.0,
+    "pipeline_max_concurrency": 10,
+}
+
+
+@dataclass
+class ScriptedMarket:
+    """A market whose readiness follows a script per run; outcomes by record_id suffix or a default."""
+
+    ready_after: dict[str, int] = field(default_factory=dict)
+    """run_id (or "*") -> the first attempt at which results are ready."""
+    reject: set[str] = field(default_factory=set)
+    inner: SimulatedMarket = field(default_factory=lambda: SimulatedMarket(1.0, 1.0, seed=7))
+
+    def is_ready(self, run_id: str, attempt: int) -> bool:
+        return attempt >= self.ready_after.get(run_id, self.ready_after.get("*", 1))
+
+    def decide(self, orders: Sequence[Order], run_id: str, now: float) -> list[OrderResult]:
+        results = self.inner.decide(orders, run_id, now)
+        return [
+            OrderResult(**{**r.__dict__, "status": "rejected", "power": Decimal(0), "reason": "test says no"})
+            if r.record_id in self.reject
+            else r
+            for r in results
+        ]
+
+
+def settings_for(home: Path, **overrides: Any) -> Settings:
+    return Settings(backend=Backend.LOCAL, home=home, jwt_secret="x" * 40, **{**FAST, **overrides})
+
+
+def submit(container: Container, count: int, prefix: str = "o", now: float | None = None) -> list[str]:
+    """Store ``count`` pending orders through the intake rules, 100 a request."""
+    at = container.clock() if now is None else now
+    record_ids = []
+    for start in range(0, count, 100):
+        body = json.dumps(
+            [
+                {"record_id": f"{prefix}{i}", "parameter_1": "lot", "parameter_2": i + 0.25}
+                for i in range(start, min(count, start + 100))
+            ]
+        )
+        orders = new_orders(parse_orders(body, Limits()), at)
+        container.order_store.put_orders(orders, int(at))
+        record_ids += [o.record_id for o in orders]
+    return record_ids
+
+
+def notifications(home: Path) -> list[dict[str, Any]]:
+    path = home / "notifications.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def engine_for(home: Path) -> Iterator[Any]:
+    """Open an engine for a container (closed after the test)."""
+    opened: list[PipelineEngine] = []
+
+    def build(container: Container) -> PipelineEngine:
+        engine = PipelineEngine(container)
+        engine.open()
+        opened.append(engine)
+        return engine
+
+    yield build
+    for engine in opened:
+        engine.close()

@@ -1,0 +1,236 @@
+"""The pipeline as Step Functions runs it: the package's ASL file on moto's interpreter, real handlers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from energy_auction.bootstrap import Container
+from energy_auction.orders import OrderStatus
+
+from .conftest import ScriptedMarket, notifications, settings_for, submit
+
+
+def _container(home: Path, market: Any, **overrides: Any) -> Container:
+    container = Container(settings_for(home, **overrides))
+    container.__dict__["market"] = market
+    return container
+
+
+def _statuses(container: Container, record_ids: list[str]) -> dict[str, str]:
+    statuses = {}
+    for record_id in record_ids:
+        order = container.order_store.get_order(record_id)
+        assert order is not None
+        statuses[record_id] = order.status.value
+    return statuses
+
+
+def _result_files(home: Path) -> dict[str, dict[str, Any]]:
+    root = home / "results"
+    return {p.stem: json.loads(p.read_text()) for p in root.rglob("*.json")} if root.exists() else {}
+
+
+def test_results_ready_at_once_settle_every_order(home: Path, engine_for: Any) -> None:
+    # Given three pending orders and a market that is ready at the first attempt
+    container = _container(home, ScriptedMarket())
+    ids = submit(container, 3)
+    engine = engine_for(container)
+
+    # When one run executes
+    summary = engine.run()
+
+    # Then it succeeds after one attempt, every order is accepted and has a result file
+    assert (summary.status, summary.attempts, summary.accepted, summary.rejected) == ("SUCCEEDED", 1, 3, 0)
+    assert set(_statuses(container, ids).values()) == {"accepted"}
+    files = _result_files(home)
+    assert set(files) == set(ids)
+    document = files["o1"]
+    assert document["order"]["record_id"] == "o1"
+    assert document["outcome"]["status"] == "accepted"
+    assert document["run_id"] == summary.run_id
+    assert "processed_at" in document
+    assert notifications(home) == []
+
+
+def test_not_ready_twice_then_ready(home: Path, engine_for: Any) -> None:
+    container = _container(home, ScriptedMarket(ready_after={"*": 3}), pipeline_max_attempts=5)
+    ids = submit(container, 2)
+    engine = engine_for(container)
+
+    summary = engine.run()
+
+    assert (summary.status, summary.attempts, summary.accepted) == ("SUCCEEDED", 3, 2)
+    assert set(_statuses(container, ids).values()) == {"accepted"}
+
+
+def test_never_ready_gives_up_with_an_alert_after_max_attempts(home: Path, engine_for: Any) -> None:
+    container = _container(home, ScriptedMarket(ready_after={"*": 99}), pipeline_max_attempts=3)
+    ids = submit(container, 2)
+    engine = engine_for(container)
+
+    summary = engine.run()
+
+    assert summary.status == "FAILED"
+    assert summary.error == "ResultsNotReady"
+    assert summary.attempts == 3
+    alerts = notifications(home)
+    assert [n["kind"] for n in alerts] == ["results_not_ready"]
+    # and nothing was claimed or changed: the orders wait for the next run
+    assert set(_statuses(container, ids).values()) == {"pending"}
+    assert sorted(
+        o.record_id for o in container.order_store.pending_orders(int(container.clock()))
+    ) == sorted(ids)
+
+
+def test_mixed_outcomes(home: Path, engine_for: Any) -> None:
+    # Given orders the market will partly reject
+    container = _container(home, ScriptedMarket(reject={"o0", "o3"}))
+    ids = submit(container, 5)
+    engine = engine_for(container)
+
+    summary = engine.run()
+
+    # Then one result file per accepted order, one rejection notice per rejected order
+    assert (summary.status, summary.accepted, summary.rejected, summary.failed) == ("SUCCEEDED", 3, 2, 0)
+    assert set(_result_files(home)) == {"o1", "o2", "o4"}
+    rejected = [n for n in notifications(home) if n["kind"] == "order_rejected"]
+    assert sorted(n["fields"]["record_id"] for n in rejected) == ["o0", "o3"]
+    assert {n["fields"]["reason"] for n in rejected} == {"test says no"}
+    assert {n["fields"]["run_id"] for n in rejected} == {summary.run_id}
+    statuses = _statuses(container, ids)
+    assert statuses == {
+        "o0": "rejected",
+        "o1": "accepted",
+        "o2": "accepted",
+        "o3": "rejected",
+        "o4": "accepted",
+    }
+    rejected_order = container.order_store.get_order("o3")
+    assert rejected_order is not None
+    assert rejected_order.outcome is not None
+    assert rejected_order.outcome["run_id"] == summary.run_id
+    assert rejected_order.outcome["reason"] == "test says no"
+
+
+class _FlakyResults:
+    """A result store whose first ``failures`` writes fail like S3 throttling (503 SlowDown)."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    def put_result(self, key: str, document: dict[str, Any]) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ClientError(
+                {
+                    "Error": {"Code": "SlowDown", "Message": "slow down"},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                "PutObject",
+            )
+        return str(self.inner.put_result(key, document))
+
+
+def test_an_s3_failure_is_retried_then_succeeds(home: Path, engine_for: Any) -> None:
+    container = _container(home, ScriptedMarket())
+    ids = submit(container, 1)
+    flaky = _FlakyResults(container.result_store, failures=1)
+    container.__dict__["result_store"] = flaky
+    engine = engine_for(container)
+
+    summary = engine.run()
+
+    assert (summary.status, summary.accepted, summary.failed) == ("SUCCEEDED", 1, 0)
+    assert flaky.calls == 2
+    assert _statuses(container, ids) == {"o0": "accepted"}
+    assert notifications(home) == []
+
+
+def test_a_permanent_failure_leaves_the_order_pending_and_alerts(home: Path, engine_for: Any) -> None:
+    container = _container(home, ScriptedMarket())
+    ids = submit(container, 2)
+    flaky = _FlakyResults(container.result_store, failures=10**6)
+    container.__dict__["result_store"] = flaky
+    engine = engine_for(container)
+
+    summary = engine.run()
+
+    assert summary.status == "SUCCEEDED"  # the run finishes; the failure is reported, not hidden
+    assert (summary.accepted, summary.failed) == (0, 2)
+    assert flaky.calls == 2 * 3  # first try + 2 retries per order
+    alerts = [n for n in notifications(home) if n["kind"] == "order_processing_failed"]
+    assert len(alerts) == 2
+    # the orders are pending and claimable again by the next run
+    assert set(_statuses(container, ids).values()) == {"pending"}
+    now = int(container.clock())
+    assert sorted(o.record_id for o in container.order_store.pending_orders(now)) == sorted(ids)
+
+
+def test_overlapping_runs_process_each_order_once(home: Path, engine_for: Any) -> None:
+    # Given a first run that waits for results while a second run starts and finds them ready
+    market = ScriptedMarket(ready_after={"*": 2}, reject={"o1"})
+    container = _container(home, market, pipeline_max_attempts=4)
+    ids = submit(container, 6)
+    engine = engine_for(container)
+
+    first = engine.start_run()
+    market.ready_after[first] = 3
+    second = engine.start_run()
+    one, two = engine.wait(first), engine.wait(second)
+
+    # Then both succeed, and every order was settled by exactly one of them
+    assert (one.status, two.status) == ("SUCCEEDED", "SUCCEEDED")
+    assert one.orders + two.orders == 6
+    assert one.accepted + two.accepted == 5
+    assert one.rejected + two.rejected == 1
+    assert len([n for n in notifications(home) if n["kind"] == "order_rejected"]) == 1
+    assert len(_result_files(home)) == 5
+    assert sorted(_statuses(container, ids).values()) == ["accepted"] * 5 + ["rejected"]
+
+
+def test_a_rerun_finds_nothing_to_do(home: Path, engine_for: Any) -> None:
+    container = _container(home, ScriptedMarket())
+    submit(container, 2)
+    engine = engine_for(container)
+    assert engine.run().accepted == 2
+
+    again = engine.run()
+
+    assert (again.status, again.orders) == ("SUCCEEDED", 0)
+
+
+def test_parent_history_does_not_grow_with_the_number_of_orders(
+    home: Path, engine_for: Any, tmp_path: Path
+) -> None:
+    lengths = []
+    for count in (20, 500):
+        container = _container(
+            tmp_path / f"home-{count}", ScriptedMarket(reject={"o3"}), pipeline_max_concurrency=50
+        )
+        submit(container, count)
+        engine = engine_for(container)
+        summary = engine.run()
+        assert (summary.status, summary.orders) == ("SUCCEEDED", count)
+        lengths.append(len(engine.history(summary.run_id)))
+        engine.close()
+    assert lengths[0] == lengths[1]
+    assert lengths[0] < 40
+
+
+def test_statuses_show_in_the_order_view(home: Path, engine_for: Any) -> None:
+    container = _container(home, ScriptedMarket(reject={"o1"}))
+    submit(container, 2)
+    engine_for(container).run()
+
+    accepted, rejected = container.order_store.get_order("o0"), container.order_store.get_order("o1")
+    assert accepted is not None
+    assert rejected is not None
+    view = accepted.public_view()
+    assert view["status"] == OrderStatus.ACCEPTED
+    assert view["outcome"]["result_key"].startswith("orders/")
+    assert "claim_run_id" not in view
+    assert rejected.public_view()["outcome"]["status"] == "rejected"
