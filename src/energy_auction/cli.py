@@ -122,8 +122,15 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # stdout is the JSON summary
 
+    import logging
+
     from energy_auction.bootstrap import Container
     from energy_auction.local.engine import PipelineEngine
+    from energy_auction.observability import logger
+
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stderr)  # stdout carries only the JSON summary
 
     settings = local_settings(
         args.home,

@@ -35,6 +35,7 @@ class LocalStack:
 
     home: Path
     env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ("--no-schedule",)
     process: subprocess.Popen[str] | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
@@ -43,7 +44,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         env = {**os.environ, "ENERGY_AUCTION_HOME": str(self.home), "PORT": "0", **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "energy_auction.cli", "local"],
+            [sys.executable, "-m", "energy_auction.cli", "local", *self.args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -85,15 +86,19 @@ class LocalStack:
         self._drain.join(timeout=5)
         return code
 
-    def token(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "energy_auction.cli", "token", *args],
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``energy-auction ARGS`` on this stack's home folder."""
+        return subprocess.run(
+            [sys.executable, "-m", "energy_auction.cli", *args],
             env={**os.environ, "ENERGY_AUCTION_HOME": str(self.home), **self.env},
             capture_output=True,
             text=True,
-            check=True,
+            check=check,
+            timeout=300,
         )
-        return done.stdout.strip()
+
+    def token(self, *args: str) -> str:
+        return self.cli("token", *args).stdout.strip()
 
     def request(
         self, method: str, path: str, body: bytes | str | None = None, headers: dict[str, str] | None = None

@@ -282,6 +282,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class LocalHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: bursts of concurrent clients wait, not get reset
 
     def __init__(self, address: tuple[str, int], gateway: LocalGateway) -> None:
         super().__init__(address, _RequestHandler)
