@@ -9,6 +9,7 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,6 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -160,6 +165,11 @@ def main() -> int:
     ]
     print("DynamoDB write calls ...", file=sys.stderr)
     report["dynamodb_writes"] = bench_dynamodb_writes(int(20 * scale) or 1)
+    print("pipeline on the ASL interpreter ...", file=sys.stderr)
+    from benchmarks.pipeline import bench_pipeline
+
+    with contextlib.redirect_stdout(sys.stderr):  # the handlers' log and metric lines
+        report["pipeline"] = [bench_pipeline(max(10, int(n * scale))) for n in (1_000, 10_000)]
     print("handler import time ...", file=sys.stderr)
     report["import_ms"] = {
         "authorizer": bench_import_ms("energy_auction.handlers.authorizer", 7),
@@ -173,6 +183,16 @@ def main() -> int:
         "authorizer_import_ms": report["import_ms"]["authorizer"]["median_ms"]
         <= TARGETS["authorizer_import_ms_max"],
         "api_import_ms": report["import_ms"]["api"]["median_ms"] <= TARGETS["api_import_ms_max"],
+        "pipeline_parent_history_independent_of_orders": len(
+            {run["parent_history_events"] for run in report["pipeline"]}
+        )
+        == 1,
+        "pipeline_largest_payload_under_256kb": all(
+            run["largest_state_payload_bytes"] < run["payload_limit_bytes"] for run in report["pipeline"]
+        ),
+        "pipeline_transitions_per_accepted_order_at_most_2": all(
+            run["state_transitions_per_accepted_order"] <= 2 for run in report["pipeline"]
+        ),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

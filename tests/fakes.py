@@ -12,12 +12,14 @@ Usage::
     faulty.fail("transact_write_items", error_code="TransactionCanceledException",
                 cancellation_reasons=["TransactionConflict", "None"])
     faulty.fail("get_item", exception=EndpointConnectionError(endpoint_url="http://x"))
+    faulty.transform("batch_get_item", lambda response, request: {**response, "Responses": {}})
     ...
     assert faulty.calls["transact_write_items"] == 3
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -85,17 +87,27 @@ def client_error(
     return exception_class(response, operation_name)  # type: ignore[arg-type]
 
 
+Transform = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+"""Rewrites a real response: called with the response and the request's keyword arguments."""
+
+
 class FaultyClient:
     """Delegates every attribute to a real boto3 client; queued faults are raised instead of calling it.
 
     Faults are per operation (the client's method name, e.g. ``"transact_write_items"``) and are used
     in the order they were queued; once an operation's faults are used up, calls reach the real client.
+    Queued transforms rewrite the real response of the next calls (e.g. a partial ``BatchGetItem``).
     ``calls`` counts every call of every operation made through this wrapper, faulted or not.
+
+    With ``serialize_calls`` the real client handles one call at a time, whatever the threads: moto
+    does not apply a request atomically (threads can interleave inside one transaction), DynamoDB does.
     """
 
-    def __init__(self, real_client: Any) -> None:
+    def __init__(self, real_client: Any, *, serialize_calls: bool = False) -> None:
         self._real = real_client
         self._faults: defaultdict[str, deque[Callable[[], BaseException]]] = defaultdict(deque)
+        self._transforms: defaultdict[str, deque[Transform]] = defaultdict(deque)
+        self._serial = threading.Lock() if serialize_calls else None
         self.calls: Counter[str] = Counter()
 
     @property
@@ -142,6 +154,14 @@ class FaultyClient:
         self._faults[operation].extend([fault] * times)
         return self
 
+    def transform(self, operation: str, change: Transform, *, times: int = 1) -> FaultyClient:
+        """Let the next ``times`` calls of ``operation`` reach the real client, then return
+        ``change(response, request_kwargs)`` instead of its response (queued faults come first)."""
+        if not callable(getattr(self._real, operation, None)):
+            raise AttributeError(f"the client has no operation {operation!r}")
+        self._transforms[operation].extend([change] * times)
+        return self
+
     def pending(self, operation: str) -> int:
         """How many queued faults of ``operation`` are not used yet."""
         return len(self._faults[operation])
@@ -156,6 +176,14 @@ class FaultyClient:
             faults = self._faults.get(name)
             if faults:
                 raise faults.popleft()()
-            return attribute(*args, **kwargs)
+            if self._serial is None:
+                response = attribute(*args, **kwargs)
+            else:
+                with self._serial:
+                    response = attribute(*args, **kwargs)
+            transforms = self._transforms.get(name)
+            if transforms:
+                return transforms.popleft()(response, kwargs)
+            return response
 
         return operation

@@ -33,9 +33,9 @@ def _port(value: str) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    # Local defaults for Powertools; anything the user exported wins.
+    # Local defaults for Powertools; anything the user exported wins. Metrics stay on: they print
+    # as EMF lines, as in Lambda (disabled, Powertools never clears them and they pile up).
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
     from energy_auction import bootstrap
@@ -118,19 +118,20 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_run_pipeline(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # stdout is the JSON summary
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
+    import contextlib
     import logging
 
     from energy_auction.bootstrap import Container
     from energy_auction.local.engine import PipelineEngine
     from energy_auction.observability import logger
 
+    # stdout carries only the JSON summary: logs and EMF metric lines go to stderr.
     handler = logger.registered_handler
     if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stderr)  # stdout carries only the JSON summary
+        handler.setStream(sys.stderr)
 
     settings = local_settings(
         args.home,
@@ -140,7 +141,7 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
         pipeline_retry_seconds=args.retry_seconds,
         pipeline_max_attempts=args.max_attempts,
     )
-    with PipelineEngine(Container(settings)) as engine:
+    with contextlib.redirect_stdout(sys.stderr), PipelineEngine(Container(settings)) as engine:
         summary = engine.run()
     print(json.dumps(summary.as_dict(), indent=2))
     return 0 if summary.status == "SUCCEEDED" else 1

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto import mock_aws
 
 from energy_auction.adapters.aws import Backoff, DynamoDbOrderStore
 from energy_auction.adapters.local import SqliteOrderStore
@@ -35,120 +32,8 @@ from energy_auction.orders import (
     parse_orders,
 )
 from energy_auction.ports import OrderStore
+from tests.adapters.stores import MAX_ATTEMPTS, NOW, TABLE, StoreUnderTest, pending, processed
 from tests.fakes import FaultyClient
-
-NOW = 1_800_000_000
-TABLE = "energy-auction-orders"
-MAX_ATTEMPTS = 4
-
-
-def pending(
-    record_id: str,
-    *,
-    parameter_1: str = "lot-A",
-    parameter_2: Decimal | int = Decimal("12.5"),
-    submitted: int = NOW,
-) -> Order:
-    return Order(
-        record_id=record_id,
-        parameter_1=parameter_1,
-        parameter_2=Decimal(parameter_2),
-        submitted_at=iso_utc(submitted),
-        expires_at=submitted + ORDER_TTL_SECONDS,
-    )
-
-
-def processed(
-    record_id: str,
-    *,
-    status: OrderStatus = OrderStatus.ACCEPTED,
-    expires_at: int = NOW + ORDER_TTL_SECONDS,
-) -> Order:
-    return Order(
-        record_id=record_id,
-        parameter_1="lot-A",
-        parameter_2=Decimal("12.5"),
-        status=status,
-        submitted_at=iso_utc(expires_at - ORDER_TTL_SECONDS),
-        expires_at=expires_at,
-        outcome={"cleared": status is OrderStatus.ACCEPTED, "price": Decimal("41.25"), "run": "run-1"},
-    )
-
-
-@dataclass
-class StoreUnderTest:
-    """An adapter plus a raw look at its storage, so tests see what was really written."""
-
-    kind: str
-    store: Any
-    stored_ids: Callable[[], set[str]]
-
-
-# --- adapters ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dynamodb() -> Iterator[Any]:
-    """A moto DynamoDB with the orders table as production creates it: on demand, record_id, TTL."""
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "record_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "record_id", "AttributeType": "S"}],
-        )
-        client.update_time_to_live(
-            TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-        )
-        yield client
-
-
-@pytest.fixture
-def faulty(dynamodb: Any) -> FaultyClient:
-    return FaultyClient(dynamodb)
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    """The backoff pauses the DynamoDB store asked for (recorded, never slept)."""
-    return []
-
-
-@pytest.fixture
-def dynamodb_store(faulty: FaultyClient, sleeps: list[float]) -> StoreUnderTest:
-    store = DynamoDbOrderStore(
-        faulty, TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0, sleep=sleeps.append)
-    )
-
-    def stored_ids() -> set[str]:
-        items = faulty.real.scan(TableName=TABLE, ConsistentRead=True)["Items"]
-        return {item["record_id"]["S"] for item in items}
-
-    return StoreUnderTest("dynamodb", store, stored_ids)
-
-
-@pytest.fixture
-def sqlite_path(tmp_path: Path) -> Path:
-    return tmp_path / "orders.sqlite3"
-
-
-@pytest.fixture
-def sqlite_store(sqlite_path: Path) -> Iterator[StoreUnderTest]:
-    store = SqliteOrderStore(sqlite_path)
-
-    def stored_ids() -> set[str]:
-        with sqlite3.connect(sqlite_path) as raw:
-            return {row[0] for row in raw.execute("SELECT record_id FROM orders")}
-
-    yield StoreUnderTest("sqlite", store, stored_ids)
-    store.close()
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def subject(request: pytest.FixtureRequest) -> StoreUnderTest:
-    return request.getfixturevalue(f"{request.param}_store")
-
 
 # --- the contract, for both adapters -----------------------------------------------------------
 
@@ -342,12 +227,6 @@ def test_an_empty_put_changes_nothing(subject: StoreUnderTest) -> None:
 
 
 # --- DynamoDB only: one transaction, retries under injected faults ------------------------------
-
-
-@pytest.fixture
-def dynamo(dynamodb_store: StoreUnderTest) -> DynamoDbOrderStore:
-    store: DynamoDbOrderStore = dynamodb_store.store
-    return store
 
 
 def _scan_ids(faulty: FaultyClient) -> set[str]:
@@ -582,6 +461,8 @@ def test_dynamodb_item_shape(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -
         "status": {"S": "pending"},
         "submitted_at": {"S": iso_utc(NOW)},
         "expires_at": {"N": str(NOW + ORDER_TTL_SECONDS)},
+        # A pending order is in the sparse pending-orders index, in one of its 8 shards
+        "pending_shard": {"S": str(zlib.crc32(b"ord-1") % 8)},
     }
     ttl = faulty.real.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "expires_at"

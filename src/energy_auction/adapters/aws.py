@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from energy_auction import codec
-from energy_auction.errors import OrdersAlreadyProcessed, StorageUnavailable
+from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ PENDING_SHARD_ATTRIBUTE = "pending_shard"
 PENDING_SHARDS = 8
 """Pending orders spread over this many index partitions (by a hash of record_id)."""
 
+_T = TypeVar("_T")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -75,21 +77,63 @@ class Backoff:
 
 
 def order_to_item(order: Order) -> dict[str, Any]:
+    """The DynamoDB item of an order. Pending orders carry ``pending_shard``, which puts them in the
+    sparse pending-orders index; an item without it (a processed order) is not in the index."""
     plain = order.model_dump(mode="python", exclude_none=True)
     plain["status"] = order.status.value
+    if order.status is OrderStatus.PENDING:
+        plain[PENDING_SHARD_ATTRIBUTE] = pending_shard(order.record_id)
     return {key: _serializer.serialize(value) for key, value in plain.items()}
 
 
 def item_to_order(item: dict[str, Any]) -> Order:
-    return Order.model_validate({key: _deserializer.deserialize(value) for key, value in item.items()})
+    plain = {key: _deserializer.deserialize(value) for key, value in item.items()}
+    plain.pop(PENDING_SHARD_ATTRIBUTE, None)  # storage detail, not part of the order
+    return Order.model_validate(plain)
+
+
+def pending_shard(record_id: str) -> str:
+    """The pending-orders index partition of an order: a stable hash, so it survives restarts."""
+    return str(zlib.crc32(record_id.encode()) % PENDING_SHARDS)
+
+
+def _error_code(err: ClientError) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
+def _exact(value: dict[str, Any]) -> dict[str, Any]:
+    """A copy DynamoDB can store: floats become exact Decimals (boto3 refuses floats), enums strings."""
+    plain: dict[str, Any] = codec.loads(codec.dumps(value))
+    return plain
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+_TRANSACTION_ITEMS = 100
+"""The most actions one TransactWriteItems call takes, and the most keys one BatchGetItem call reads."""
+
+# An order a run may claim: live, pending, and free (never claimed, claim lapsed, or already this run's).
+_CLAIMABLE = (
+    "#status = :pending AND expires_at > :now "
+    "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now OR claim_run_id = :run)"
+)
 
 
 class DynamoDbOrderStore:
     """Orders in a DynamoDB table keyed by record_id, TTL on ``expires_at``.
 
     A submission is one ``TransactWriteItems`` call (at most 100 orders), so it is stored whole or
-    not at all, and each Put is conditional: an order the auction has processed cannot be replaced
-    until it expires. Throttling and transaction conflicts are retried with backoff; after
+    not at all, and each Put is conditional: an order the auction has processed, or a pipeline run
+    has claimed, cannot be replaced until it expires (or the claim lapses).
+
+    The pipeline finds pending orders with a query on the sparse ``PENDING_INDEX`` (one per shard,
+    never a scan), claims them 100 at a time with conditional transactions, and completes or releases
+    each with a conditional update on its claim, so two runs never process the same order.
+
+    Throttling, transaction conflicts and dropped connections are retried with backoff; after
     ``backoff.max_attempts`` the store raises ``StorageUnavailable``.
     """
 
@@ -106,8 +150,10 @@ class DynamoDbOrderStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": order_to_item(order),
-                    "ConditionExpression": "attribute_not_exists(record_id) OR #status = :pending "
-                    "OR expires_at <= :now",
+                    # Replaceable: new, expired, or pending and not held by a run (unclaimed or lapsed).
+                    "ConditionExpression": "attribute_not_exists(record_id) OR expires_at <= :now "
+                    "OR (#status = :pending AND (attribute_not_exists(claim_run_id) "
+                    "OR claim_expires_at <= :now))",
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": {
                         ":pending": {"S": OrderStatus.PENDING.value},
@@ -126,7 +172,7 @@ class DynamoDbOrderStore:
                 self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
                 return
             except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
+                code = _error_code(err)
                 if code == "TransactionCanceledException":
                     reasons = [r.get("Code", "None") for r in err.response.get("CancellationReasons", [])]
                     processed = [
@@ -152,14 +198,219 @@ class DynamoDbOrderStore:
                 TableName=self._table, Key={"record_id": {"S": record_id}}, ConsistentRead=True
             )
         except (ClientError, BotoConnectionError, HTTPClientError) as err:
-            if (
-                isinstance(err, ClientError)
-                and err.response.get("Error", {}).get("Code") not in _TRANSIENT_ERRORS
-            ):
+            if isinstance(err, ClientError) and _error_code(err) not in _TRANSIENT_ERRORS:
                 raise
             raise StorageUnavailable() from None
         item = response.get("Item")
         return item_to_order(item) if item else None
+
+    def pending_orders(self, now: int) -> list[Order]:
+        """Live pending orders no run holds, by expiry then record_id: one query per index shard."""
+        orders: list[Order] = []
+        for shard in range(PENDING_SHARDS):
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": PENDING_INDEX,
+                "KeyConditionExpression": f"{PENDING_SHARD_ATTRIBUTE} = :shard AND expires_at > :now",
+                # Claimed orders stay in the index (still pending); a live claim hides them.
+                "FilterExpression": "attribute_not_exists(claim_run_id) OR claim_expires_at <= :now",
+                "ExpressionAttributeValues": {":shard": {"S": str(shard)}, ":now": {"N": str(now)}},
+            }
+            while True:
+                page = self._call(self._client.query, **request)
+                orders.extend(item_to_order(item) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(orders, key=lambda o: (o.expires_at, o.record_id))
+
+    def claim_orders(
+        self, record_ids: Sequence[str], run_id: str, now: int, lease_seconds: int
+    ) -> list[Order]:
+        """Claim with transactions of up to 100 conditional updates, then read the claimed orders back.
+
+        Orders whose condition fails are dropped from the transaction and the rest retried, so
+        claiming n orders takes about n/100 transactions and n/100 batch reads. Returns the claimed
+        orders in the order of ``record_ids``. When it raises ``StorageUnavailable`` some orders may
+        be claimed already; the same run claiming again gets them back.
+        """
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        unique = list(dict.fromkeys(record_ids))  # a transaction may not touch one item twice
+        claimed: list[str] = []
+        for chunk in _chunks(unique, _TRANSACTION_ITEMS):
+            claimed.extend(self._claim_chunk(chunk, run_id, now, now + lease_seconds))
+        found = self._read_orders(claimed)
+        # Keep what the read shows this run holding (the transaction said so; the read is the proof).
+        return [found[r] for r in claimed if r in found and found[r].claim_run_id == run_id]
+
+    def complete_order(
+        self, record_id: str, run_id: str, status: OrderStatus, outcome: dict[str, Any]
+    ) -> None:
+        """Record the outcome with one conditional update on the claim.
+
+        The outcome is stored with ``run_id`` (added when missing): a retry whose first attempt
+        committed is recognised by it and by the status, and succeeds without writing again.
+        """
+        stored_outcome = _outcome_of(run_id, status, outcome)
+        try:
+            self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={ORDERS_KEY: {"S": record_id}},
+                UpdateExpression="SET #status = :status, outcome = :outcome "
+                f"REMOVE {PENDING_SHARD_ATTRIBUTE}, claim_run_id, claim_expires_at",
+                ConditionExpression="#status = :pending AND claim_run_id = :run",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": {"S": status.value},
+                    ":outcome": _serializer.serialize(stored_outcome),
+                    ":pending": {"S": OrderStatus.PENDING.value},
+                    ":run": {"S": run_id},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            item: Any = err.response.get("Item")  # the order as it was (ReturnValuesOnConditionCheckFailure)
+            current = item_to_order(item) if item else None
+            if current is None or not _completed_by(current, run_id, status):
+                raise ClaimLost(f"run {run_id!r} does not hold order {record_id!r}") from None
+
+    def release_order(self, record_id: str, run_id: str) -> None:
+        """Remove the claim with an update conditional on it; a failed condition: nothing to give back."""
+        try:
+            self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={ORDERS_KEY: {"S": record_id}},
+                UpdateExpression="REMOVE claim_run_id, claim_expires_at",
+                ConditionExpression="claim_run_id = :run AND #status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":run": {"S": run_id},
+                    ":pending": {"S": OrderStatus.PENDING.value},
+                },
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+
+    def _call(self, operation: Callable[..., _T], **kwargs: Any) -> _T:
+        """``operation(**kwargs)``, retried with backoff on transient errors, then ``StorageUnavailable``.
+
+        Only for requests that are safe to repeat (reads, and updates whose condition makes a
+        repeat harmless).
+        """
+        for attempt in range(self._backoff.max_attempts):
+            try:
+                return operation(**kwargs)
+            except ClientError as err:
+                if _error_code(err) not in _TRANSIENT_ERRORS:
+                    raise
+            except (BotoConnectionError, HTTPClientError):
+                pass
+            if attempt + 1 < self._backoff.max_attempts:
+                self._backoff.pause(attempt)
+        raise StorageUnavailable()
+
+    def _claim_chunk(self, record_ids: Sequence[str], run_id: str, now: int, until: int) -> list[str]:
+        """Claim up to 100 orders in one transaction; returns those claimed (all but failed conditions).
+
+        A transaction is all or nothing, so when some conditions fail DynamoDB cancels it and names
+        them (``ConditionalCheckFailed``); the others (reason ``None``) are retried at once without
+        them. Transient cancellations (conflicts, throttling) and errors are retried with backoff.
+        """
+        values = {
+            ":run": {"S": run_id},
+            ":until": {"N": str(until)},
+            ":now": {"N": str(now)},
+            ":pending": {"S": OrderStatus.PENDING.value},
+        }
+        remaining = list(record_ids)
+        failures = 0
+        while remaining:
+            actions: Any = [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {ORDERS_KEY: {"S": record_id}},
+                        "UpdateExpression": "SET claim_run_id = :run, claim_expires_at = :until",
+                        "ConditionExpression": _CLAIMABLE,
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+                for record_id in remaining
+            ]
+            try:
+                # No ClientRequestToken: repeating a committed claim is harmless (claim_run_id = :run).
+                self._client.transact_write_items(TransactItems=actions)
+                return remaining
+            except ClientError as err:
+                code = _error_code(err)
+                if code == "TransactionCanceledException":
+                    reasons = [r.get("Code", "None") for r in err.response.get("CancellationReasons", [])]
+                    lost = {
+                        r
+                        for r, why in zip(remaining, reasons, strict=False)
+                        if why == "ConditionalCheckFailed"
+                    }
+                    if not set(reasons) - {"ConditionalCheckFailed"} <= _TRANSIENT_CANCELLATIONS:
+                        raise
+                    remaining = [r for r in remaining if r not in lost]
+                    if lost and set(reasons) <= {"ConditionalCheckFailed", "None"}:
+                        continue  # nothing transient went wrong: retry the rest at once
+                elif code not in _TRANSIENT_ERRORS:
+                    raise
+            except (BotoConnectionError, HTTPClientError):
+                pass  # did it commit? The retry's conditions accept this run's own claims either way
+            failures += 1
+            if failures >= self._backoff.max_attempts:
+                raise StorageUnavailable()
+            self._backoff.pause(failures - 1)
+        return []
+
+    def _read_orders(self, record_ids: Sequence[str]) -> dict[str, Order]:
+        """The stored orders with these record_ids (strongly consistent), 100 keys per BatchGetItem.
+
+        BatchGetItem may answer only part of a request (``UnprocessedKeys``, under throttling or the
+        16 MB response limit); those keys are asked again after a backoff pause.
+        """
+        found: dict[str, Order] = {}
+        for chunk in _chunks(record_ids, _TRANSACTION_ITEMS):
+            request: Any = {
+                self._table: {"Keys": [{ORDERS_KEY: {"S": r}} for r in chunk], "ConsistentRead": True}
+            }
+            partial = 0
+            while request:
+                response = self._call(self._client.batch_get_item, RequestItems=request)
+                for item in response.get("Responses", {}).get(self._table, []):
+                    order = item_to_order(item)
+                    found[order.record_id] = order
+                request = response.get("UnprocessedKeys") or None
+                if request:
+                    partial += 1
+                    if partial >= self._backoff.max_attempts:
+                        raise StorageUnavailable()
+                    self._backoff.pause(partial - 1)
+        return found
+
+
+def _outcome_of(run_id: str, status: OrderStatus, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome as stored: exact numbers, and ``run_id`` naming the run that completed the order."""
+    if status is OrderStatus.PENDING:
+        raise ValueError("an order is completed as accepted or rejected, not pending")
+    stored = _exact(outcome)
+    if stored.setdefault("run_id", run_id) != run_id:
+        raise ValueError(f"outcome names run {stored['run_id']!r}, not {run_id!r}")
+    return stored
+
+
+def _completed_by(order: Order, run_id: str, status: OrderStatus) -> bool:
+    """Whether ``run_id`` already completed ``order`` with ``status`` (a retry of complete_order)."""
+    return order.status is status and (order.outcome or {}).get("run_id") == run_id
 
 
 class S3ResultStore:

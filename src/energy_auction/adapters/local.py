@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from energy_auction import codec
-from energy_auction.errors import OrdersAlreadyProcessed, StorageUnavailable
+from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -20,17 +20,36 @@ if TYPE_CHECKING:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
-    record_id  TEXT PRIMARY KEY,
-    status     TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    document   TEXT NOT NULL
+    record_id        TEXT PRIMARY KEY,
+    status           TEXT NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    document         TEXT NOT NULL,
+    claim_run_id     TEXT,
+    claim_expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, expires_at);
 """
+# Columns added after the first release; a database file from then gets them on open.
+_ADDED_COLUMNS = {"claim_run_id": "TEXT", "claim_expires_at": "INTEGER"}
+
+_PENDING_SQL = (
+    "SELECT document FROM orders INDEXED BY orders_by_status"
+    " WHERE status = 'pending' AND expires_at > :now"
+    " AND (claim_run_id IS NULL OR claim_expires_at <= :now)"
+    " ORDER BY expires_at, record_id"
+)
+"""Live pending orders no run holds, through the (status, expires_at) index."""
+
+_IN_CLAUSE_SIZE = 500
+"""Record ids per ``IN (...)`` query, well under SQLite's limit on bound parameters."""
 
 
 class SqliteOrderStore:
-    """Orders in a SQLite file. Each submission is one transaction; a commit is on disk when it returns.
+    """Orders in a SQLite file. Each write is one transaction; a commit is on disk when it returns.
+
+    The JSON ``document`` column holds the order and is what reads return; ``status``,
+    ``expires_at``, ``claim_run_id`` and ``claim_expires_at`` copy fields of it so that conditions
+    and the pending-orders index work in SQL. Every write sets them together.
 
     Safe for the local stack's request threads and for another process (``run-pipeline``) using the
     same file: writers wait up to ``busy_timeout`` seconds, then ``StorageUnavailable``.
@@ -43,6 +62,15 @@ class SqliteOrderStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        # Inside a write transaction: two processes opening an old file at once add each column once.
+        with self._transaction() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE orders ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -62,28 +90,107 @@ class SqliteOrderStore:
                 self._db.execute("ROLLBACK")
                 raise StorageUnavailable(f"the order database is busy: {err}") from None
 
+    @staticmethod
+    def _write(db: sqlite3.Connection, orders: Sequence[Order]) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO orders"
+            " (record_id, status, expires_at, document, claim_run_id, claim_expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    o.record_id,
+                    o.status.value,
+                    o.expires_at,
+                    codec.dumps(o.model_dump()),
+                    o.claim_run_id,
+                    o.claim_expires_at,
+                )
+                for o in orders
+            ],
+        )
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, record_ids: Sequence[str]) -> dict[str, Order]:
+        found: dict[str, Order] = {}
+        for start in range(0, len(record_ids), _IN_CLAUSE_SIZE):
+            chunk = record_ids[start : start + _IN_CLAUSE_SIZE]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT document FROM orders WHERE record_id IN ({marks})"  # noqa: S608 (placeholders only)
+            for (document,) in db.execute(query, chunk):
+                order = Order.model_validate(codec.loads(document))
+                found[order.record_id] = order
+        return found
+
     def put_orders(self, orders: Sequence[Order], now: int) -> None:
         if not orders:
             return
         ids = [o.record_id for o in orders]
         with self._transaction() as db:
             marks = ",".join("?" * len(ids))
-            query = f"SELECT record_id FROM orders WHERE record_id IN ({marks}) AND status != ? AND expires_at > ?"  # noqa: S608, E501 (placeholders only)
-            processed = db.execute(
-                query,
-                [*ids, OrderStatus.PENDING.value, now],
-            ).fetchall()
+            # Kept: live orders that are processed, or pending and held by a run (a claim not lapsed).
+            query = (
+                f"SELECT record_id FROM orders WHERE record_id IN ({marks}) AND expires_at > ?"  # noqa: S608
+                " AND (status != ? OR (claim_run_id IS NOT NULL AND claim_expires_at > ?))"
+            )
+            processed = db.execute(query, [*ids, now, OrderStatus.PENDING.value, now]).fetchall()
             if processed:
                 raise OrdersAlreadyProcessed([row[0] for row in processed])
-            db.executemany(
-                "INSERT OR REPLACE INTO orders (record_id, status, expires_at, document) VALUES (?, ?, ?, ?)",
-                [(o.record_id, o.status.value, o.expires_at, codec.dumps(o.model_dump())) for o in orders],
-            )
+            self._write(db, orders)
 
     def get_order(self, record_id: str) -> Order | None:
         with self._lock:
             row = self._db.execute("SELECT document FROM orders WHERE record_id = ?", (record_id,)).fetchone()
         return Order.model_validate(codec.loads(row[0])) if row else None
+
+    def pending_orders(self, now: int) -> list[Order]:
+        """Live pending orders no run holds, by expiry then record_id."""
+        # One SELECT is a consistent snapshot by itself; BEGIN IMMEDIATE would only block writers.
+        with self._lock:
+            rows = self._db.execute(_PENDING_SQL, {"now": now}).fetchall()
+        return [Order.model_validate(codec.loads(row[0])) for row in rows]
+
+    def claim_orders(
+        self, record_ids: Sequence[str], run_id: str, now: int, lease_seconds: int
+    ) -> list[Order]:
+        """Claim the claimable ones of these orders in one transaction; returns them in input order."""
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        unique = list(dict.fromkeys(record_ids))
+        with self._transaction() as db:
+            found = self._read(db, unique)
+            claimed = [
+                found[r].model_copy(update={"claim_run_id": run_id, "claim_expires_at": now + lease_seconds})
+                for r in unique
+                if r in found and _claimable(found[r], run_id, now)
+            ]
+            self._write(db, claimed)
+        return claimed
+
+    def complete_order(
+        self, record_id: str, run_id: str, status: OrderStatus, outcome: dict[str, Any]
+    ) -> None:
+        """Record the outcome if ``run_id`` holds the order (stored with ``run_id``, added when missing)."""
+        stored_outcome = _outcome_of(run_id, status, outcome)
+        with self._transaction() as db:
+            order = self._read(db, [record_id]).get(record_id)
+            if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
+                done = order.model_copy(
+                    update={
+                        "status": status,
+                        "outcome": stored_outcome,
+                        "claim_run_id": None,
+                        "claim_expires_at": None,
+                    }
+                )
+                self._write(db, [done])
+            elif order is None or not _completed_by(order, run_id, status):
+                raise ClaimLost(f"run {run_id!r} does not hold order {record_id!r}")
+
+    def release_order(self, record_id: str, run_id: str) -> None:
+        with self._transaction() as db:
+            order = self._read(db, [record_id]).get(record_id)
+            if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
+                self._write(db, [order.model_copy(update={"claim_run_id": None, "claim_expires_at": None})])
 
     def purge_expired(self, now: int) -> int:
         """Delete expired orders (what DynamoDB's TTL sweep does); returns how many."""
@@ -93,6 +200,30 @@ class SqliteOrderStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _claimable(order: Order, run_id: str, now: int) -> bool:
+    """Live, pending, and free for ``run_id``: never claimed, claim lapsed, or already its own."""
+    return (
+        order.is_live(now)
+        and order.status is OrderStatus.PENDING
+        and (not order.is_claimed(now) or order.claim_run_id == run_id)
+    )
+
+
+def _outcome_of(run_id: str, status: OrderStatus, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome as stored: exact numbers (as JSON keeps them), ``run_id`` naming the completing run."""
+    if status is OrderStatus.PENDING:
+        raise ValueError("an order is completed as accepted or rejected, not pending")
+    stored: dict[str, Any] = codec.loads(codec.dumps(outcome))
+    if stored.setdefault("run_id", run_id) != run_id:
+        raise ValueError(f"outcome names run {stored['run_id']!r}, not {run_id!r}")
+    return stored
+
+
+def _completed_by(order: Order, run_id: str, status: OrderStatus) -> bool:
+    """Whether ``run_id`` already completed ``order`` with ``status`` (a retry of complete_order)."""
+    return order.status is status and (order.outcome or {}).get("run_id") == run_id
 
 
 class FolderResultStore:

@@ -1,0 +1,147 @@
+"""Shared by the OrderStore tests (and reusable by workflow tests): orders to store, the moto orders
+table as production creates it, and a view of what an adapter really wrote.
+
+The pytest fixtures built from these live in ``tests/adapters/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from unittest import mock
+
+from moto.dynamodb import models as moto_dynamodb
+from moto.dynamodb.models.table import Table
+
+from energy_auction.adapters.aws import (
+    ORDERS_KEY,
+    PENDING_INDEX,
+    PENDING_SHARD_ATTRIBUTE,
+    TTL_ATTRIBUTE,
+)
+from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus, iso_utc
+
+NOW = 1_800_000_000
+TABLE = "energy-auction-orders"
+MAX_ATTEMPTS = 4
+
+
+def create_orders_table(client: Any, name: str) -> None:
+    """Create the orders table as the CDK stack does: on demand, key record_id, TTL on expires_at, and
+    the sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL).
+    """
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": ORDERS_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": ORDERS_KEY, "AttributeType": "S"},
+            {"AttributeName": PENDING_SHARD_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": TTL_ATTRIBUTE, "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": PENDING_INDEX,
+                "KeySchema": [
+                    {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": TTL_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+    )
+
+
+class _CopyEachTableOnce:
+    """Stands in for the ``copy`` module in ``moto.dynamodb.models`` during TransactWriteItems calls.
+
+    moto 5.2.5 snapshots a table (for rollback) once per action of a transaction, inside its loop
+    over the actions, so a 100-action transaction on a 1,000-item table copies 100,000 items and
+    takes seconds. The table cannot change while the loop snapshots it, so the first copy serves.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        copies: dict[int, Any] | None = getattr(self._local, "copies", None)
+        if copies is None or not isinstance(value, Table):
+            return copy.deepcopy(value, memo)
+        if id(value) not in copies:
+            copies[id(value)] = copy.deepcopy(value, memo)
+        return copies[id(value)]
+
+    def around(self, transact: Callable[..., Any]) -> Callable[..., Any]:
+        def transact_write_items(backend: Any, transact_items: Any) -> Any:
+            self._local.copies = {}
+            try:
+                return transact(backend, transact_items)
+            finally:
+                self._local.copies = None
+
+        return transact_write_items
+
+
+@contextmanager
+def fast_moto_transactions() -> Iterator[None]:
+    """Make moto's TransactWriteItems copy each table once per call instead of once per action.
+
+    Only moto's speed changes: what a transaction writes, and its rollback, stay the same.
+    """
+    shim = _CopyEachTableOnce()
+    backend = moto_dynamodb.DynamoDBBackend
+    with (
+        mock.patch.object(moto_dynamodb, "copy", shim),
+        mock.patch.object(backend, "transact_write_items", shim.around(backend.transact_write_items)),
+    ):
+        yield
+
+
+def pending(
+    record_id: str,
+    *,
+    parameter_1: str = "lot-A",
+    parameter_2: Decimal | int = Decimal("12.5"),
+    submitted: int = NOW,
+) -> Order:
+    return Order(
+        record_id=record_id,
+        parameter_1=parameter_1,
+        parameter_2=Decimal(parameter_2),
+        submitted_at=iso_utc(submitted),
+        expires_at=submitted + ORDER_TTL_SECONDS,
+    )
+
+
+def processed(
+    record_id: str,
+    *,
+    status: OrderStatus = OrderStatus.ACCEPTED,
+    expires_at: int = NOW + ORDER_TTL_SECONDS,
+) -> Order:
+    return Order(
+        record_id=record_id,
+        parameter_1="lot-A",
+        parameter_2=Decimal("12.5"),
+        status=status,
+        submitted_at=iso_utc(expires_at - ORDER_TTL_SECONDS),
+        expires_at=expires_at,
+        outcome={"cleared": status is OrderStatus.ACCEPTED, "price": Decimal("41.25"), "run": "run-1"},
+    )
+
+
+@dataclass
+class StoreUnderTest:
+    """An adapter plus a raw look at its storage, so tests see what was really written."""
+
+    kind: str
+    store: Any
+    stored_ids: Callable[[], set[str]]

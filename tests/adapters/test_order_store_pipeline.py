@@ -1,0 +1,810 @@
+"""The OrderStore's pipeline methods: finding pending orders, claiming them for a run, completing and
+releasing them, and how claims protect orders from being replaced.
+
+The first part runs once per adapter (SQLite and DynamoDB on moto), like the contract suite in
+``test_order_store_contract.py``; the later parts cover what only one adapter has: DynamoDB's call
+counts, its index and its retries under injected faults, SQLite's schema migration and index use.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from energy_auction.adapters.aws import PENDING_INDEX, DynamoDbOrderStore, order_to_item
+from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
+from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
+from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus
+from tests.adapters.stores import (
+    MAX_ATTEMPTS,
+    NOW,
+    TABLE,
+    StoreUnderTest,
+    pending,
+    processed,
+)
+from tests.fakes import FaultyClient
+
+LEASE = 600
+ACCEPTED = {"status": "accepted", "power": Decimal("3.75"), "run_id": "run-1", "result_key": "orders/x.json"}
+
+
+def claimed(order: Order, run_id: str, until: int) -> Order:
+    """``order`` as it reads back once ``run_id`` holds it until ``until``."""
+    return order.model_copy(update={"claim_run_id": run_id, "claim_expires_at": until})
+
+
+def ids(orders: list[Order]) -> list[str]:
+    return [o.record_id for o in orders]
+
+
+# --- the contract, for both adapters -----------------------------------------------------------
+
+
+def test_pending_orders_are_the_live_pending_orders_no_run_holds(subject: StoreUnderTest) -> None:
+    # Given pending orders (two live, one expired exactly now, one expired long ago), processed orders,
+    # an order a run holds, and one whose claim lapsed
+    store = subject.store
+    store.put_orders([pending("live-2", submitted=NOW - 60), pending("live-1", submitted=NOW - 120)], now=NOW)
+    store.put_orders([pending("expired-now", submitted=NOW - ORDER_TTL_SECONDS)], now=NOW - 1)
+    store.put_orders([pending("expired-old", submitted=NOW - 2 * ORDER_TTL_SECONDS)], now=NOW - 1)
+    store.put_orders([processed("accepted"), processed("rejected", status=OrderStatus.REJECTED)], now=NOW)
+    store.put_orders([pending("held"), pending("lapsed", submitted=NOW - 30)], now=NOW)
+    store.claim_orders(["held"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(["lapsed"], "run-0", now=NOW - 1000, lease_seconds=LEASE)
+
+    # When the pipeline asks for pending orders
+    found = store.pending_orders(NOW)
+
+    # Then it gets exactly the live, pending, unheld ones, oldest expiry first
+    assert ids(found) == ["live-1", "live-2", "lapsed"]
+    assert found[0] == pending("live-1", submitted=NOW - 120)
+    assert found[2].claim_run_id == "run-0"  # the lapsed claim is still on it, and means nothing
+
+
+def test_no_orders_means_no_pending_orders(subject: StoreUnderTest) -> None:
+    assert subject.store.pending_orders(NOW) == []
+
+
+def test_a_claim_returns_the_orders_and_hides_them_until_the_lease_lapses(subject: StoreUnderTest) -> None:
+    # Given three pending orders
+    store = subject.store
+    orders = [pending("ord-1"), pending("ord-2"), pending("ord-3")]
+    store.put_orders(orders, now=NOW)
+
+    # When a run claims two of them
+    got = store.claim_orders(["ord-2", "ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it gets them, in the order asked, carrying its claim
+    assert got == [claimed(orders[1], "run-1", NOW + LEASE), claimed(orders[0], "run-1", NOW + LEASE)]
+    # And they are out of pending_orders while the lease runs, but still readable one by one
+    assert ids(store.pending_orders(NOW)) == ["ord-3"]
+    assert ids(store.pending_orders(NOW + LEASE - 1)) == ["ord-3"]
+    assert store.get_order("ord-1") == claimed(orders[0], "run-1", NOW + LEASE)
+    # And once the lease lapses they are pending again
+    assert set(ids(store.pending_orders(NOW + LEASE))) == {"ord-1", "ord-2", "ord-3"}
+
+
+def test_a_run_cannot_claim_orders_another_run_holds(subject: StoreUnderTest) -> None:
+    # Given run-1 holds two of three pending orders
+    store = subject.store
+    store.put_orders([pending("ord-1"), pending("ord-2"), pending("ord-3")], now=NOW)
+    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # When run-2 claims all three
+    got = store.claim_orders(["ord-1", "ord-2", "ord-3"], "run-2", now=NOW + 5, lease_seconds=LEASE)
+
+    # Then it gets only the free one, and run-1 keeps its claims
+    assert ids(got) == ["ord-3"]
+    held = store.get_order("ord-1")
+    assert (held.claim_run_id, held.claim_expires_at) == ("run-1", NOW + LEASE)
+
+    # And once run-1's lease lapses, run-2 can take its orders
+    later = store.claim_orders(["ord-1", "ord-2"], "run-2", now=NOW + LEASE, lease_seconds=LEASE)
+    assert [(o.record_id, o.claim_run_id) for o in later] == [("ord-1", "run-2"), ("ord-2", "run-2")]
+
+
+def test_the_same_run_claiming_again_gets_its_orders_with_a_renewed_lease(subject: StoreUnderTest) -> None:
+    # Given run-1 claimed two orders (and a retried FetchResults claims them again a minute later)
+    store = subject.store
+    store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
+    first = store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # When the same run claims them again
+    again = store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW + 60, lease_seconds=LEASE)
+
+    # Then it gets the same orders, held until a minute later than before
+    assert ids(again) == ids(first)
+    assert {o.claim_expires_at for o in again} == {NOW + 60 + LEASE}
+
+
+def test_a_claim_skips_processed_expired_unknown_and_repeated_orders(subject: StoreUnderTest) -> None:
+    # Given a pending order, two processed ones and an expired pending one
+    store = subject.store
+    store.put_orders(
+        [pending("ord-1"), processed("accepted"), processed("rejected", status=OrderStatus.REJECTED)], now=NOW
+    )
+    store.put_orders([pending("expired", submitted=NOW - ORDER_TTL_SECONDS)], now=NOW - 1)
+
+    # When a run claims them all, an unknown one, and ord-1 twice
+    got = store.claim_orders(
+        ["accepted", "ord-1", "expired", "unknown", "rejected", "ord-1"],
+        "run-1",
+        now=NOW,
+        lease_seconds=LEASE,
+    )
+
+    # Then it holds only the live pending order, once; the others are unchanged
+    assert got == [claimed(pending("ord-1"), "run-1", NOW + LEASE)]
+    assert store.get_order("accepted") == processed("accepted")
+    assert store.get_order("expired").claim_run_id is None
+    assert store.get_order("unknown") is None
+
+
+def test_claiming_nothing_claims_nothing(subject: StoreUnderTest) -> None:
+    assert subject.store.claim_orders([], "run-1", now=NOW, lease_seconds=LEASE) == []
+
+
+def test_runs_claiming_the_same_orders_one_after_another_share_them_out(subject: StoreUnderTest) -> None:
+    # Given 30 pending orders, and three runs that each want a different, overlapping slice
+    store = subject.store
+    store.put_orders([pending(f"ord-{i:02}") for i in range(30)], now=NOW)
+
+    # When they claim one after another
+    got = {
+        run: ids(store.claim_orders([f"ord-{i:02}" for i in wanted], run, now=NOW, lease_seconds=LEASE))
+        for run, wanted in [("run-a", range(0, 20)), ("run-b", range(10, 30)), ("run-c", range(30))]
+    }
+
+    # Then the first run gets its slice, the second what was left of its slice, the third nothing
+    assert got == {
+        "run-a": [f"ord-{i:02}" for i in range(20)],
+        "run-b": [f"ord-{i:02}" for i in range(20, 30)],
+        "run-c": [],
+    }
+
+
+def test_eight_runs_claiming_at_once_get_each_order_exactly_once(subject: StoreUnderTest) -> None:
+    # Given 150 pending orders, and eight runs that each want all of them, in their own order
+    store = subject.store
+    everything = [f"ord-{i:03}" for i in range(150)]
+    for start in range(0, len(everything), 100):
+        store.put_orders([pending(r) for r in everything[start : start + 100]], now=NOW)
+    runs = [f"run-{n}" for n in range(8)]
+    start_together = threading.Barrier(len(runs))
+
+    def claim(run: str) -> list[Order]:
+        wanted = everything.copy()
+        random.Random(run).shuffle(wanted)
+        start_together.wait()
+        result: list[Order] = store.claim_orders(wanted, run, now=NOW, lease_seconds=LEASE)
+        return result
+
+    # When they all claim at the same time
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        got = dict(zip(runs, pool.map(claim, runs), strict=True))
+
+    # Then every order went to exactly one run, the one the store records as holding it
+    winners = [(o.record_id, run) for run, orders in got.items() for o in orders]
+    assert sorted(r for r, _ in winners) == everything
+    for record_id, run in winners:
+        assert store.get_order(record_id).claim_run_id == run
+    assert store.pending_orders(NOW) == []
+
+
+def test_completing_an_order_records_the_outcome_and_ends_the_claim(subject: StoreUnderTest) -> None:
+    # Given run-1 holds two orders
+    store = subject.store
+    store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
+    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # When it completes one as accepted
+    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+
+    # Then the order has its status and outcome, exactly, and no claim
+    assert store.get_order("ord-1") == pending("ord-1").model_copy(
+        update={"status": OrderStatus.ACCEPTED, "outcome": ACCEPTED}
+    )
+    # And it is not pending any more, not even after the lease would have lapsed
+    assert ids(store.pending_orders(NOW + LEASE)) == ["ord-2"]
+    # And it cannot be replaced while it lives
+    with pytest.raises(OrdersAlreadyProcessed):
+        store.put_orders([pending("ord-1", submitted=NOW + LEASE)], now=NOW + LEASE)
+
+
+def test_completing_again_with_the_same_run_and_status_is_a_no_op(subject: StoreUnderTest) -> None:
+    # Given run-1 completed an order as rejected
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    outcome = {"status": "rejected", "power": 0, "reason": "price too low", "run_id": "run-1"}
+    store.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome)
+    done = store.get_order("ord-1")
+
+    # When a retried ProcessOrder completes it again, the same way
+    store.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome)
+
+    # Then nothing changed
+    assert store.get_order("ord-1") == done
+
+    # But completing it with another status is refused, and changes nothing either
+    with pytest.raises(ClaimLost):
+        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, outcome)
+    assert store.get_order("ord-1") == done
+
+
+def test_the_stored_outcome_names_the_run_that_completed_the_order(subject: StoreUnderTest) -> None:
+    # Given run-1 holds an order
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # When it completes it with an outcome that does not name the run (and holds a float)
+    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"power": 2.5})
+
+    # Then the stored outcome names it, with the number kept exactly, and a retry is recognised
+    assert store.get_order("ord-1").outcome == {"power": Decimal("2.5"), "run_id": "run-1"}
+    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"power": 2.5})
+
+
+def _held_by_another_run(store: Any) -> None:
+    store.claim_orders(["ord-1"], "run-2", now=NOW, lease_seconds=LEASE)
+
+
+def _never_claimed(store: Any) -> None:
+    pass
+
+
+def _released(store: Any) -> None:
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.release_order("ord-1", "run-1")
+
+
+def _replaced_after_the_lease_lapsed(store: Any) -> None:
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.put_orders([pending("ord-1", submitted=NOW + LEASE)], now=NOW + LEASE)
+
+
+def _completed_by_another_run(store: Any) -> None:
+    store.claim_orders(["ord-1"], "run-2", now=NOW, lease_seconds=LEASE)
+    store.complete_order("ord-1", "run-2", OrderStatus.ACCEPTED, {**ACCEPTED, "run_id": "run-2"})
+
+
+@pytest.mark.parametrize(
+    "situation",
+    [
+        _held_by_another_run,
+        _never_claimed,
+        _released,
+        _replaced_after_the_lease_lapsed,
+        _completed_by_another_run,
+    ],
+    ids=["held-by-another-run", "never-claimed", "released", "replaced-by-a-put", "completed-by-another-run"],
+)
+def test_completing_an_order_the_run_does_not_hold_raises_claim_lost(
+    subject: StoreUnderTest, situation: Callable[[Any], None]
+) -> None:
+    # Given an order that run-1 does not hold (for one reason or another)
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    situation(store)
+    before = store.get_order("ord-1")
+
+    # When run-1 completes it
+    with pytest.raises(ClaimLost):
+        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+
+    # Then the order is unchanged
+    assert store.get_order("ord-1") == before
+
+
+def test_completing_an_unknown_order_raises_claim_lost(subject: StoreUnderTest) -> None:
+    with pytest.raises(ClaimLost):
+        subject.store.complete_order("nowhere", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    assert subject.stored_ids() == set()
+
+
+def test_releasing_an_order_makes_it_pending_again(subject: StoreUnderTest) -> None:
+    # Given run-1 holds two orders
+    store = subject.store
+    store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
+    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # When it gives one back
+    store.release_order("ord-1", "run-1")
+
+    # Then that one is pending with no claim, at once, and another run may claim it
+    assert ids(store.pending_orders(NOW)) == ["ord-1"]
+    assert store.get_order("ord-1") == pending("ord-1")
+    assert ids(store.claim_orders(["ord-1"], "run-2", now=NOW, lease_seconds=LEASE)) == ["ord-1"]
+
+
+def test_releasing_is_a_no_op_for_a_run_that_does_not_hold_the_order(subject: StoreUnderTest) -> None:
+    # Given run-1 holds an order, and another order was completed
+    store = subject.store
+    store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
+    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.complete_order("ord-2", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    held, done = store.get_order("ord-1"), store.get_order("ord-2")
+
+    # When run-2 releases the held one, run-1 releases the completed one, and anyone an unknown one
+    store.release_order("ord-1", "run-2")
+    store.release_order("ord-2", "run-1")
+    store.release_order("unknown", "run-1")
+
+    # Then nothing changed
+    assert store.get_order("ord-1") == held
+    assert store.get_order("ord-2") == done
+    assert subject.stored_ids() == {"ord-1", "ord-2"}
+
+
+def test_a_put_refuses_claimed_orders_but_replaces_one_whose_claim_lapsed(subject: StoreUnderTest) -> None:
+    # Given run-1 holds an order
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # When a trader resubmits it with a new order, while the claim runs
+    with pytest.raises(OrdersAlreadyProcessed) as refused:
+        store.put_orders([pending("new"), pending("ord-1", submitted=NOW + 10)], now=NOW + 10)
+
+    # Then the request is refused whole (409), naming the held order
+    assert refused.value.record_ids == ["ord-1"]
+    assert subject.stored_ids() == {"ord-1"}
+    assert store.get_order("ord-1") == claimed(pending("ord-1"), "run-1", NOW + LEASE)
+
+    # When it is resubmitted once the claim has lapsed
+    fresh = pending("ord-1", parameter_1="lot-B", submitted=NOW + LEASE)
+    store.put_orders([fresh], now=NOW + LEASE)
+
+    # Then it is replaced: a pending order with no claim
+    assert store.get_order("ord-1") == fresh
+    assert store.pending_orders(NOW + LEASE) == [fresh]
+
+
+def test_a_put_replaces_a_released_order(subject: StoreUnderTest) -> None:
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.release_order("ord-1", "run-1")
+
+    fresh = pending("ord-1", parameter_2=7, submitted=NOW + 1)
+    store.put_orders([fresh], now=NOW + 1)
+
+    assert store.get_order("ord-1") == fresh
+
+
+def test_completing_refuses_a_pending_status(subject: StoreUnderTest) -> None:
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    with pytest.raises(ValueError, match="accepted or rejected"):
+        store.complete_order("ord-1", "run-1", OrderStatus.PENDING, {})
+    with pytest.raises(ValueError, match="names run"):
+        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-9"})
+
+    assert store.get_order("ord-1") == claimed(pending("ord-1"), "run-1", NOW + LEASE)
+
+
+# --- DynamoDB only: the index, call counts, retries under injected faults -----------------------
+
+
+def _put_many(store: DynamoDbOrderStore, record_ids: list[str]) -> None:
+    for start in range(0, len(record_ids), 100):
+        store.put_orders([pending(r) for r in record_ids[start : start + 100]], now=NOW)
+
+
+def _seed(faulty: FaultyClient, orders: list[Order]) -> None:
+    """Write items as the store would, uncounted and unconditioned (much faster on moto)."""
+    for start in range(0, len(orders), 25):
+        batch = orders[start : start + 25]
+        faulty.real.batch_write_item(
+            RequestItems={TABLE: [{"PutRequest": {"Item": order_to_item(o)}} for o in batch]}
+        )
+
+
+def _raw_item(faulty: FaultyClient, record_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = faulty.real.get_item(
+        TableName=TABLE, Key={"record_id": {"S": record_id}}, ConsistentRead=True
+    )["Item"]
+    return item
+
+
+def test_dynamodb_table_has_the_sparse_pending_index(faulty: FaultyClient) -> None:
+    table = faulty.real.describe_table(TableName=TABLE)["Table"]
+
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == PENDING_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": "pending_shard", "KeyType": "HASH"},
+        {"AttributeName": "expires_at", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    assert types == {"record_id": "S", "pending_shard": "S", "expires_at": "N"}
+
+
+def test_dynamodb_pending_orders_queries_each_shard_and_never_scans(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given 40 pending orders, spread over the index shards
+    _put_many(dynamo, [f"ord-{i:02}" for i in range(40)])
+    faulty.calls.clear()
+
+    # When the pipeline lists pending orders
+    found = dynamo.pending_orders(NOW)
+
+    # Then it ran one query per shard on the index, and nothing else
+    assert len(found) == 40
+    assert faulty.calls == {"query": 8}
+
+
+def test_dynamodb_pending_orders_reads_every_page(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 60 pending orders, and a query page size (1 MB on DynamoDB) that holds about two items
+    _put_many(dynamo, [f"ord-{i:02}" for i in range(60)])
+    monkeypatch.setattr("moto.dynamodb.models.table.RESULT_SIZE_LIMIT", 300)
+    faulty.calls.clear()
+
+    # When the pipeline lists pending orders
+    found = dynamo.pending_orders(NOW)
+
+    # Then it followed LastEvaluatedKey through every page of every shard
+    assert sorted(ids(found)) == [f"ord-{i:02}" for i in range(60)]
+    assert faulty.calls["query"] > 16
+    assert faulty.calls["scan"] == 0
+
+
+def test_dynamodb_claims_a_thousand_orders_in_a_few_calls(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given 1,000 pending orders
+    everything = [f"ord-{i:04}" for i in range(1000)]
+    _seed(faulty, [pending(r) for r in everything])
+
+    # When a run claims them all
+    got = dynamo.claim_orders(everything, "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it has them all, for 10 transactions and 10 batch reads
+    assert ids(got) == everything
+    assert faulty.calls == {"transact_write_items": 10, "batch_get_item": 10}
+    assert sum(faulty.calls.values()) <= 40
+
+
+def test_dynamodb_claims_the_free_half_of_orders_in_a_few_calls(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
+) -> None:
+    # Given 500 pending orders, every other one held by another run
+    everything = [f"ord-{i:03}" for i in range(500)]
+    _seed(faulty, [claimed(pending(r), "run-0", NOW + LEASE) for r in everything[::2]])
+    _seed(faulty, [pending(r) for r in everything[1::2]])
+
+    # When a run claims them all
+    got = dynamo.claim_orders(everything, "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it has the free half; each transaction was cancelled once and retried without the held
+    # orders, at once (a failed condition is not worth a pause)
+    assert ids(got) == everything[1::2]
+    assert faulty.calls == {"transact_write_items": 10, "batch_get_item": 3}
+    assert sleeps == []
+
+
+def test_dynamodb_claim_drops_failed_conditions_and_claims_the_others(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
+) -> None:
+    # Given three pending orders, and a transaction DynamoDB cancels for the second one's condition
+    _seed(faulty, [pending("ord-1"), pending("ord-2"), pending("ord-3")])
+    faulty.fail(
+        "transact_write_items",
+        error_code="TransactionCanceledException",
+        cancellation_reasons=["None", "ConditionalCheckFailed", "None"],
+    )
+
+    # When a run claims them
+    got = dynamo.claim_orders(["ord-1", "ord-2", "ord-3"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it retried at once without the failed one, and holds the other two
+    assert ids(got) == ["ord-1", "ord-3"]
+    assert faulty.calls["transact_write_items"] == 2
+    assert sleeps == []
+    assert dynamo.get_order("ord-2").claim_run_id is None
+
+
+def test_dynamodb_claim_retries_a_conflict_with_backoff(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
+) -> None:
+    # Given a transaction cancelled for a conflict on one item and a failed condition on another
+    _seed(faulty, [pending("ord-1"), pending("ord-2"), pending("ord-3")])
+    faulty.fail(
+        "transact_write_items",
+        error_code="TransactionCanceledException",
+        cancellation_reasons=["TransactionConflict", "ConditionalCheckFailed", "None"],
+    )
+    faulty.fail("transact_write_items", error_code="ThrottlingException")
+
+    # When a run claims them
+    got = dynamo.claim_orders(["ord-1", "ord-2", "ord-3"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then the conflicted one was retried with the rest, after a pause for each transient failure
+    assert ids(got) == ["ord-1", "ord-3"]
+    assert faulty.calls["transact_write_items"] == 3
+    assert len(sleeps) == 2
+
+
+def test_dynamodb_claim_that_keeps_being_throttled_gives_storage_unavailable(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    _seed(faulty, [pending("ord-1")])
+    faulty.fail("transact_write_items", error_code="ThrottlingException", times=MAX_ATTEMPTS)
+
+    with pytest.raises(StorageUnavailable):
+        dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    assert faulty.calls["transact_write_items"] == MAX_ATTEMPTS
+    assert dynamo.get_order("ord-1") == pending("ord-1")
+
+
+def _defer_half(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """A partial BatchGetItem answer: half of the items come back as UnprocessedKeys instead."""
+    items = response["Responses"][TABLE]
+    kept, deferred = items[: len(items) // 2], items[len(items) // 2 :]
+    keys = [{"record_id": item["record_id"]} for item in deferred]
+    return {
+        **response,
+        "Responses": {TABLE: kept},
+        "UnprocessedKeys": {TABLE: {**request["RequestItems"][TABLE], "Keys": keys}},
+    }
+
+
+def test_dynamodb_claim_reads_back_unprocessed_keys(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
+) -> None:
+    # Given ten pending orders, and a first batch read that answers only half of its keys
+    everything = [f"ord-{i}" for i in range(10)]
+    _put_many(dynamo, everything)
+    faulty.transform("batch_get_item", _defer_half)
+
+    # When a run claims them
+    got = dynamo.claim_orders(everything, "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it asked again for the unprocessed keys, after a pause, and returns every order
+    assert ids(got) == everything
+    assert faulty.calls["batch_get_item"] == 2
+    assert len(sleeps) == 1
+
+
+def test_dynamodb_claim_whose_reads_stay_unprocessed_gives_storage_unavailable(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given every batch read answers half of what it was asked
+    _put_many(dynamo, ["ord-1", "ord-2"])
+    faulty.transform("batch_get_item", _defer_half, times=MAX_ATTEMPTS)
+
+    # When a run claims the orders
+    with pytest.raises(StorageUnavailable):
+        dynamo.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it gave up after max_attempts reads; the orders stay claimed, so claiming again gets them
+    assert faulty.calls["batch_get_item"] == MAX_ATTEMPTS
+    assert ids(dynamo.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)) == [
+        "ord-1",
+        "ord-2",
+    ]
+
+
+def test_dynamodb_complete_retries_throttling(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
+) -> None:
+    # Given run-1 holds an order, and DynamoDB throttles the first two updates
+    dynamo.put_orders([pending("ord-1")], now=NOW)
+    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    faulty.fail("update_item", error_code="ThrottlingException", times=2)
+
+    # When it completes the order
+    dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+
+    # Then the third update did it, after two pauses
+    assert faulty.calls["update_item"] == 3
+    assert len(sleeps) == 2
+    assert dynamo.get_order("ord-1").status is OrderStatus.ACCEPTED
+
+
+def test_dynamodb_complete_that_keeps_being_throttled_gives_storage_unavailable(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given run-1 holds an order, and DynamoDB throttles every update
+    dynamo.put_orders([pending("ord-1")], now=NOW)
+    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    faulty.fail("update_item", error_code="ThrottlingException", times=MAX_ATTEMPTS)
+
+    # When it completes the order
+    with pytest.raises(StorageUnavailable):
+        dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+
+    # Then it gave up after max_attempts; the order is still pending and held by run-1
+    assert faulty.calls["update_item"] == MAX_ATTEMPTS
+    assert dynamo.get_order("ord-1") == claimed(pending("ord-1"), "run-1", NOW + LEASE)
+
+
+def test_dynamodb_complete_whose_answer_was_lost_succeeds_on_retry(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given run-1 holds an order, and the connection drops after DynamoDB applied the first update
+    dynamo.put_orders([pending("ord-1")], now=NOW)
+    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+
+    def lose_the_answer(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="http://dynamodb")
+
+    faulty.transform("update_item", lose_the_answer)
+
+    # When it completes the order
+    dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+
+    # Then the retry found its own outcome already there and succeeded
+    assert faulty.calls["update_item"] == 2
+    assert dynamo.get_order("ord-1").outcome == ACCEPTED
+
+
+def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -> None:
+    # Given a pending order: it is in the index
+    dynamo.put_orders([pending("ord-1")], now=NOW)
+    shard = _raw_item(faulty, "ord-1")["pending_shard"]
+    assert shard in [{"S": str(n)} for n in range(8)]
+
+    # When a run claims it, it stays in the index, with the claim as plain attributes
+    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    item = _raw_item(faulty, "ord-1")
+    assert item["pending_shard"] == shard
+    assert item["claim_run_id"] == {"S": "run-1"}
+    assert item["claim_expires_at"] == {"N": str(NOW + LEASE)}
+
+    # When the run completes it, it leaves the index, and the claim is gone; the outcome is a map
+    dynamo.complete_order("ord-1", "run-1", OrderStatus.REJECTED, {"power": Decimal("0.5")})
+    item = _raw_item(faulty, "ord-1")
+    assert set(item) == {
+        "record_id",
+        "parameter_1",
+        "parameter_2",
+        "status",
+        "submitted_at",
+        "expires_at",
+        "outcome",
+    }
+    assert item["status"] == {"S": "rejected"}
+    assert item["outcome"] == {"M": {"power": {"N": "0.5"}, "run_id": {"S": "run-1"}}}
+
+
+def test_dynamodb_processed_orders_are_stored_outside_the_index(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    dynamo.put_orders([processed("ord-1")], now=NOW)
+
+    assert "pending_shard" not in _raw_item(faulty, "ord-1")
+
+
+# --- SQLite only: schema migration, the index, columns in step with the document ----------------
+
+
+_FIRST_SCHEMA = """
+CREATE TABLE orders (
+    record_id  TEXT PRIMARY KEY,
+    status     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    document   TEXT NOT NULL
+);
+CREATE INDEX orders_by_status ON orders (status, expires_at);
+"""
+
+
+def test_sqlite_opens_a_database_from_before_claims(sqlite_path: Path) -> None:
+    # Given a database file written by the first release (no claim columns), holding an order
+    order = pending("ord-1")
+    with sqlite3.connect(sqlite_path) as raw:
+        raw.executescript(_FIRST_SCHEMA)
+        document = order.model_dump_json(exclude={"claim_run_id", "claim_expires_at"})
+        raw.execute(
+            "INSERT INTO orders VALUES (?, ?, ?, ?)", ("ord-1", "pending", order.expires_at, document)
+        )
+    raw.close()
+
+    # When the store opens it (twice: the second open finds nothing to add)
+    SqliteOrderStore(sqlite_path).close()
+    store = SqliteOrderStore(sqlite_path)
+    try:
+        # Then the claim columns were added, and the old order is pending and claimable
+        with sqlite3.connect(sqlite_path) as raw:
+            columns = [row[1] for row in raw.execute("PRAGMA table_info(orders)")]
+        raw.close()
+        assert columns == [
+            "record_id",
+            "status",
+            "expires_at",
+            "document",
+            "claim_run_id",
+            "claim_expires_at",
+        ]
+        assert store.pending_orders(NOW) == [order]
+        assert ids(store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)) == ["ord-1"]
+    finally:
+        store.close()
+
+
+def test_sqlite_pending_orders_uses_the_status_index(sqlite_store: StoreUnderTest, sqlite_path: Path) -> None:
+    with sqlite3.connect(sqlite_path) as raw:
+        plan = " ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {_PENDING_SQL}", {"now": NOW}))
+    raw.close()
+
+    assert "USING INDEX orders_by_status" in plan
+
+
+def test_sqlite_claim_columns_stay_in_step_with_the_document(
+    sqlite_store: StoreUnderTest, sqlite_path: Path
+) -> None:
+    store: SqliteOrderStore = sqlite_store.store
+
+    def columns_and_document() -> list[tuple[Any, ...]]:
+        with sqlite3.connect(sqlite_path) as raw:
+            rows = raw.execute(
+                "SELECT status, expires_at, claim_run_id, claim_expires_at, document FROM orders"
+                " ORDER BY record_id"
+            ).fetchall()
+        raw.close()
+        for status, expires_at, run_id, until, document in rows:
+            order = Order.model_validate_json(document)
+            assert (status, expires_at, run_id, until) == (
+                order.status.value,
+                order.expires_at,
+                order.claim_run_id,
+                order.claim_expires_at,
+            )
+        return [row[:4] for row in rows]
+
+    # Given orders that go through every step of the pipeline
+    store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
+    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    assert columns_and_document() == [("pending", NOW + ORDER_TTL_SECONDS, "run-1", NOW + LEASE)] * 2
+
+    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    store.release_order("ord-2", "run-1")
+
+    # Then the columns say what the document says, at every step
+    assert columns_and_document() == [
+        ("accepted", NOW + ORDER_TTL_SECONDS, None, None),
+        ("pending", NOW + ORDER_TTL_SECONDS, None, None),
+    ]
+
+
+def test_sqlite_runs_in_two_processes_claim_each_order_once(sqlite_path: Path) -> None:
+    # Given four stores on one file (like run-pipeline processes) and 200 pending orders
+    stores = [SqliteOrderStore(sqlite_path) for _ in range(4)]
+    everything = [f"ord-{i:03}" for i in range(200)]
+    stores[0].put_orders([pending(r) for r in everything[:100]], now=NOW)
+    stores[0].put_orders([pending(r) for r in everything[100:]], now=NOW)
+    start_together = threading.Barrier(len(stores))
+
+    def claim(n: int) -> list[str]:
+        start_together.wait()
+        return ids(stores[n].claim_orders(everything, f"run-{n}", now=NOW, lease_seconds=LEASE))
+
+    try:
+        # When each claims all of them at once
+        with ThreadPoolExecutor(max_workers=len(stores)) as pool:
+            got = list(pool.map(claim, range(len(stores))))
+
+        # Then each order went to one run
+        assert sorted(r for claimed_ids in got for r in claimed_ids) == everything
+    finally:
+        for store in stores:
+            store.close()
