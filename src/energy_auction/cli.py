@@ -102,8 +102,25 @@ def cmd_token(args: argparse.Namespace) -> int:
     from energy_auction.auth import mint_token
     from energy_auction.bootstrap import Container
 
-    settings = local_settings(args.home)
-    secret = Container(settings).jwt_secret()
+    if args.stage:
+        # A deployed stage: its generated secret, read with the caller's AWS credentials.
+        from energy_auction.adapters.aws import secrets_manager_secret
+        from energy_auction.deployment import jwt_secret_name
+
+        settings = Settings.from_env(backend=Backend.AWS, **({"region": args.region} if args.region else {}))
+        try:
+            secret = secrets_manager_secret(
+                jwt_secret_name(args.stage), max_age_seconds=0, region=settings.region
+            )
+        except Exception as err:  # no credentials, no access, no such stage: say which, not the stack trace
+            print(
+                f"energy-auction: cannot read the {args.stage} stage's JWT secret: {type(err).__name__}",
+                file=sys.stderr,
+            )
+            return 1
+    else:
+        settings = local_settings(args.home)
+        secret = Container(settings).jwt_secret()
     print(
         mint_token(
             secret,
@@ -205,10 +222,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-attempts", type=int, default=None, help="attempts before giving up (default 10)")
     run.set_defaults(func=cmd_run_pipeline)
 
-    token = commands.add_parser("token", help="print a bearer token the local stack accepts")
+    token = commands.add_parser(
+        "token", help="print a bearer token for the local stack, or for a deployed stage with --stage"
+    )
     token.add_argument("--sub", default="local-trader", help="the token's subject (default local-trader)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
     token.add_argument("--home", type=Path, default=None, help=home_help)
+    token.add_argument(
+        "--stage",
+        default=None,
+        help="a deployed stage (dev, prod): sign with its secret from Secrets Manager",
+    )
+    token.add_argument(
+        "--region", default=None, help="AWS region of the stage (default: your AWS configuration)"
+    )
     token.set_defaults(func=cmd_token)
     return root
 

@@ -39,12 +39,17 @@ class OrderResult:
     reason: str | None = None
 
     def as_item(self) -> dict[str, Any]:
+        """The result as an item of a run's S3 file.
+
+        Numbers are decimal strings: Step Functions and Lambda's runtime parse JSON numbers as
+        floats, which would round an exact value such as 2.1000000000000000000001.
+        """
         item: dict[str, Any] = {
             "record_id": self.record_id,
             "status": self.status,
-            "power": self.power,
+            "power": str(self.power),
             "parameter_1": self.parameter_1,
-            "parameter_2": self.parameter_2,
+            "parameter_2": str(self.parameter_2),
             "auction_date": self.auction_date,
             "decided_at": self.decided_at,
         }

@@ -41,7 +41,7 @@ def fetch_results(
     if not market.is_ready(run_id, attempt):
         return {"results": False, **answer}
     at = int(now)
-    pending = store.pending_orders(at)
+    pending = store.pending_orders(at, run_id)  # with this run's own claims, should this be a retry
     claimed = store.claim_orders([o.record_id for o in pending], run_id, at, lease_seconds) if pending else []
     if not claimed:
         return {"results": True, **answer, "count": 0}
@@ -86,7 +86,7 @@ def process_order(
     # processed_at is the market's decision time, not "now", so a retry rewrites identical bytes.
     outcome: dict[str, Any] = {
         "status": status.value,
-        # Lambda's runtime parses the event's numbers as floats; str() gives their shortest form.
+        # A decimal string from FetchResults (exact); str() also takes a float's shortest form.
         "power": Decimal(str(result.get("power", 0))),
         "run_id": run_id,
         "auction_date": str(result["auction_date"]),

@@ -72,8 +72,9 @@ class OrderStore(Protocol):
         """The stored order, expired or not (callers filter on ``expires_at``), or None."""
         ...
 
-    def pending_orders(self, now: int) -> list[Order]:
-        """Live (``expires_at > now``) pending orders that no run holds (no claim, or a lapsed one).
+    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
+        """Live (``expires_at > now``) pending orders that no run holds (no claim, or a lapsed one),
+        plus those ``run_id`` itself holds (so a retried FetchResults gets its orders back).
 
         On DynamoDB this is a query on the pending-orders index, never a scan.
         """

@@ -6,6 +6,7 @@ every cold start, and pydantic alone costs ~110 ms of import there (see the READ
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -41,6 +42,13 @@ def _setting(
     return field(default=default, metadata={"parse": parse, "low": low, "high": high, "env": env}, **kw)
 
 
+def _finite(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
 def _optional(value: str) -> str | None:
     return value.strip() or None
 
@@ -58,7 +66,7 @@ class Settings:
 
     storage_max_attempts: int = _setting(5, int, 1, 10)
     """Attempts at a storage write (throttling, transaction conflicts) before answering 503."""
-    storage_base_delay_seconds: float = _setting(0.05, float, 0, 5)
+    storage_base_delay_seconds: float = _setting(0.05, _finite, 0, 5)
 
     jwt_secret: str | None = _setting(None, _optional, repr=False)
     """Overrides the signing secret (local stack); on AWS the secret is read from Secrets Manager."""
@@ -78,8 +86,8 @@ class Settings:
     work_bucket: str | None = _setting(None, _optional)
     """S3 bucket for transient run data (the order results a run reads); locally moto's in-memory S3."""
     work_prefix: str = _setting("work/")
-    market_ready_probability: float = _setting(0.8, float, 0, 1)
-    market_accept_probability: float = _setting(0.7, float, 0, 1)
+    market_ready_probability: float = _setting(0.8, _finite, 0, 1)
+    market_accept_probability: float = _setting(0.7, _finite, 0, 1)
     market_seed: int | None = _setting(None, int)
     """Seed of the simulated market, to reproduce a run's outcomes; unset means random."""
     claim_lease_seconds: int = _setting(4500, int, 60, 7 * 24 * 3600)
@@ -88,8 +96,8 @@ class Settings:
     pipeline_retry_seconds: int = _setting(30, int, 0, 3600)
     pipeline_timeout_seconds: int = _setting(3600, int, 60, 86400)
     pipeline_task_retry_interval_seconds: int = _setting(2, int, 1, 300)
-    pipeline_task_retry_max_attempts: int = _setting(6, int, 0, 20)
-    pipeline_task_retry_backoff_rate: float = _setting(2.0, float, 1, 10)
+    pipeline_task_retry_max_attempts: int = _setting(4, int, 0, 20)
+    pipeline_task_retry_backoff_rate: float = _setting(2.0, _finite, 1, 10)
     pipeline_max_concurrency: int = _setting(8, int, 1, 1000)
 
     # Notifications
@@ -109,6 +117,8 @@ class Settings:
                 continue
             value = getattr(self, spec.name)
             low, high = spec.metadata.get("low"), spec.metadata.get("high")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidSettings(f"{PREFIX}{spec.name.upper()} must be a finite number, not {value}")
             if (low is not None and value < low) or (high is not None and value > high):
                 raise InvalidSettings(
                     f"{PREFIX}{spec.name.upper()} must be between {low} and {high}, not {value}"

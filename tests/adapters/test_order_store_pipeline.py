@@ -743,7 +743,9 @@ def test_sqlite_opens_a_database_from_before_claims(sqlite_path: Path) -> None:
 
 def test_sqlite_pending_orders_uses_the_status_index(sqlite_store: StoreUnderTest, sqlite_path: Path) -> None:
     with sqlite3.connect(sqlite_path) as raw:
-        plan = " ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {_PENDING_SQL}", {"now": NOW}))
+        plan = " ".join(
+            row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {_PENDING_SQL}", {"now": NOW, "run": None})
+        )
     raw.close()
 
     assert "USING INDEX orders_by_status" in plan

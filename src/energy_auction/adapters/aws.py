@@ -204,17 +204,24 @@ class DynamoDbOrderStore:
         item = response.get("Item")
         return item_to_order(item) if item else None
 
-    def pending_orders(self, now: int) -> list[Order]:
-        """Live pending orders no run holds, by expiry then record_id: one query per index shard."""
+    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
+        """Live pending orders no run (other than ``run_id``) holds, by expiry then record_id.
+
+        One query per index shard."""
         orders: list[Order] = []
         for shard in range(PENDING_SHARDS):
             request: dict[str, Any] = {
                 "TableName": self._table,
                 "IndexName": PENDING_INDEX,
                 "KeyConditionExpression": f"{PENDING_SHARD_ATTRIBUTE} = :shard AND expires_at > :now",
-                # Claimed orders stay in the index (still pending); a live claim hides them.
-                "FilterExpression": "attribute_not_exists(claim_run_id) OR claim_expires_at <= :now",
-                "ExpressionAttributeValues": {":shard": {"S": str(shard)}, ":now": {"N": str(now)}},
+                # Claimed orders stay in the index (still pending); another run's live claim hides them.
+                "FilterExpression": "attribute_not_exists(claim_run_id) OR claim_expires_at <= :now"
+                " OR claim_run_id = :run",
+                "ExpressionAttributeValues": {
+                    ":shard": {"S": str(shard)},
+                    ":now": {"N": str(now)},
+                    ":run": {"S": run_id or ""},
+                },
             }
             while True:
                 page = self._call(self._client.query, **request)
@@ -449,11 +456,21 @@ class S3WorkStore:
         return {"bucket": self._bucket, "key": key}
 
 
-def secrets_manager_secret(secret_id: str, max_age_seconds: int) -> str:
-    """The secret's string value through Powertools Parameters (cached for ``max_age_seconds``)."""
+def secrets_manager_secret(secret_id: str, max_age_seconds: int, region: str | None = None) -> str:
+    """The secret's string value through Powertools Parameters (cached for ``max_age_seconds``).
+
+    ``region`` reads from that region with a provider of its own (the CLI's ``--region``);
+    otherwise Powertools' shared provider uses the process's AWS configuration.
+    """
     from aws_lambda_powertools.utilities import parameters
 
-    value = parameters.get_secret(secret_id, max_age=max_age_seconds)
+    if region:
+        from botocore.config import Config
+
+        provider = parameters.SecretsProvider(boto_config=Config(region_name=region))
+        value: object = provider.get(secret_id, max_age=max_age_seconds)
+    else:
+        value = parameters.get_secret(secret_id, max_age=max_age_seconds)
     if not isinstance(value, str):
-        raise TypeError("the JWT secret must be a string secret")
+        raise TypeError("the secret must be a string secret")
     return value

@@ -35,10 +35,10 @@ _ADDED_COLUMNS = {"claim_run_id": "TEXT", "claim_expires_at": "INTEGER"}
 _PENDING_SQL = (
     "SELECT document FROM orders INDEXED BY orders_by_status"
     " WHERE status = 'pending' AND expires_at > :now"
-    " AND (claim_run_id IS NULL OR claim_expires_at <= :now)"
+    " AND (claim_run_id IS NULL OR claim_expires_at <= :now OR claim_run_id = :run)"
     " ORDER BY expires_at, record_id"
 )
-"""Live pending orders no run holds, through the (status, expires_at) index."""
+"""Live pending orders no other run holds, through the (status, expires_at) index."""
 
 _IN_CLAUSE_SIZE = 500
 """Record ids per ``IN (...)`` query, well under SQLite's limit on bound parameters."""
@@ -142,11 +142,11 @@ class SqliteOrderStore:
             row = self._db.execute("SELECT document FROM orders WHERE record_id = ?", (record_id,)).fetchone()
         return Order.model_validate(codec.loads(row[0])) if row else None
 
-    def pending_orders(self, now: int) -> list[Order]:
-        """Live pending orders no run holds, by expiry then record_id."""
+    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
+        """Live pending orders no run (other than ``run_id``) holds, by expiry then record_id."""
         # One SELECT is a consistent snapshot by itself; BEGIN IMMEDIATE would only block writers.
         with self._lock:
-            rows = self._db.execute(_PENDING_SQL, {"now": now}).fetchall()
+            rows = self._db.execute(_PENDING_SQL, {"now": now, "run": run_id}).fetchall()
         return [Order.model_validate(codec.loads(row[0])) for row in rows]
 
     def claim_orders(

@@ -1,0 +1,302 @@
+"""The ``energy-auction`` command in-process: ``token`` (local and a deployed stage on moto), argument
+refusals, interval parsing, and the local schedule."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jwt
+import pytest
+from aws_lambda_powertools.utilities.parameters import base as parameters_base
+from moto import mock_aws
+
+from energy_auction.auth import TokenVerifier
+from energy_auction.cli import main
+from energy_auction.deployment import jwt_secret_name
+from energy_auction.local.scheduler import Scheduler, parse_interval
+
+STAGE_SECRET = "stage-secret-generated-at-deploy-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secret_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Powertools keeps one Secrets Manager provider (and client) per process: start each test afresh."""
+    monkeypatch.setattr(parameters_base, "DEFAULT_PROVIDERS", {})
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def claims_of(token: str, secret: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, secret, algorithms=["HS256"])
+    return decoded
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+# --- token (local stack)
+
+
+def test_token_verifies_with_the_local_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a local stack home with no secret yet
+    home = tmp_path / "home"
+
+    # When a token is minted for it
+    code, out, err = run(["token", "--home", str(home)], capsys)
+
+    # Then exactly one token is printed, and it verifies with the secret file the command created
+    assert (code, err) == (0, "")
+    token = out.strip()
+    assert out == token + "\n"
+    secret = (home / "jwt-secret").read_text().strip()
+    principal = TokenVerifier(secret).verify(f"Bearer {token}")
+    assert principal.subject == "local-trader"
+    claims = claims_of(token, secret)
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_token_reuses_an_existing_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "jwt-secret").write_text("an-existing-secret-of-enough-length-0123456789\n")
+    code, out, _ = run(["token", "--home", str(home)], capsys)
+    assert code == 0
+    assert TokenVerifier("an-existing-secret-of-enough-length-0123456789").verify(f"Bearer {out.strip()}")
+
+
+def test_token_honours_sub_and_ttl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # When a token is minted with a subject and a lifetime
+    home = tmp_path / "home"
+    code, out, _ = run(["token", "--home", str(home), "--sub", "desk-7", "--ttl", "600"], capsys)
+
+    # Then it speaks for that subject and lives that long
+    assert code == 0
+    secret = (home / "jwt-secret").read_text().strip()
+    claims = claims_of(out.strip(), secret)
+    assert claims["sub"] == "desk-7"
+    assert claims["exp"] - claims["iat"] == 600
+    assert abs(claims["iat"] - time.time()) < 60
+
+
+def test_token_does_not_verify_with_another_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(["token", "--home", str(tmp_path / "home")], capsys)
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(out.strip(), "another-secret-of-enough-length-0123456789", algorithms=["HS256"])
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_a_ttl_that_is_not_positive_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--home", str(tmp_path / "home"), "--ttl", ttl])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--ttl" in err
+    assert not (tmp_path / "home").exists()
+
+
+# --- token --stage (a deployed stage's secret in Secrets Manager, on moto)
+
+
+def test_stage_token_verifies_with_the_stages_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    with mock_aws():
+        # Given the dev stage's generated signing secret in Secrets Manager
+        boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
+            Name=jwt_secret_name("dev"), SecretString=STAGE_SECRET
+        )
+
+        # When a token is minted for the stage
+        code, out, err = run(["token", "--stage", "dev", "--region", "eu-west-1", "--sub", "ops"], capsys)
+
+    # Then it verifies with that secret
+    assert (code, err) == (0, "")
+    assert TokenVerifier(STAGE_SECRET).verify(f"Bearer {out.strip()}").subject == "ops"
+
+
+def test_stage_token_uses_the_region_given_over_the_environment_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the prod stage lives in us-east-1, while the shell's default region is eu-west-1
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    with mock_aws():
+        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name=jwt_secret_name("prod"), SecretString=STAGE_SECRET
+        )
+
+        # When a token is minted with --region us-east-1
+        code, out, err = run(["token", "--stage", "prod", "--region", "us-east-1"], capsys)
+
+    # Then the secret is read in us-east-1, as asked (os.environ.setdefault keeps the shell's region)
+    assert (code, err) == (0, ""), err
+    assert TokenVerifier(STAGE_SECRET).verify(f"Bearer {out.strip()}").subject == "local-trader"
+
+
+def test_stage_token_without_the_secret_exits_1_naming_the_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    with mock_aws():
+        # Given no secret for the stage
+        # When a token is asked for it
+        code, out, err = run(["token", "--stage", "qa", "--region", "eu-west-1"], capsys)
+
+    # Then the command fails with a one-line message naming the stage, and no stack trace
+    assert code == 1
+    assert out == ""
+    assert "qa" in err
+    assert err.startswith("energy-auction: ")
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- settings and argument refusals
+
+
+def test_an_invalid_setting_exits_2_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a body limit below its minimum
+    monkeypatch.setenv("ENERGY_AUCTION_MAX_BODY_BYTES", "1")
+
+    # When any command reads the settings
+    code, out, err = run(["token", "--home", str(tmp_path / "home")], capsys)
+
+    # Then it stops with code 2 and names the variable, without a stack trace
+    assert code == 2
+    assert out == ""
+    assert "ENERGY_AUCTION_MAX_BODY_BYTES" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("every", ["0s", "0", "xyz", "5d", "-1m", ""])
+def test_local_refuses_a_bad_schedule_interval(every: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["local", "--every", every])
+    assert exited.value.code == 2
+    assert "--every" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["unknown-command"], ["token", "--ttl", "soon"]])
+def test_bad_command_lines_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err
+
+
+@pytest.mark.parametrize("probability", ["1.5", "-0.1"])
+def test_run_pipeline_refuses_a_probability_outside_0_1(
+    probability: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run-pipeline", "--ready-probability", probability])
+    assert exited.value.code == 2
+    assert "probability" in capsys.readouterr().err
+
+
+# --- parse_interval
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h", 3600), ("90", 90), ("1", 1), (" 2M ", 120), ("10 s", 10)],
+)
+def test_parse_interval(text: str, seconds: int) -> None:
+    assert parse_interval(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "xyz", "0", "0s", "0m", "-5s", "1.5m", "5d", "m", "5 minutes"])
+def test_parse_interval_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"\S"):
+        parse_interval(text)
+
+
+# --- Scheduler
+
+
+class RecordingStart:
+    """A start_run that records its calls; it raises on the calls listed in ``fail_on``."""
+
+    def __init__(self, fail_on: frozenset[int] = frozenset()) -> None:
+        self.calls = 0
+        self.fail_on = fail_on
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+        if call in self.fail_on:
+            raise RuntimeError("the engine is busy")
+        return f"run-{call}"
+
+    def count(self) -> int:
+        with self._lock:
+            return self.calls
+
+
+@pytest.fixture
+def scheduled() -> Iterator[list[Scheduler]]:
+    started: list[Scheduler] = []
+    yield started
+    for scheduler in started:
+        scheduler.stop()
+
+
+def test_the_scheduler_starts_runs_every_interval_until_stopped(scheduled: list[Scheduler]) -> None:
+    # Given a scheduler starting a run every second
+    start_run = RecordingStart()
+    scheduler = Scheduler(1, start_run)
+    scheduled.append(scheduler)
+
+    # When it has run for a while
+    assert start_run.count() == 0
+    scheduler.start()
+    assert wait_until(lambda: start_run.count() >= 2, timeout=6)
+
+    # Then after stop() no further run starts
+    scheduler.stop()
+    stopped_at = start_run.count()
+    time.sleep(1.3)
+    assert start_run.count() == stopped_at
+
+
+def test_a_failing_start_does_not_stop_the_schedule(scheduled: list[Scheduler]) -> None:
+    # Given a start_run whose first call raises
+    start_run = RecordingStart(fail_on=frozenset({1}))
+    scheduler = Scheduler(1, start_run)
+    scheduled.append(scheduler)
+
+    # When the scheduler runs
+    scheduler.start()
+
+    # Then it keeps calling after the failure
+    assert wait_until(lambda: start_run.count() >= 2, timeout=6)
+
+
+def test_stop_before_the_first_tick_starts_nothing(scheduled: list[Scheduler]) -> None:
+    start_run = RecordingStart()
+    scheduler = Scheduler(1, start_run)
+    scheduled.append(scheduler)
+    scheduler.start()
+    scheduler.stop()
+    time.sleep(1.2)
+    assert start_run.count() == 0
