@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,226 @@
+"""The auction pipeline: the package's state machine, its two Lambdas and the schedule."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from energy_auction import workflow
+from energy_auction.adapters.aws import PENDING_INDEX
+from infra.config import StageConfig, settings_env
+from infra.functions import LambdaPackage, ServiceFunction
+from infra.nag import acknowledge_wildcards
+from infra.storage import RESULTS_PREFIX
+
+MAP_EXECUTION_TYPE = "EXPRESS"
+"""Child executions of the Distributed Map: short, cheap, and outside the parent's history."""
+MAP_RESULTS = "map-runs"
+WORK_RUNS = "runs/"
+"""FetchResults writes ``<work prefix>runs/<run_id>/results.json`` (S3WorkStore)."""
+
+
+def substitutions(
+    config: StageConfig, *, fetch_results_arn: str, process_order_arn: str, topic_arn: str, work_bucket: str
+) -> dict[str, str]:
+    """The values of the ASL file's ``${Name}`` placeholders on AWS."""
+    return {
+        "FetchResultsFunctionArn": fetch_results_arn,
+        "ProcessOrderFunctionArn": process_order_arn,
+        "NotificationTopicArn": topic_arn,
+        "WorkBucketName": work_bucket,
+        "WorkPrefix": config.work_prefix,
+        "MapExecutionType": MAP_EXECUTION_TYPE,
+        "MapMaxConcurrency": str(config.pipeline_max_concurrency),
+        "MaxAttempts": str(config.pipeline_max_attempts),
+        "RetrySeconds": str(config.pipeline_retry_seconds),
+        "ExecutionTimeoutSeconds": str(config.pipeline_timeout_seconds),
+        "TaskRetryIntervalSeconds": str(config.pipeline_task_retry_interval_seconds),
+        "TaskRetryMaxAttempts": str(config.pipeline_task_retry_max_attempts),
+        "TaskRetryBackoffRate": str(config.pipeline_task_retry_backoff_rate),
+    }
+
+
+class AuctionPipeline(Construct):
+    """FetchResults and ProcessOrder, the Step Functions state machine and its EventBridge schedule."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        package: LambdaPackage,
+        table: dynamodb.ITable,
+        bucket: s3.IBucket,
+        topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        work_runs = f"{config.work_prefix}{WORK_RUNS}*"
+
+        self.fetch_results = ServiceFunction(
+            self,
+            "FetchResults",
+            config=config,
+            package=package,
+            handler="fetch_results",
+            description="Lambda A: asks the market; claims the pending orders and stages their results",
+            memory_size=1024,
+            timeout=Duration.minutes(2),
+            environment=settings_env(
+                backend="aws",
+                orders_table=table.table_name,
+                work_bucket=bucket.bucket_name,
+                work_prefix=config.work_prefix,
+                claim_lease_seconds=config.claim_lease_seconds,
+                pipeline_timeout_seconds=config.pipeline_timeout_seconds,
+                market_ready_probability=config.market_ready_probability,
+                market_accept_probability=config.market_accept_probability,
+                market_seed=config.market_seed,
+            ),
+        )
+        _allow(self.fetch_results.role, ["dynamodb:Query"], f"{table.table_arn}/index/{PENDING_INDEX}")
+        # Claims are transactional conditional updates (authorised as UpdateItem).
+        _allow(self.fetch_results.role, ["dynamodb:UpdateItem", "dynamodb:BatchGetItem"], table.table_arn)
+        _allow(self.fetch_results.role, ["s3:PutObject"], bucket.arn_for_objects(work_runs))
+        acknowledge_wildcards(
+            self.fetch_results.role,
+            "FetchResults writes one object per run, <work prefix>runs/<run_id>/results.json; the run id is "
+            "the execution name, so only the prefix is known",
+            bucket.arn_for_objects(work_runs),
+        )
+
+        self.process_order = ServiceFunction(
+            self,
+            "ProcessOrder",
+            config=config,
+            package=package,
+            handler="process_order",
+            description="Lambda B: stores an accepted result, marks the order; raises OrderRejected",
+            memory_size=512,
+            timeout=Duration.seconds(30),
+            environment=settings_env(
+                backend="aws", orders_table=table.table_name, results_bucket=bucket.bucket_name
+            ),
+        )
+        _allow(self.process_order.role, ["dynamodb:UpdateItem"], table.table_arn)
+        _allow(self.process_order.role, ["s3:PutObject"], bucket.arn_for_objects(f"{RESULTS_PREFIX}*"))
+        acknowledge_wildcards(
+            self.process_order.role,
+            "ProcessOrder writes one object per accepted order, orders/<date>/<record_id>.json; only the "
+            "prefix is known in advance",
+            bucket.arn_for_objects(f"{RESULTS_PREFIX}*"),
+        )
+
+        # Named in advance: the role must name the state machine (Distributed Map child executions)
+        # and a reference to the machine's own ARN would be circular.
+        name = f"{config.resource_prefix}-pipeline"
+        state_machine_arn = stack.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.role = iam.Role(
+            self,
+            "StateMachineRole",
+            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description=f"{name}: invoke the pipeline Lambdas, run the Distributed Map, publish notices",
+        )
+        executions = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{name}/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        map_results = bucket.arn_for_objects(f"{config.work_prefix}{MAP_RESULTS}/*")
+        # The Distributed Map starts, watches and stops child executions of this state machine.
+        _allow(self.role, ["states:StartExecution"], state_machine_arn)
+        _allow(self.role, ["states:DescribeExecution", "states:StopExecution"], executions)
+        _allow(
+            self.role,
+            ["lambda:InvokeFunction"],
+            self.fetch_results.function.function_arn,
+            self.process_order.function.function_arn,
+        )
+        _allow(self.role, ["sns:Publish"], topic.topic_arn)
+        if topic.master_key is not None:  # publishing to an encrypted topic encrypts with its key
+            _allow(self.role, ["kms:GenerateDataKey", "kms:Decrypt"], topic.master_key.key_arn)
+        _allow(self.role, ["s3:GetObject"], bucket.arn_for_objects(work_runs))  # the ItemReader
+        _allow(  # the ResultWriter
+            self.role,
+            ["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+            map_results,
+        )
+        acknowledge_wildcards(
+            self.role,
+            "Distributed Map: child executions are named by Step Functions (<name>/<map run>:<id>); the "
+            "ItemReader reads the object of the run (runs/<run_id>/...) and the ResultWriter writes "
+            "<work prefix>map-runs/<map run id>/..., so only these prefixes are known",
+            executions,
+            bucket.arn_for_objects(work_runs),
+            map_results,
+        )
+        acknowledge_wildcards(
+            self.role,
+            "Resource '*' is what AWS requires for the actions CDK adds for logging ALL and X-Ray: "
+            "logs:CreateLogDelivery/GetLogDelivery/UpdateLogDelivery/DeleteLogDelivery/ListLogDeliveries/"
+            "PutResourcePolicy/DescribeResourcePolicies/DescribeLogGroups and xray:PutTraceSegments/"
+            "PutTelemetryRecords/GetSamplingRules/GetSamplingTargets are not resource-scoped",
+            "*",
+        )
+
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/aws/vendedlogs/states/{name}",
+            retention=config.log_retention,
+            removal_policy=config.removal_policy,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=name,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_file(str(workflow.ASL_PATH)),
+            definition_substitutions=substitutions(
+                config,
+                fetch_results_arn=self.fetch_results.function.function_arn,
+                process_order_arn=self.process_order.function.function_arn,
+                topic_arn=topic.topic_arn,
+                work_bucket=bucket.bucket_name,
+            ),
+            role=self.role,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+        )
+
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            rule_name=f"{name}-schedule",
+            description=f"Runs the auction pipeline every {config.schedule_minutes} minutes",
+            schedule=events.Schedule.rate(Duration.minutes(config.schedule_minutes)),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    retry_attempts=2,
+                    # A start older than one period is superseded by the next scheduled run.
+                    max_event_age=Duration.minutes(config.schedule_minutes),
+                )
+            ],
+        )
+
+
+def _allow(role: iam.IRole, actions: list[str], *resources: str) -> None:
+    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=list(resources)))

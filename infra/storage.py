@@ -1,0 +1,91 @@
+"""The orders table and the results bucket (with the pipeline's short-lived work prefix)."""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from energy_auction.adapters.aws import ORDERS_KEY, PENDING_INDEX, PENDING_SHARD_ATTRIBUTE, TTL_ATTRIBUTE
+from infra.config import StageConfig
+
+RESULTS_PREFIX = "orders/"
+"""Accepted results: ``orders/<YYYY-MM-DD>/<record_id>.json``."""
+WORK_EXPIRY_DAYS = 1
+NONCURRENT_VERSION_DAYS = 30
+ACCESS_LOG_DAYS = 90
+
+
+class Storage(Construct):
+    """DynamoDB orders table (on demand, TTL, PITR, encrypted, pending-orders index) and S3 buckets."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "Orders",
+            table_name=f"{config.resource_prefix}-orders",
+            partition_key=dynamodb.Attribute(name=ORDERS_KEY, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=config.is_production,
+            removal_policy=config.removal_policy,
+        )
+        # Sparse: only pending orders carry the shard attribute, so FetchResults queries (never
+        # scans) exactly the orders waiting for the auction.
+        self.table.add_global_secondary_index(
+            index_name=PENDING_INDEX,
+            partition_key=dynamodb.Attribute(
+                name=PENDING_SHARD_ATTRIBUTE, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=dynamodb.Attribute(name=TTL_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            bucket_name=f"order-results-logs-{config.stage}-{Aws.ACCOUNT_ID}-{Aws.REGION}",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            # SSE-S3: the only encryption a server access log destination supports.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(ACCESS_LOG_DAYS)),
+            ],
+            removal_policy=config.removal_policy,
+        )
+        self.results = s3.Bucket(
+            self,
+            "Results",
+            bucket_name=f"order-results-{config.stage}-{Aws.ACCOUNT_ID}-{Aws.REGION}",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="order-results/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-pipeline-work-data",
+                    prefix=config.work_prefix,
+                    expiration=Duration.days(WORK_EXPIRY_DAYS),
+                    noncurrent_version_expiration=Duration.days(WORK_EXPIRY_DAYS),
+                ),
+                s3.LifecycleRule(
+                    id="expire-old-versions",
+                    noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                    expired_object_delete_marker=True,
+                ),
+            ],
+            removal_policy=config.removal_policy,
+        )
+        self.work_prefix = config.work_prefix

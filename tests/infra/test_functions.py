@@ -1,0 +1,134 @@
+"""Every Lambda: python3.13 on arm64, sized, traced, logged with retention, its own least-privilege
+role, and exactly the settings its handler reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from infra.functions import HANDLERS
+
+from energy_auction.settings import PREFIX, Settings
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import actions, functions, logical_id, resources_for, statements, text
+
+BASE_ACTIONS = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+# What each function may do beyond logging and tracing: nothing else.
+EXPECTED_ACTIONS = {
+    "api": {"dynamodb:PutItem", "dynamodb:GetItem"},
+    "authorizer": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
+    "fetch_results": {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "s3:PutObject"},
+    "process_order": {"dynamodb:UpdateItem", "s3:PutObject"},
+    "notify": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
+}
+EXPECTED_SETTINGS = {
+    "api": {"backend", "orders_table"},
+    "authorizer": {"backend", "jwt_secret_id"},
+    "fetch_results": {
+        "backend",
+        "orders_table",
+        "work_bucket",
+        "work_prefix",
+        "claim_lease_seconds",
+        "pipeline_timeout_seconds",
+        "market_ready_probability",
+        "market_accept_probability",
+    },
+    "process_order": {"backend", "orders_table", "results_bucket"},
+    "notify": {"backend", "slack_webhook_secret_id"},
+}
+POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+
+
+def test_every_handler_is_deployed_once(stage_stack: Synthesized) -> None:
+    assert sorted(functions(stage_stack)) == sorted(HANDLERS)
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_function_runs_python_313_on_arm64_with_explicit_limits(
+    stage_stack: Synthesized, handler: str
+) -> None:
+    _, function = functions(stage_stack)[handler]
+    props = function["Properties"]
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == f"energy_auction.handlers.{handler}.handler"
+    assert 1 <= props["Timeout"] <= 120
+    assert 128 <= props["MemorySize"] <= 2048
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert len(props["Layers"]) == 1, "third-party dependencies come from the one dependency layer"
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_function_logs_to_its_own_log_group_with_retention(stage_stack: Synthesized, handler: str) -> None:
+    _, function = functions(stage_stack)[handler]
+    group = stage_stack.template["Resources"][logical_id(function["Properties"]["LoggingConfig"]["LogGroup"])]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"]["RetentionInDays"] in {30, 365}
+    assert group["Properties"]["LogGroupName"].endswith(handler.replace("_", "-"))
+
+
+def test_each_function_has_its_own_role(stage_stack: Synthesized) -> None:
+    roles = [logical_id(f["Properties"]["Role"]) for _, f in functions(stage_stack).values()]
+    assert len(set(roles)) == len(HANDLERS)
+    for role in roles:
+        users = [
+            lid
+            for lid, r in stage_stack.resources("AWS::Lambda::Function").items()
+            if r["Properties"].get("Role") == {"Fn::GetAtt": [role, "Arn"]}
+        ]
+        assert len(users) == 1, f"role {role} is shared by {users}"
+
+
+def test_no_role_uses_aws_managed_policies(stage_stack: Synthesized) -> None:
+    for lid, role in stage_stack.resources("AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"], f"{lid} attaches managed policies"
+    assert not stage_stack.resources("AWS::IAM::ManagedPolicy")
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_function_may_do_exactly_what_its_handler_needs(stage_stack: Synthesized, handler: str) -> None:
+    _, function = functions(stage_stack)[handler]
+    role = logical_id(function["Properties"]["Role"])
+    assert actions(stage_stack, role) == BASE_ACTIONS | EXPECTED_ACTIONS[handler]
+    assert all(s["Effect"] == "Allow" for s in statements(stage_stack, role))
+    # Wildcard resources only where AWS requires them (X-Ray is not resource-scoped).
+    for statement in statements(stage_stack, role):
+        if "*" in (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        ):
+            assert set(statement["Action"]) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def test_pipeline_functions_write_only_under_their_prefixes(dev: Synthesized) -> None:
+    fetch_role = logical_id(functions(dev)["fetch_results"][1]["Properties"]["Role"])
+    process_role = logical_id(functions(dev)["process_order"][1]["Properties"]["Role"])
+    assert [
+        text(r).endswith('"/work/runs/*"]]}') for r in resources_for(dev, fetch_role, "s3:PutObject")
+    ] == [True]
+    assert [text(r).endswith('"/orders/*"]]}') for r in resources_for(dev, process_role, "s3:PutObject")] == [
+        True
+    ]
+    assert ["/index/pending-orders" in text(r) for r in resources_for(dev, fetch_role, "dynamodb:Query")] == [
+        True
+    ]
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_function_gets_exactly_the_settings_it_reads(stage_stack: Synthesized, handler: str) -> None:
+    _, function = functions(stage_stack)[handler]
+    variables: dict[str, Any] = function["Properties"]["Environment"]["Variables"]
+    assert set(variables) - POWERTOOLS == {PREFIX + name.upper() for name in EXPECTED_SETTINGS[handler]}
+    assert set(variables) >= POWERTOOLS
+    # And the Lambda accepts them: resource names are tokens here, so stand in plain strings.
+    plain = {
+        name: value if isinstance(value, str) else "resolved-at-deploy" for name, value in variables.items()
+    }
+    settings = Settings.from_env(plain)
+    assert settings.backend == "aws"
+    assert settings.claim_lease_seconds > settings.pipeline_timeout_seconds

@@ -1,0 +1,104 @@
+"""The orders table and the results bucket: durable, encrypted, private, and RETAIN in prod."""
+
+from __future__ import annotations
+
+import json
+
+from energy_auction.adapters.aws import ORDERS_KEY, PENDING_INDEX, PENDING_SHARD_ATTRIBUTE, TTL_ATTRIBUTE
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import logical_id, text
+
+
+def _buckets(stack: Synthesized) -> tuple[dict, dict]:
+    """(results bucket, access log bucket), told apart by which one logs to the other."""
+    buckets = stack.resources("AWS::S3::Bucket")
+    (results_id,) = [lid for lid, b in buckets.items() if "LoggingConfiguration" in b["Properties"]]
+    access_id = logical_id(buckets[results_id]["Properties"]["LoggingConfiguration"]["DestinationBucketName"])
+    return buckets[results_id], buckets[access_id]
+
+
+def test_orders_table_is_on_demand_with_ttl_pitr_and_encryption(stage_stack: Synthesized) -> None:
+    _, table = stage_stack.one("AWS::DynamoDB::Table")
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": ORDERS_KEY, "KeyType": "HASH"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_pending_orders_index_is_what_fetch_results_queries(stage_stack: Synthesized) -> None:
+    _, table = stage_stack.one("AWS::DynamoDB::Table")
+    (index,) = table["Properties"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == PENDING_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": TTL_ATTRIBUTE, "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["Properties"]["AttributeDefinitions"]}
+    assert types == {ORDERS_KEY: "S", PENDING_SHARD_ATTRIBUTE: "S", TTL_ATTRIBUTE: "N"}
+
+
+def test_prod_data_is_retained_and_dev_data_is_destroyed(dev: Synthesized, prod: Synthesized) -> None:
+    for type_ in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SecretsManager::Secret", "AWS::KMS::Key"):
+        assert {r["DeletionPolicy"] for r in prod.resources(type_).values()} == {"Retain"}, type_
+        assert {r["DeletionPolicy"] for r in dev.resources(type_).values()} == {"Delete"}, type_
+    assert prod.one("AWS::DynamoDB::Table")[1]["Properties"]["DeletionProtectionEnabled"] is True
+    assert dev.one("AWS::DynamoDB::Table")[1]["Properties"]["DeletionProtectionEnabled"] is False
+
+
+def test_buckets_are_private_encrypted_and_ssl_only(stage_stack: Synthesized) -> None:
+    buckets = stage_stack.resources("AWS::S3::Bucket")
+    assert len(buckets) == 2
+    for lid, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+        (policy,) = [
+            p
+            for p in stage_stack.resources("AWS::S3::BucketPolicy").values()
+            if p["Properties"]["Bucket"] == {"Ref": lid}
+        ]
+        denies = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+        assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies), lid
+
+
+def test_results_bucket_is_versioned_logged_and_named(stage_stack: Synthesized) -> None:
+    results, _ = _buckets(stage_stack)
+    props = results["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["LoggingConfiguration"]["LogFilePrefix"] == "order-results/"
+    assert text(props["BucketName"]).startswith('{"Fn::Join": ["", ["order-results-')
+
+
+def test_work_prefix_expires_within_a_day_and_old_versions_go(stage_stack: Synthesized) -> None:
+    results, access_logs = _buckets(stage_stack)
+    rules = {r["Id"]: r for r in results["Properties"]["LifecycleConfiguration"]["Rules"]}
+    work = rules["expire-pipeline-work-data"]
+    assert (work["Prefix"], work["Status"], work["ExpirationInDays"]) == ("work/", "Enabled", 1)
+    assert work["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    versions = rules["expire-old-versions"]
+    assert "Prefix" not in versions
+    assert versions["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert versions["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+    assert json.dumps(access_logs["Properties"]["LifecycleConfiguration"]).count("ExpirationInDays") == 1
+
+
+def test_access_log_bucket_accepts_s3_server_access_logs(stage_stack: Synthesized) -> None:
+    results, _ = _buckets(stage_stack)
+    access_id = logical_id(results["Properties"]["LoggingConfiguration"]["DestinationBucketName"])
+    (policy,) = [
+        p
+        for p in stage_stack.resources("AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": access_id}
+    ]
+    allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert any(s["Principal"] == {"Service": "logging.s3.amazonaws.com"} for s in allows)
