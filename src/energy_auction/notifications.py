@@ -47,6 +47,8 @@ class NoticeKind(StrEnum):
     ORDER_PROCESSING_FAILED = "order_processing_failed"
     RESULTS_NOT_READY = "results_not_ready"
     FETCH_FAILED = "fetch_failed"
+    PIPELINE_FAILED = "pipeline_failed"
+    """The delivery pipeline (CodePipeline) failed; its EventBridge rule puts the kind in the message."""
     ALARM = "alarm"
     OTHER = "other"
 
@@ -131,7 +133,9 @@ def notice_from_message(message: str, kind: str | None, subject: str | None) -> 
         The SNS subject, if any.
     """
     document = _parse_json(message)
-    declared = (kind or "").strip()
+    # EventBridge rules cannot set message attributes, so the delivery rule names its kind inside.
+    inner_kind = document.get("kind") if isinstance(document, dict) else None
+    declared = (kind or (inner_kind if isinstance(inner_kind, str) else "") or "").strip()
     if isinstance(document, dict):
         # The kind attribute names the state machine's messages; alarms are known by their shape.
         interpret = _INTERPRETERS.get(declared, _alarm)
@@ -321,7 +325,28 @@ def _generic(message: str, document: Any, declared: str, subject: str | None) ->
     )
 
 
+def _pipeline_failed(document: Mapping[str, Any]) -> Notice | None:
+    pipeline = _text(document.get("pipeline"))
+    if pipeline is None:
+        return None
+    execution = _text(document.get("execution_id"))
+    return Notice(
+        kind=NoticeKind.PIPELINE_FAILED,
+        title=f"Delivery pipeline {pipeline} failed",
+        text=f"Execution {execution or '(unknown)'} of {pipeline} failed; nothing from it was deployed "
+        "after the failed stage. See the CodePipeline console, then release the change again.",
+        fields=_present(
+            ("pipeline", pipeline),
+            ("execution_id", execution),
+            ("region", _text(document.get("region"))),
+            ("time", _text(document.get("time"))),
+        ),
+        severity="error",
+    )
+
+
 _INTERPRETERS = {
+    NoticeKind.PIPELINE_FAILED.value: _pipeline_failed,
     NoticeKind.ORDER_REJECTED.value: _order_rejected,
     NoticeKind.ORDER_PROCESSING_FAILED.value: _order_processing_failed,
     NoticeKind.RESULTS_NOT_READY.value: _results_not_ready,

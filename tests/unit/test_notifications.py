@@ -465,3 +465,25 @@ def test_fan_out_still_delivers_to_the_rest_when_one_fails_then_raises_the_first
     # Then all three were tried and the first error is the one raised
     assert calls == ["file", "slack", "log"]
     assert raised.value is first
+
+
+def test_a_delivery_pipeline_failure_is_its_own_kind() -> None:
+    # Given the message the delivery pipeline's EventBridge rule publishes (no message attributes)
+    message = json.dumps(
+        {
+            "kind": "pipeline_failed",
+            "title": "Delivery pipeline energy-auction-delivery failed",
+            "pipeline": "energy-auction-delivery",
+            "execution_id": "0c1d2e3f",
+            "state": "FAILED",
+            "time": "2026-11-21T23:00:00Z",
+            "region": "eu-west-1",
+        }
+    )
+
+    notice = notice_from_message(message, None, None)
+
+    assert notice.kind is NoticeKind.PIPELINE_FAILED
+    assert notice.severity == "error"
+    assert "energy-auction-delivery" in notice.title
+    assert notice.as_dict()["fields"]["execution_id"] == "0c1d2e3f"
