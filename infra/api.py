@@ -10,7 +10,6 @@ from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
@@ -218,12 +217,8 @@ class OrdersApi(Construct):
         self.jwt_secret.grant_read(self.authorizer_function.role)
 
         logging = ApiGatewayLogging(self, "Logging")
-        self.access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            log_group_name=f"/aws/apigateway/{config.resource_prefix}-access",
-            retention=config.log_retention,
-            removal_policy=config.removal_policy,
+        self.access_logs = config.log_group(
+            self, "AccessLogs", f"/aws/apigateway/{config.resource_prefix}-access"
         )
         self.rest_api = apigw.RestApi(
             self,

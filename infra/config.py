@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
-from constructs import Node
+from constructs import Construct, Node
 
 from energy_auction.settings import PREFIX, Backend, Settings
 
@@ -87,6 +87,16 @@ class StageConfig:
     @property
     def log_retention(self) -> logs.RetentionDays:
         return _RETENTION[self.log_retention_days]
+
+    def log_group(self, scope: Construct, construct_id: str, name: str) -> logs.LogGroup:
+        """A log group with the stage's retention and removal policy."""
+        return logs.LogGroup(
+            scope,
+            construct_id,
+            log_group_name=name,
+            retention=self.log_retention,
+            removal_policy=self.removal_policy,
+        )
 
     @property
     def resource_prefix(self) -> str:

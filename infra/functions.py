@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from aws_cdk import AssetHashType, Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from energy_auction.deployment import SERVICE
@@ -77,13 +76,7 @@ class ServiceFunction(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"{name}: least privilege for this one function",
         )
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/aws/lambda/{name}",
-            retention=config.log_retention,
-            removal_policy=config.removal_policy,
-        )
+        self.log_group = config.log_group(self, "Logs", f"/aws/lambda/{name}")
         self.function = lambda_.Function(
             self,
             "Function",

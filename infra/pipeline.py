@@ -7,7 +7,6 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
@@ -178,13 +177,7 @@ class AuctionPipeline(Construct):
             "*",
         )
 
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/aws/vendedlogs/states/{name}",
-            retention=config.log_retention,
-            removal_policy=config.removal_policy,
-        )
+        self.log_group = config.log_group(self, "Logs", f"/aws/vendedlogs/states/{name}")
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
