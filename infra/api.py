@@ -185,7 +185,7 @@ class OrdersApi(Construct):
             self.jwt_secret,
             "SMG4",
             "Rotating the signing secret invalidates every issued token, so it is rotated by hand at a "
-            "chosen time (docs/operations.md: rotating the JWT secret), not on a schedule",
+            "chosen time (README runbook: rotating the JWT signing secret), not on a schedule",
         )
         self.handler = ServiceFunction(
             self,
@@ -288,7 +288,7 @@ class OrdersApi(Construct):
             self.rest_api.deployment_stage,
             "APIG3",
             "No WAF web ACL: every method requires a valid bearer token and the stage is throttled; a "
-            "web ACL is an account-level choice, listed as a hardening option in docs/operations.md",
+            "web ACL is an account-level choice, listed as a hardening option in the README runbook",
         )
 
         for response_type, (status, body) in GATEWAY_RESPONSES.items():

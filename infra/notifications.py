@@ -88,7 +88,7 @@ class Notifications(Construct):
             )
         )
 
-        # Created blank: the operator puts the webhook URL in (see docs/operations.md). Until
+        # Created blank: the operator puts the webhook URL in (see the README runbook). Until
         # then the notifier logs each notice instead of posting it.
         self.slack_webhook_secret = secretsmanager.Secret(
             self,
@@ -102,7 +102,7 @@ class Notifications(Construct):
             self.slack_webhook_secret,
             "SMG4",
             "A Slack incoming webhook URL cannot be rotated by AWS: a person creates a new one in Slack "
-            "and stores it (docs/operations.md: filling the Slack webhook)",
+            "and stores it (README runbook: filling the Slack webhook)",
         )
         self.notifier = ServiceFunction(
             self,
@@ -112,7 +112,9 @@ class Notifications(Construct):
             handler="notify",
             description="Posts each notification topic message to Slack",
             memory_size=256,
-            timeout=Duration.seconds(30),
+            # Room for the notifier's own retries: 5 attempts of up to 10 s, and Slack's 429
+            # Retry-After waits (capped at 30 s), before it fails and Lambda retries the event.
+            timeout=Duration.minutes(3),
             environment=settings_env(
                 backend="aws", slack_webhook_secret_id=slack_webhook_secret_name(config.stage)
             ),
