@@ -46,9 +46,15 @@ class Container:
         if not self.settings.orders_table:
             raise RuntimeError("ENERGY_AUCTION_ORDERS_TABLE is not set")
         return DynamoDbOrderStore(
-            self.aws_client("dynamodb"),  # type: ignore[arg-type]
+            # The adapter retries with backoff itself; botocore makes at most 2 attempts a call,
+            # with short timeouts, so the whole write fits the API's time.
+            self.aws_client("dynamodb", max_attempts=2, connect_timeout=1, read_timeout=2),  # type: ignore[arg-type]
             self.settings.orders_table,
-            Backoff(self.settings.storage_max_attempts, self.settings.storage_base_delay_seconds),
+            Backoff(
+                self.settings.storage_max_attempts,
+                self.settings.storage_base_delay_seconds,
+                budget_seconds=self.settings.storage_retry_budget_seconds,
+            ),
         )
 
     @cached_property
@@ -140,11 +146,17 @@ class Container:
             leeway_seconds=self.settings.jwt_leeway_seconds,
         )
 
-    def aws_client(self, service: str) -> object:
+    def aws_client(
+        self, service: str, max_attempts: int = 3, connect_timeout: float = 2, read_timeout: float = 10
+    ) -> object:
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=10)
+        config = Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
         return boto3.client(service, region_name=self.settings.region, config=config)  # type: ignore[call-overload]
 
 

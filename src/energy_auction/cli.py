@@ -48,7 +48,11 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     settings = local_settings(args.home)
     deps = bootstrap.Container(settings)
-    deps.jwt_secret()  # creates the secret file on first start
+    try:
+        deps.token_verifier()  # creates the secret file on first start, and checks the secret
+    except ValueError as err:
+        print(f"energy-auction: {err}", file=sys.stderr)
+        return 2
     store = deps.order_store
     if isinstance(store, SqliteOrderStore):
         store.purge_expired(int(time.time()))
@@ -99,7 +103,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from energy_auction.auth import mint_token
+    from energy_auction.auth import TokenVerifier, mint_token
     from energy_auction.bootstrap import Container
 
     if args.stage:
@@ -121,6 +125,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     else:
         settings = local_settings(args.home)
         secret = Container(settings).jwt_secret()
+    try:
+        TokenVerifier(secret)  # a secret the service would refuse makes tokens nobody accepts
+    except ValueError as err:
+        print(f"energy-auction: {err}", file=sys.stderr)
+        return 2
     print(
         mint_token(
             secret,

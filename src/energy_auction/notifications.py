@@ -225,16 +225,22 @@ def _fetch_failed(document: Mapping[str, Any]) -> Notice | None:
     if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 0:
         failed_attempt = str(attempt + 1)
     what = f"{error.name}: {error.message}" if error.message else (error.name or "unknown error")
+    release = _mapping(document.get("release"))
+    released = release.get("released")
+    if isinstance(released, int) and not isinstance(released, bool):
+        after = f"the {released} orders it had claimed were given back to the next run."
+    else:  # the release itself failed: the claims lapse on their own
+        after = "orders it had claimed return to the pending pool when their claim lapses."
     return Notice(
         kind=NoticeKind.FETCH_FAILED,
         title=f"Fetching auction results failed (run {run_id})",
-        text=f"FetchResults failed ({what}) in run {run_id}; no order was processed. "
-        "Pending orders stay pending for the next run.",
+        text=f"FetchResults failed ({what}) in run {run_id}; no order was processed, and " + after,
         fields=_present(
             ("run_id", run_id),
             ("attempt", failed_attempt),
             ("error", error.name),
             ("error_message", error.message),
+            ("released", str(released) if isinstance(released, int) else None),
         ),
         severity="error",
     )
@@ -289,7 +295,6 @@ def _alarm(document: Mapping[str, Any]) -> Notice | None:
             ("description", _text(document.get("AlarmDescription"))),
             ("metric", metric or None),
             ("region", _text(document.get("Region"))),
-            ("account", _text(document.get("AWSAccountId"))),
             ("reason", reason),
         ),
         severity=_ALARM_SEVERITY.get(state.upper(), "warning"),

@@ -1,8 +1,9 @@
 """Powertools Logger, Tracer and Metrics shared by the handlers.
 
 Service name, log level and metrics namespace come from the POWERTOOLS_* variables the deployment
-(or the local stack) sets; the defaults below apply when they are absent. The Tracer is built on
-first use: it imports the X-Ray SDK (and botocore), which the authorizer does without.
+(or the local stack) sets; the defaults below apply when they are absent. The Tracer is built by
+the first handler that asks for it (``@tracer().capture_lambda_handler``, at that handler's
+import): it imports the X-Ray SDK and botocore, which the authorizer's cold start does without.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 
+from energy_auction.deployment import SERVICE
+
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
-SERVICE = "energy-auction"
 NAMESPACE = "EnergyAuction"
 
 logger = Logger(service=SERVICE)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
+from energy_auction import codec
 from energy_auction.errors import (
     BodyTooLarge,
     InvalidJson,
@@ -123,6 +124,10 @@ class Order(BaseModel):
 
     def is_claimed(self, now: float) -> bool:
         return self.claim_run_id is not None and (self.claim_expires_at or 0) > now
+
+    def completed_by(self, run_id: str, status: OrderStatus) -> bool:
+        """Whether ``run_id`` already settled this order with ``status`` (a retried task's work)."""
+        return self.status is status and (self.outcome or {}).get("run_id") == run_id
 
     def public_view(self) -> dict[str, Any]:
         """The order as the API returns it."""
@@ -250,6 +255,23 @@ def parse_orders(body: str | bytes | None, limits: Limits) -> list[OrderRequest]
     if problems:
         raise OrdersInvalid(problems)
     return orders
+
+
+def settled_outcome(run_id: str, status: OrderStatus, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome as a store keeps it: exact numbers (floats become Decimals), and ``run_id``
+    naming the run that settled the order.
+
+    Raises
+    ------
+    ValueError
+        ``status`` is pending, or the outcome names another run.
+    """
+    if status is OrderStatus.PENDING:
+        raise ValueError("an order is settled as accepted or rejected, not pending")
+    stored: dict[str, Any] = codec.loads(codec.dumps(outcome))
+    if stored.setdefault("run_id", run_id) != run_id:
+        raise ValueError(f"outcome names run {stored['run_id']!r}, not {run_id!r}")
+    return stored
 
 
 def iso_utc(epoch_seconds: float) -> str:

@@ -6,7 +6,8 @@
 - :func:`process_order` (Lambda B) settles one order result: an accepted one is written to the
   results store and marked accepted; a rejected one is marked rejected and raises
   :class:`~energy_auction.errors.OrderRejected`, which the state machine turns into a notice.
-- :func:`release_order` gives an order back when processing kept failing.
+- :func:`release_order` gives an order back when processing kept failing, and :func:`release_run`
+  gives back all of a run's orders when FetchResults kept failing.
 
 Exactly once per order: a run only processes orders it claimed (a conditional write, so two
 overlapping runs never share an order), completion is conditional on the claim, and a retried
@@ -79,7 +80,7 @@ def process_order(
     order = store.get_order(record_id)
     if order is None:
         raise ClaimLost(f"order {record_id} no longer exists")
-    already_done = order.status is status and (order.outcome or {}).get("run_id") == run_id
+    already_done = order.completed_by(run_id, status)
     if not already_done and order.claim_run_id != run_id:
         raise ClaimLost(f"run {run_id} does not hold order {record_id}")
 
@@ -122,6 +123,14 @@ def process_order(
             store.complete_order(record_id, run_id, status, outcome)
         raise OrderRejected(record_id)
     raise ValueError(f"an order result has status {status.value!r}; expected accepted or rejected")
+
+
+def release_run(run_id: str, *, store: OrderStore, now: float) -> dict[str, Any]:
+    """Give back every order ``run_id`` holds, after its FetchResults failed for good."""
+    held = [o for o in store.pending_orders(int(now), run_id) if o.claim_run_id == run_id]
+    for order in held:
+        store.release_order(order.record_id, run_id)
+    return {"run_id": run_id, "released": len(held)}
 
 
 def release_order(result: Mapping[str, Any], run_id: str, *, store: OrderStore) -> dict[str, str]:

@@ -67,6 +67,9 @@ class Settings:
     storage_max_attempts: int = _setting(5, int, 1, 10)
     """Attempts at a storage write (throttling, transaction conflicts) before answering 503."""
     storage_base_delay_seconds: float = _setting(0.05, _finite, 0, 5)
+    storage_retry_budget_seconds: float = _setting(6.0, _finite, 0, 60)
+    """Time after which a write stops retrying and the API answers 503 (keep it under the API
+    Lambda's timeout, less one call)."""
 
     jwt_secret: str | None = _setting(None, _optional, repr=False)
     """Overrides the signing secret (local stack); on AWS the secret is read from Secrets Manager."""

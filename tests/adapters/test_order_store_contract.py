@@ -562,3 +562,25 @@ def test_sqlite_concurrent_puts_from_eight_threads_all_land(sqlite_store: StoreU
     expected = {o.record_id for batch in batches for o in batch}
     assert sqlite_store.stored_ids() == expected
     assert store.get_order("t7-ord-24") == batches[7][24]
+
+
+def test_dynamodb_write_retries_stop_at_the_time_budget(faulty: FaultyClient) -> None:
+    # Given a store whose writes keep being throttled, with a 1-second retry budget on a fake clock
+    now = [0.0]
+    faulty.fail("transact_write_items", error_code="ThrottlingException", times=100)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    backoff = Backoff(
+        max_attempts=100, base_delay=0.4, max_delay=0.4, sleep=sleep, budget_seconds=1.0, clock=lambda: now[0]
+    )
+    store = DynamoDbOrderStore(faulty, TABLE, backoff)  # type: ignore[arg-type]
+
+    # When a write is attempted
+    with pytest.raises(StorageUnavailable):
+        store.put_orders([pending("budget-1")], now=NOW)
+
+    # Then it gave up within the budget, long before max_attempts
+    assert now[0] <= 1.0
+    assert faulty.calls["transact_write_items"] < 10

@@ -3,7 +3,7 @@ releasing them, and how claims protect orders from being replaced.
 
 The first part runs once per adapter (SQLite and DynamoDB on moto), like the contract suite in
 ``test_order_store_contract.py``; the later parts cover what only one adapter has: DynamoDB's call
-counts, its index and its retries under injected faults, SQLite's schema migration and index use.
+counts, its index and its retries under injected faults, and SQLite's index use.
 """
 
 from __future__ import annotations
@@ -694,51 +694,7 @@ def test_dynamodb_processed_orders_are_stored_outside_the_index(
     assert "pending_shard" not in _raw_item(faulty, "ord-1")
 
 
-# --- SQLite only: schema migration, the index, columns in step with the document ----------------
-
-
-_FIRST_SCHEMA = """
-CREATE TABLE orders (
-    record_id  TEXT PRIMARY KEY,
-    status     TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    document   TEXT NOT NULL
-);
-CREATE INDEX orders_by_status ON orders (status, expires_at);
-"""
-
-
-def test_sqlite_opens_a_database_from_before_claims(sqlite_path: Path) -> None:
-    # Given a database file written by the first release (no claim columns), holding an order
-    order = pending("ord-1")
-    with sqlite3.connect(sqlite_path) as raw:
-        raw.executescript(_FIRST_SCHEMA)
-        document = order.model_dump_json(exclude={"claim_run_id", "claim_expires_at"})
-        raw.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, ?)", ("ord-1", "pending", order.expires_at, document)
-        )
-    raw.close()
-
-    # When the store opens it (twice: the second open finds nothing to add)
-    SqliteOrderStore(sqlite_path).close()
-    store = SqliteOrderStore(sqlite_path)
-    try:
-        # Then the claim columns were added, and the old order is pending and claimable
-        with sqlite3.connect(sqlite_path) as raw:
-            columns = [row[1] for row in raw.execute("PRAGMA table_info(orders)")]
-        raw.close()
-        assert columns == [
-            "record_id",
-            "status",
-            "expires_at",
-            "document",
-            "claim_run_id",
-            "claim_expires_at",
-        ]
-        assert store.pending_orders(NOW) == [order]
-        assert ids(store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)) == ["ord-1"]
-    finally:
-        store.close()
+# --- SQLite only: the index, columns in step with the document ----------------
 
 
 def test_sqlite_pending_orders_uses_the_status_index(sqlite_store: StoreUnderTest, sqlite_path: Path) -> None:

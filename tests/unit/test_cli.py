@@ -300,3 +300,16 @@ def test_stop_before_the_first_tick_starts_nothing(scheduled: list[Scheduler]) -
     scheduler.stop()
     time.sleep(1.2)
     assert start_run.count() == 0
+
+
+def test_a_short_jwt_secret_is_refused_before_any_token_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENERGY_AUCTION_JWT_SECRET", "too-short")
+
+    code = main(["token", "--home", str(tmp_path)])
+
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "at least 32 bytes" in captured.err

@@ -234,3 +234,36 @@ def test_statuses_show_in_the_order_view(home: Path, engine_for: Any) -> None:
     assert view["outcome"]["result_key"].startswith("orders/")
     assert "claim_run_id" not in view
     assert rejected.public_view()["outcome"]["status"] == "rejected"
+
+
+class _BrokenWorkStore:
+    """Staging the run's items fails for good (say, the bucket policy denies the write)."""
+
+    def write_items(self, run_id: str, items: Any) -> dict[str, str]:
+        raise ClientError(
+            {
+                "Error": {"Code": "AccessDenied", "Message": "denied"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            "PutObject",
+        )
+
+
+def test_a_failed_fetch_gives_its_claimed_orders_back_and_alerts(home: Path, engine_for: Any) -> None:
+    # Given pending orders, a ready market, and a work location FetchResults cannot write to
+    container = _container(home, ScriptedMarket())
+    ids = submit(container, 3)
+    container.__dict__["work_store"] = _BrokenWorkStore()
+    engine = engine_for(container)
+
+    # When a run executes, FetchResults claims the orders and then fails
+    summary = engine.run()
+
+    # Then the run fails with an alert, and the orders are free for the next run at once
+    assert (summary.status, summary.error) == ("FAILED", "FetchResultsFailed")
+    alerts = notifications(home)
+    assert [n["kind"] for n in alerts] == ["fetch_failed"]
+    assert alerts[0]["fields"]["released"] == "3"
+    now = int(container.clock())
+    assert sorted(o.record_id for o in container.order_store.pending_orders(now)) == sorted(ids)
+    assert set(_statuses(container, ids).values()) == {"pending"}

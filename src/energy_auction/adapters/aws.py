@@ -14,24 +14,14 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from energy_auction import codec
+from energy_auction.adapters.transient import TRANSIENT_CODES
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import Order, OrderStatus
+from energy_auction.orders import Order, OrderStatus, settled_outcome
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
-# Error codes after which the same request may succeed (nothing was written).
-_TRANSIENT_ERRORS = frozenset(
-    {
-        "ThrottlingException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
-)
 _TRANSIENT_CANCELLATIONS = frozenset(
     {
         "None",
@@ -58,7 +48,7 @@ _deserializer = TypeDeserializer()
 
 
 class Backoff:
-    """Bounded retries with exponential backoff and full jitter."""
+    """Bounded retries with exponential backoff and full jitter, within an optional time budget."""
 
     def __init__(
         self,
@@ -66,14 +56,32 @@ class Backoff:
         base_delay: float = 0.05,
         max_delay: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        budget_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_attempts = max_attempts
         self._base = base_delay
         self._max = max_delay
         self._sleep = sleep
+        self._budget = budget_seconds
+        self._clock = clock
 
-    def pause(self, attempt: int) -> None:
-        self._sleep(random.uniform(0, min(self._max, self._base * 2**attempt)))
+    def pause(self, attempt: int, started: float | None = None) -> bool:
+        """Sleep before the next attempt; False (no sleep) when that would overrun the time budget
+        counted from ``started`` (a ``clock()`` reading), so the caller gives up in time."""
+        delay = random.uniform(0, min(self._max, self._base * 2**attempt))
+        if (
+            started is not None
+            and self._budget is not None
+            and self._clock() - started + delay > self._budget
+        ):
+            return False
+        self._sleep(delay)
+        return True
+
+    def start(self) -> float:
+        return self._clock()
 
 
 def order_to_item(order: Order) -> dict[str, Any]:
@@ -99,12 +107,6 @@ def pending_shard(record_id: str) -> str:
 
 def _error_code(err: ClientError) -> str:
     return err.response.get("Error", {}).get("Code", "")
-
-
-def _exact(value: dict[str, Any]) -> dict[str, Any]:
-    """A copy DynamoDB can store: floats become exact Decimals (boto3 refuses floats), enums strings."""
-    plain: dict[str, Any] = codec.loads(codec.dumps(value))
-    return plain
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -167,6 +169,7 @@ class DynamoDbOrderStore:
         # One token for every attempt of this write: if an attempt that timed out did commit,
         # DynamoDB answers the retry with success instead of applying (or refusing) it again.
         token = hashlib.sha256(codec.dumps(items).encode()).hexdigest()[:36]
+        started = self._backoff.start()  # the API answers 503 within the budget, before its timeout
         for attempt in range(self._backoff.max_attempts):
             try:
                 self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
@@ -184,12 +187,12 @@ class DynamoDbOrderStore:
                         raise OrdersAlreadyProcessed(processed) from None
                     if not set(reasons) <= _TRANSIENT_CANCELLATIONS:
                         raise
-                elif code not in _TRANSIENT_ERRORS:
+                elif code not in TRANSIENT_CODES:
                     raise
             except (BotoConnectionError, HTTPClientError):
                 pass  # connection trouble: retried with the same ClientRequestToken, so applied once
-            if attempt + 1 < self._backoff.max_attempts:
-                self._backoff.pause(attempt)
+            if attempt + 1 >= self._backoff.max_attempts or not self._backoff.pause(attempt, started):
+                break
         raise StorageUnavailable()
 
     def get_order(self, record_id: str) -> Order | None:
@@ -198,7 +201,7 @@ class DynamoDbOrderStore:
                 TableName=self._table, Key={"record_id": {"S": record_id}}, ConsistentRead=True
             )
         except (ClientError, BotoConnectionError, HTTPClientError) as err:
-            if isinstance(err, ClientError) and _error_code(err) not in _TRANSIENT_ERRORS:
+            if isinstance(err, ClientError) and _error_code(err) not in TRANSIENT_CODES:
                 raise
             raise StorageUnavailable() from None
         item = response.get("Item")
@@ -259,7 +262,7 @@ class DynamoDbOrderStore:
         The outcome is stored with ``run_id`` (added when missing): a retry whose first attempt
         committed is recognised by it and by the status, and succeeds without writing again.
         """
-        stored_outcome = _outcome_of(run_id, status, outcome)
+        stored_outcome = settled_outcome(run_id, status, outcome)
         try:
             self._call(
                 self._client.update_item,
@@ -282,7 +285,7 @@ class DynamoDbOrderStore:
                 raise
             item: Any = err.response.get("Item")  # the order as it was (ReturnValuesOnConditionCheckFailure)
             current = item_to_order(item) if item else None
-            if current is None or not _completed_by(current, run_id, status):
+            if current is None or not current.completed_by(run_id, status):
                 raise ClaimLost(f"run {run_id!r} does not hold order {record_id!r}") from None
 
     def release_order(self, record_id: str, run_id: str) -> None:
@@ -314,7 +317,7 @@ class DynamoDbOrderStore:
             try:
                 return operation(**kwargs)
             except ClientError as err:
-                if _error_code(err) not in _TRANSIENT_ERRORS:
+                if _error_code(err) not in TRANSIENT_CODES:
                     raise
             except (BotoConnectionError, HTTPClientError):
                 pass
@@ -369,7 +372,7 @@ class DynamoDbOrderStore:
                     remaining = [r for r in remaining if r not in lost]
                     if lost and set(reasons) <= {"ConditionalCheckFailed", "None"}:
                         continue  # nothing transient went wrong: retry the rest at once
-                elif code not in _TRANSIENT_ERRORS:
+                elif code not in TRANSIENT_CODES:
                     raise
             except (BotoConnectionError, HTTPClientError):
                 pass  # did it commit? The retry's conditions accept this run's own claims either way
@@ -403,21 +406,6 @@ class DynamoDbOrderStore:
                         raise StorageUnavailable()
                     self._backoff.pause(partial - 1)
         return found
-
-
-def _outcome_of(run_id: str, status: OrderStatus, outcome: dict[str, Any]) -> dict[str, Any]:
-    """The outcome as stored: exact numbers, and ``run_id`` naming the run that completed the order."""
-    if status is OrderStatus.PENDING:
-        raise ValueError("an order is completed as accepted or rejected, not pending")
-    stored = _exact(outcome)
-    if stored.setdefault("run_id", run_id) != run_id:
-        raise ValueError(f"outcome names run {stored['run_id']!r}, not {run_id!r}")
-    return stored
-
-
-def _completed_by(order: Order, run_id: str, status: OrderStatus) -> bool:
-    """Whether ``run_id`` already completed ``order`` with ``status`` (a retry of complete_order)."""
-    return order.status is status and (order.outcome or {}).get("run_id") == run_id
 
 
 class S3ResultStore:

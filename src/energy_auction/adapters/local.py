@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from energy_auction import codec
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import Order, OrderStatus
+from energy_auction.orders import Order, OrderStatus, settled_outcome
 
 if TYPE_CHECKING:
     from energy_auction.notifications import Notice
@@ -29,9 +29,6 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, expires_at);
 """
-# Columns added after the first release; a database file from then gets them on open.
-_ADDED_COLUMNS = {"claim_run_id": "TEXT", "claim_expires_at": "INTEGER"}
-
 _PENDING_SQL = (
     "SELECT document FROM orders INDEXED BY orders_by_status"
     " WHERE status = 'pending' AND expires_at > :now"
@@ -62,15 +59,6 @@ class SqliteOrderStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        # Inside a write transaction: two processes opening an old file at once add each column once.
-        with self._transaction() as db:
-            present = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
-            for name, kind in _ADDED_COLUMNS.items():
-                if name not in present:
-                    db.execute(f"ALTER TABLE orders ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -170,7 +158,7 @@ class SqliteOrderStore:
         self, record_id: str, run_id: str, status: OrderStatus, outcome: dict[str, Any]
     ) -> None:
         """Record the outcome if ``run_id`` holds the order (stored with ``run_id``, added when missing)."""
-        stored_outcome = _outcome_of(run_id, status, outcome)
+        stored_outcome = settled_outcome(run_id, status, outcome)
         with self._transaction() as db:
             order = self._read(db, [record_id]).get(record_id)
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
@@ -183,7 +171,7 @@ class SqliteOrderStore:
                     }
                 )
                 self._write(db, [done])
-            elif order is None or not _completed_by(order, run_id, status):
+            elif order is None or not order.completed_by(run_id, status):
                 raise ClaimLost(f"run {run_id!r} does not hold order {record_id!r}")
 
     def release_order(self, record_id: str, run_id: str) -> None:
@@ -209,21 +197,6 @@ def _claimable(order: Order, run_id: str, now: int) -> bool:
         and order.status is OrderStatus.PENDING
         and (not order.is_claimed(now) or order.claim_run_id == run_id)
     )
-
-
-def _outcome_of(run_id: str, status: OrderStatus, outcome: dict[str, Any]) -> dict[str, Any]:
-    """The outcome as stored: exact numbers (as JSON keeps them), ``run_id`` naming the completing run."""
-    if status is OrderStatus.PENDING:
-        raise ValueError("an order is completed as accepted or rejected, not pending")
-    stored: dict[str, Any] = codec.loads(codec.dumps(outcome))
-    if stored.setdefault("run_id", run_id) != run_id:
-        raise ValueError(f"outcome names run {stored['run_id']!r}, not {run_id!r}")
-    return stored
-
-
-def _completed_by(order: Order, run_id: str, status: OrderStatus) -> bool:
-    """Whether ``run_id`` already completed ``order`` with ``status`` (a retry of complete_order)."""
-    return order.status is status and (order.outcome or {}).get("run_id") == run_id
 
 
 class FolderResultStore:

@@ -1,4 +1,8 @@
-"""FetchResults (Lambda A): is the auction ready? If so, claim the pending orders and stage their results."""
+"""FetchResults (Lambda A): is the auction ready? If so, claim the pending orders and stage their results.
+
+``{"action": "release_run", "run_id": ...}`` gives back the orders of a run whose FetchResults
+kept failing.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from energy_auction.adapters.transient import is_transient
 from energy_auction.bootstrap import container
 from energy_auction.errors import TransientFailure
 from energy_auction.observability import logger, metrics, tracer
-from energy_auction.pipeline import fetch_results
+from energy_auction.pipeline import fetch_results, release_run
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,9 +24,15 @@ if TYPE_CHECKING:
 @tracer().capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    run_id, attempt = str(event["run_id"]), int(event["attempt"])
-    logger.append_keys(run_id=run_id, attempt=attempt)
+    run_id = str(event["run_id"])
     deps = container()
+    if event.get("action") == "release_run":
+        logger.append_keys(run_id=run_id)
+        released = release_run(run_id, store=deps.order_store, now=deps.clock())
+        logger.warning("released the orders of a failed run", extra={"released": released["released"]})
+        return released
+    attempt = int(event["attempt"])
+    logger.append_keys(run_id=run_id, attempt=attempt)
     try:
         answer = fetch_results(
             run_id,

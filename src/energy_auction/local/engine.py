@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import threading
 import time
 import uuid
@@ -91,7 +92,7 @@ class PipelineEngine:
             ),
             clock=container.clock,
         )
-        for name in ("order_store", "result_store", "notifier", "market"):
+        for name in ("order_store", "result_store", "work_store", "notifier", "market"):
             if name in container.__dict__:  # components a caller built or injected are kept
                 self.container.__dict__[name] = container.__dict__[name]
         self.region = self.container.settings.region or REGION
@@ -100,7 +101,11 @@ class PipelineEngine:
             arn + FETCH_RESULTS: LocalFunction(FETCH_RESULTS, fetch_results or defaults[0], 120),  # type: ignore[index]
             arn + PROCESS_ORDER: LocalFunction(PROCESS_ORDER, process_order or defaults[1], 60),  # type: ignore[index]
         }
-        self._notify = LocalFunction("energy-auction-notify", notify or defaults[2], 60)  # type: ignore[index]
+        # SNS delivers to the notifier asynchronously: a worker thread does it here, so a slow Slack
+        # never holds up the state machine or the API.
+        self._notify = LocalFunction("energy-auction-notify", notify or defaults[2], 180, exclusive=False)  # type: ignore[index]
+        self._notices: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._notice_worker: threading.Thread | None = None
         self._runs: dict[str, RunSummary] = {}
         self._lock = threading.Lock()
         self._mock: Any = None
@@ -118,6 +123,8 @@ class PipelineEngine:
         self.close()
 
     def open(self) -> None:
+        self._notice_worker = threading.Thread(target=self._deliver_notices, name="sns-delivery", daemon=True)
+        self._notice_worker.start()
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
         boto3.setup_default_session(region_name=self.region)
@@ -152,6 +159,10 @@ class PipelineEngine:
         )["stateMachineArn"]
 
     def close(self) -> None:
+        if self._notice_worker is not None:
+            self._notices.put(None)
+            self._notice_worker.join(timeout=200)
+            self._notice_worker = None
         if self._mock is None:
             return
         events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
@@ -159,6 +170,9 @@ class PipelineEngine:
         events.unregister("before-call.sns.Publish", self._deliver_notification)
         self._mock.stop()
         self._mock = None
+
+    def _execution_arn(self, run_id: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}"
 
     def function_arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{DEFAULT_ACCOUNT_ID}:function:{name}"
@@ -177,7 +191,7 @@ class PipelineEngine:
     def wait(self, run_id: str, timeout: float | None = None) -> RunSummary:
         """Block until the run ends (or ``timeout`` seconds pass) and return its summary."""
         assert self._sfn is not None, "the engine is not open"
-        arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}"
+        arn = self._execution_arn(run_id)
         limit = timeout if timeout is not None else self.container.settings.pipeline_timeout_seconds + 60
         started = time.monotonic()
         while True:
@@ -185,6 +199,7 @@ class PipelineEngine:
             if described["status"] != "RUNNING" or time.monotonic() - started > limit:
                 break
             time.sleep(0.05)
+        self._notices.join()  # the run's notices are delivered (or given up on) too
         with self._lock:
             summary = self._runs[run_id]
             summary.status = described["status"]
@@ -200,7 +215,7 @@ class PipelineEngine:
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """The parent execution's history events."""
         assert self._sfn is not None
-        arn = self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}"
+        arn = self._execution_arn(run_id)
         events: list[dict[str, Any]] = []
         token: str | None = None
         while True:
@@ -271,7 +286,14 @@ class PipelineEngine:
                 "MessageAttributes": {"kind": {"Type": "String", "Value": kind}} if kind else {},
             },
         }
-        try:
-            self._notify.invoke({"Records": [record]})
-        except Exception as err:  # SNS delivers asynchronously: a failed subscriber never fails the publish
-            logger.error("notification delivery failed", extra={"error": type(err).__name__})
+        self._notices.put({"Records": [record]})
+
+    def _deliver_notices(self) -> None:
+        while (event := self._notices.get()) is not None:
+            try:
+                self._notify.invoke(event)
+            except Exception as err:  # a failed subscriber never fails the publish (SNS is async)
+                logger.error("notification delivery failed", extra={"error": type(err).__name__})
+            finally:
+                self._notices.task_done()
+        self._notices.task_done()

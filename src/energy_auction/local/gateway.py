@@ -21,11 +21,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.local.lambdas import LOCAL_ACCOUNT as ACCOUNT
 from energy_auction.local.lambdas import LocalFunction
 
 STAGE = "local"
 API_ID = "local"
-ACCOUNT = "000000000000"
 REGION = "local"
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
 

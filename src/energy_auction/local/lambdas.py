@@ -11,6 +11,9 @@ from typing import Any
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+LOCAL_ACCOUNT = "000000000000"
+"""The stand-in account id in the local stack's ARNs (no real account is involved)."""
+
 
 @dataclass
 class LocalLambdaContext:
@@ -25,7 +28,7 @@ class LocalLambdaContext:
 
     def __post_init__(self) -> None:
         self._deadline = time.monotonic() + self.timeout_seconds
-        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self.invoked_function_arn = f"arn:aws:lambda:local:{LOCAL_ACCOUNT}:function:{self.function_name}"
         self.log_group_name = f"/aws/lambda/{self.function_name}"
         self.log_stream_name = "local"
 
@@ -40,13 +43,20 @@ _ONE_INVOCATION_AT_A_TIME = threading.Lock()
 
 
 class LocalFunction:
-    """A handler run like a Lambda function: one invocation at a time in this process."""
+    """A handler run like a Lambda function: one invocation at a time in this process.
 
-    def __init__(self, name: str, handler: Handler, timeout_seconds: float = 30.0) -> None:
+    ``exclusive=False`` lets a slow function (the notifier, waiting on Slack's Retry-After) run
+    beside the others rather than stall them; its log lines may then carry another's keys.
+    """
+
+    def __init__(
+        self, name: str, handler: Handler, timeout_seconds: float = 30.0, exclusive: bool = True
+    ) -> None:
         self.name = name
         self._handler = handler
         self._timeout = timeout_seconds
+        self._lock = _ONE_INVOCATION_AT_A_TIME if exclusive else threading.Lock()
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        with _ONE_INVOCATION_AT_A_TIME:
+        with self._lock:
             return self._handler(event, LocalLambdaContext(self.name, self._timeout))
