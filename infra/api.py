@@ -45,6 +45,22 @@ VALIDATION_FAILED_TEMPLATE = (
 """The same, plus API Gateway's own account of what the schema refused (a variable that API Gateway
 renders as a quoted JSON string, so it is not quoted here)."""
 
+ERROR_MESSAGE = "$context.error.messageString"
+"""API Gateway's own message for the error; it renders as a quoted JSON string."""
+DEFAULT_ERRORS = {"DEFAULT_4XX": "request_refused", "DEFAULT_5XX": "internal_error"}
+"""The ``error`` code of every other response API Gateway makes itself; each keeps its own status
+(413, 415, 502, 504, ...) and says why in ``message``."""
+THROTTLED_BODY = {"error": "throttled", "message": "too many requests; retry later"}
+THROTTLED_RETRY_AFTER_SECONDS = 1
+NOT_FOUND_BODY = {"error": "not_found", "message": "no such route"}
+"""An unknown route: API Gateway's MISSING_AUTHENTICATION_TOKEN (a 403 by default), answered as the
+local stack and the api Lambda answer it."""
+
+
+def default_error_template(error: str) -> str:
+    """``{"error": <error>, "message": <API Gateway's message>}`` as a response template."""
+    return json.dumps({"error": error})[:-1] + f', "message": {ERROR_MESSAGE}}}'
+
 
 class _Draft4(GenerateJsonSchema):
     schema_dialect = DRAFT_4
@@ -195,7 +211,10 @@ class OrdersApi(Construct):
             handler="api",
             description="POST /orders and GET /orders/{record_id}",
             memory_size=512,
-            timeout=Duration.seconds(10),
+            # The store stops retrying after about 6 s (storage_retry_budget_seconds), with one call
+            # of at most about 6 s still in flight (2 botocore attempts of 1 s connect + 2 s read):
+            # the function answers 503 before it times out.
+            timeout=Duration.seconds(15),
             environment=settings_env(backend="aws", orders_table=table.table_name),
         )
         # A submission is one TransactWriteItems of conditional Puts (authorised as PutItem).
@@ -294,15 +313,31 @@ class OrdersApi(Construct):
         for response_type, (status, body) in GATEWAY_RESPONSES.items():
             self._gateway_response(response_type, status, json.dumps(body))
         self._gateway_response("BAD_REQUEST_BODY", 422, VALIDATION_FAILED_TEMPLATE)
+        self._gateway_response(
+            "THROTTLED",
+            429,
+            json.dumps(THROTTLED_BODY),
+            {"Retry-After": f"'{THROTTLED_RETRY_AFTER_SECONDS}'"},
+        )
+        self._gateway_response("MISSING_AUTHENTICATION_TOKEN", 404, json.dumps(NOT_FOUND_BODY))
+        for response_type, error in DEFAULT_ERRORS.items():
+            self._gateway_response(response_type, None, default_error_template(error))
 
-    def _gateway_response(self, response_type: str, status: int, template: str) -> None:
-        headers = {"Content-Type": "'application/json'"}
+    def _gateway_response(
+        self,
+        response_type: str,
+        status: int | None,
+        template: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        """A JSON gateway response; ``status`` None keeps the status API Gateway chose (DEFAULT_*)."""
+        headers = {"Content-Type": "'application/json'", **(extra_headers or {})}
         if status == 401:
             headers["WWW-Authenticate"] = "'Bearer'"
         self.rest_api.add_gateway_response(
             f"{response_type.title().replace('_', '')}Response",
             type=apigw.ResponseType.of(response_type),
-            status_code=str(status),
+            status_code=None if status is None else str(status),
             templates={"application/json": template},
             response_headers=headers,
         )

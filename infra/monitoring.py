@@ -10,6 +10,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -42,6 +43,7 @@ class Monitoring(Construct):
         functions: list[WatchedFunction],
         state_machine: sfn.StateMachine,
         schedule: events.Rule,
+        notifier_dead_letters: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
@@ -96,12 +98,35 @@ class Monitoring(Construct):
             1,
             "EventBridge could not start the auction pipeline",
         )
+        undelivered = notifier_dead_letters.metric_approximate_number_of_messages_visible(
+            period=PERIOD, statistic="Maximum"
+        )
+        self._alarm(
+            "NotifierDeadLetters",
+            undelivered,
+            1,
+            "Notices Slack never got: the notifier failed on them after Lambda's retries and they wait "
+            "in its dead-letter queue (README runbook: re-publish them once Slack works)",
+        )
 
         self.dashboard = cloudwatch.Dashboard(
             self, "Dashboard", dashboard_name=f"{config.resource_prefix}", default_interval=Duration.hours(6)
         )
         self.dashboard.add_widgets(
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms), width=24, height=4)
+        )
+        # On the dashboard itself: this alarm's own notice goes through the topic to Slack, which
+        # may be what is failing.
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Undelivered notices (notifier dead-letter queue)",
+                left=[undelivered],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=1, label="any message: re-publish (runbook)")
+                ],
+                width=24,
+                height=4,
+            )
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(

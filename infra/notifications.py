@@ -8,6 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from energy_auction.deployment import slack_webhook_secret_name
@@ -18,8 +19,12 @@ from infra.nag import acknowledge
 PIPELINE_FAILED_RULE = "energy-auction-delivery-failed"
 """Name of the delivery pipeline's EventBridge rule that publishes to a stage's topic."""
 
-# AWS services that publish to the topic themselves and so must be able to use its key.
-_PUBLISHING_SERVICES = ("cloudwatch.amazonaws.com", "events.amazonaws.com")
+NOTIFIER_RETRY_ATTEMPTS = 2
+"""Lambda's retries of a failed SNS event (asynchronous invocation) before it goes to the DLQ."""
+NOTIFIER_MAX_EVENT_AGE = Duration.hours(1)
+"""How long Lambda keeps trying an event (throttling included) before it goes to the DLQ: a notice
+an hour late is better re-published by hand from the queue, where it is kept 14 days."""
+DEAD_LETTER_RETENTION = Duration.days(14)
 
 
 def topic_name(stage: str) -> str:
@@ -43,15 +48,33 @@ class Notifications(Construct):
             removal_policy=config.removal_policy,
             pending_window=Duration.days(7) if not config.is_production else None,
         )
-        for service in _PUBLISHING_SERVICES:
-            self.key.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid=f"Publish from {service.split('.')[0]}",
-                    principals=[iam.ServicePrincipal(service)],
-                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                    resources=["*"],  # in a key policy, "*" is this key
-                )
+        # AWS services that publish to the topic themselves must be able to use its key.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="Publish from cloudwatch",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                # Only for this account's alarms (confused deputy), as on the topic policy.
+                conditions={
+                    "ArnLike": {"aws:SourceArn": stack.format_arn(service="cloudwatch", resource="alarm:*")},
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
             )
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="Publish from events",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                # No aws:SourceAccount / aws:SourceArn condition here: the SNS developer guide
+                # (sns-key-management, compatibility with AWS services) says they are not
+                # supported in a key policy for EventBridge-to-encrypted-topic delivery; with
+                # them, EventBridge's publish fails and the delivery failure notice is lost. The
+                # topic policy limits EventBridge to the one delivery-failure rule.
+            )
+        )
         self.topic = sns.Topic(
             self,
             "Topic",
@@ -104,6 +127,19 @@ class Notifications(Construct):
             "A Slack incoming webhook URL cannot be rotated by AWS: a person creates a new one in Slack "
             "and stores it (README runbook: filling the Slack webhook)",
         )
+        # SNS invokes the notifier asynchronously: an event that still fails after Lambda's
+        # retries lands here (the message body is the SNS event) instead of being dropped.
+        self.dead_letters = sqs.Queue(
+            self,
+            "NotifierDeadLetters",
+            queue_name=f"{config.resource_prefix}-notifier-dlq",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,  # no key grant needed to send
+            enforce_ssl=True,
+            retention_period=DEAD_LETTER_RETENTION,
+            removal_policy=config.removal_policy,
+        )
+        # cdk-nag SQS3 (a queue without a DLQ of its own) sees the function's DeadLetterConfig and
+        # does not flag this queue: it is a DLQ.
         self.notifier = ServiceFunction(
             self,
             "Notifier",
@@ -118,6 +154,9 @@ class Notifications(Construct):
             environment=settings_env(
                 backend="aws", slack_webhook_secret_id=slack_webhook_secret_name(config.stage)
             ),
+            dead_letter_queue=self.dead_letters,
+            retry_attempts=NOTIFIER_RETRY_ATTEMPTS,
+            max_event_age=NOTIFIER_MAX_EVENT_AGE,
         )
         self.slack_webhook_secret.grant_read(self.notifier.role)
         self.topic.add_subscription(subscriptions.LambdaSubscription(self.notifier.function))

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -14,6 +21,7 @@ from constructs import Construct
 
 from energy_auction import workflow
 from energy_auction.adapters.aws import PENDING_INDEX
+from infra import REPO_ROOT
 from infra.config import StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge_wildcards
@@ -26,24 +34,66 @@ WORK_RUNS = "runs/"
 """FetchResults writes ``<work prefix>runs/<run_id>/results.json`` (S3WorkStore)."""
 
 
+RENDERED_ROOT = REPO_ROOT / "build" / "state-machine"
+"""``<stage>/pipeline.asl.json``: the package's ASL file with the tunables filled in at synth."""
+
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+"""The same ``${Name}`` placeholders as energy_auction.workflow."""
+
+
+def render_tunables(text: str, values: Mapping[str, object]) -> str:
+    """``text`` with each ``${Name}`` that ``values`` names replaced by ``str(value)``, as
+    energy_auction.workflow.render does; any other placeholder is left as it is."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return str(values[name]) if name in values else match.group(0)
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def tunables(config: StageConfig) -> dict[str, object]:
+    """The ASL file's non-ARN values on AWS (numbers, the work prefix, the child execution type)."""
+    return workflow.tunables(config.settings(), execution_type=MAP_EXECUTION_TYPE)
+
+
+def render_definition(config: StageConfig, directory: Path | None = None) -> Path:
+    """Write the package's ASL file with the stage's tunables filled in; return its path.
+
+    CloudFormation then fills in only the quoted string placeholders (ARNs, bucket name) with
+    DefinitionSubstitutions: it is not documented to substitute an unquoted number into a
+    definition read from S3 (cloudformation-coverage-roadmap#591), and this way the deployed file
+    is valid JSON by itself.
+    """
+    text = render_tunables(workflow.template(), tunables(config))
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        left = sorted(set(_PLACEHOLDER.findall(text)))
+        raise ValueError(
+            f"the state machine definition is not JSON after the synth-time substitutions ({err}); "
+            f"placeholders left for CloudFormation: {left} (each must be a whole quoted string)"
+        ) from None
+    target = (directory or RENDERED_ROOT / config.stage) / workflow.ASL_PATH.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.is_file() or target.read_text() != text:
+        # Atomic: a concurrent synth never reads a half-written file.
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(temporary, target)
+    return target
+
+
 def substitutions(
-    config: StageConfig, *, fetch_results_arn: str, process_order_arn: str, topic_arn: str, work_bucket: str
+    *, fetch_results_arn: str, process_order_arn: str, topic_arn: str, work_bucket: str
 ) -> dict[str, str]:
-    """The values of the ASL file's ``${Name}`` placeholders on AWS."""
+    """The values CloudFormation puts in for the rendered file's remaining ``"${Name}"`` strings."""
     return {
         "FetchResultsFunctionArn": fetch_results_arn,
         "ProcessOrderFunctionArn": process_order_arn,
         "NotificationTopicArn": topic_arn,
         "WorkBucketName": work_bucket,
-        "WorkPrefix": config.work_prefix,
-        "MapExecutionType": MAP_EXECUTION_TYPE,
-        "MapMaxConcurrency": str(config.pipeline_max_concurrency),
-        "MaxAttempts": str(config.pipeline_max_attempts),
-        "RetrySeconds": str(config.pipeline_retry_seconds),
-        "ExecutionTimeoutSeconds": str(config.pipeline_timeout_seconds),
-        "TaskRetryIntervalSeconds": str(config.pipeline_task_retry_interval_seconds),
-        "TaskRetryMaxAttempts": str(config.pipeline_task_retry_max_attempts),
-        "TaskRetryBackoffRate": str(config.pipeline_task_retry_backoff_rate),
     }
 
 
@@ -86,6 +136,8 @@ class AuctionPipeline(Construct):
                 market_seed=config.market_seed,
             ),
         )
+        # Finding pending orders, and (action "release_run") the orders a failed run claimed: both
+        # query the pending-orders index; claims and releases are conditional updates.
         _allow(self.fetch_results.role, ["dynamodb:Query"], f"{table.table_arn}/index/{PENDING_INDEX}")
         # Claims are transactional conditional updates (authorised as UpdateItem).
         _allow(self.fetch_results.role, ["dynamodb:UpdateItem", "dynamodb:BatchGetItem"], table.table_arn)
@@ -105,12 +157,15 @@ class AuctionPipeline(Construct):
             handler="process_order",
             description="Lambda B: stores an accepted result, marks the order; raises OrderRejected",
             memory_size=512,
-            timeout=Duration.seconds(30),
+            # Short: an EXPRESS child (5-minute limit) runs up to 5 attempts of ProcessOrder, then up to
+            # 5 of its release, with backoff between them, and must end well inside the limit.
+            timeout=Duration.seconds(10),
             environment=settings_env(
                 backend="aws", orders_table=table.table_name, results_bucket=bucket.bucket_name
             ),
         )
-        _allow(self.process_order.role, ["dynamodb:UpdateItem"], table.table_arn)
+        # It reads the order first (GetItem, strongly consistent), then completes or releases it.
+        _allow(self.process_order.role, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table.table_arn)
         _allow(self.process_order.role, ["s3:PutObject"], bucket.arn_for_objects(f"{RESULTS_PREFIX}*"))
         acknowledge_wildcards(
             self.process_order.role,
@@ -183,9 +238,8 @@ class AuctionPipeline(Construct):
             "StateMachine",
             state_machine_name=name,
             state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_file(str(workflow.ASL_PATH)),
+            definition_body=sfn.DefinitionBody.from_file(str(render_definition(config))),
             definition_substitutions=substitutions(
-                config,
                 fetch_results_arn=self.fetch_results.function.function_arn,
                 process_order_arn=self.process_order.function.function_arn,
                 topic_arn=topic.topic_arn,

@@ -55,6 +55,7 @@ class EnergyAuctionStack(Stack):
             ],
             state_machine=pipeline.state_machine,
             schedule=pipeline.schedule,
+            notifier_dead_letters=notifications.dead_letters,
         )
 
         CfnOutput(self, "ApiUrl", value=api.rest_api.url, description="Base URL of the orders API")
@@ -63,5 +64,11 @@ class EnergyAuctionStack(Stack):
         CfnOutput(self, "AccessLogsBucketName", value=storage.access_logs.bucket_name)
         CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "NotificationTopicArn", value=notifications.topic.topic_arn)
+        CfnOutput(
+            self,
+            "NotifierDeadLetterQueueUrl",
+            value=notifications.dead_letters.queue_url,
+            description="Notices the notifier could not post to Slack (README runbook)",
+        )
         CfnOutput(self, "JwtSecretName", value=api.jwt_secret.secret_name)
         CfnOutput(self, "SlackWebhookSecretName", value=notifications.slack_webhook_secret.secret_name)

@@ -4,11 +4,19 @@ the JSON gateway responses."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from infra.api import VALIDATION_FAILED_BODY, orders_request_schema
+from infra.api import (
+    DEFAULT_ERRORS,
+    NOT_FOUND_BODY,
+    THROTTLED_BODY,
+    VALIDATION_FAILED_BODY,
+    orders_request_schema,
+)
 
 from energy_auction.errors import GATEWAY_RESPONSES
 from energy_auction.handlers.authorizer import ROUTES
+from energy_auction.settings import Settings
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import functions, logical_id, referenced_ids
 
@@ -123,24 +131,70 @@ def test_execution_logging_role_is_set_for_the_account_before_the_stage(stage_st
     assert account_id in stage.get("DependsOn", [])
 
 
-def test_gateway_responses_answer_json_like_the_service(stage_stack: Synthesized) -> None:
-    responses = {
+# What API Gateway puts in for the $context variables of a template: each renders as a quoted JSON
+# string (quotes and backslashes escaped), so the templates leave them unquoted.
+CONTEXT_VARIABLES = {
+    "$context.error.validationErrorString": "[object has missing required properties]",
+    "$context.error.messageString": 'Request too long: "body"',
+}
+
+
+def _render(template: str) -> dict[str, str]:
+    for variable, value in CONTEXT_VARIABLES.items():
+        template = template.replace(variable, json.dumps(value))
+    rendered: dict[str, str] = json.loads(template)
+    return rendered
+
+
+def _gateway_responses(stack: Synthesized) -> dict[str, dict[str, Any]]:
+    return {
         r["Properties"]["ResponseType"]: r["Properties"]
-        for r in stage_stack.resources("AWS::ApiGateway::GatewayResponse").values()
+        for r in stack.resources("AWS::ApiGateway::GatewayResponse").values()
     }
-    expected = {**GATEWAY_RESPONSES, "BAD_REQUEST_BODY": (422, VALIDATION_FAILED_BODY)}
+
+
+def test_gateway_responses_answer_json_like_the_service(stage_stack: Synthesized) -> None:
+    responses = _gateway_responses(stage_stack)
+    message = CONTEXT_VARIABLES["$context.error.messageString"]
+    expected: dict[str, tuple[int | None, dict[str, str]]] = {
+        **GATEWAY_RESPONSES,
+        "BAD_REQUEST_BODY": (422, VALIDATION_FAILED_BODY),
+        "THROTTLED": (429, THROTTLED_BODY),
+        # An unknown route (a 403 by default on a REST API) answers 404 like the local stack.
+        "MISSING_AUTHENTICATION_TOKEN": (404, NOT_FOUND_BODY),
+        # Every other error API Gateway makes keeps its status and says why.
+        "DEFAULT_4XX": (None, {"error": "request_refused", "message": message}),
+        "DEFAULT_5XX": (None, {"error": "internal_error", "message": message}),
+    }
+    assert set(DEFAULT_ERRORS) <= set(expected)
     assert set(responses) == set(expected)
     for response_type, (status, body) in expected.items():
         response = responses[response_type]
-        assert response["StatusCode"] == str(status)
-        # API Gateway substitutes $context variables (validationErrorString renders as a JSON string)
-        template = response["ResponseTemplates"]["application/json"]
-        rendered = template.replace(
-            "$context.error.validationErrorString", '"[object has missing required properties]"'
-        )
-        assert {k: v for k, v in json.loads(rendered).items() if k != "detail"} == body
+        assert response.get("StatusCode") == (None if status is None else str(status)), response_type
+        rendered = _render(response["ResponseTemplates"]["application/json"])
+        assert {k: v for k, v in rendered.items() if k != "detail"} == body, response_type
         assert response["ResponseParameters"]["gatewayresponse.header.Content-Type"] == "'application/json'"
+    assert (
+        _render(responses["BAD_REQUEST_BODY"]["ResponseTemplates"]["application/json"])["detail"]
+        == (CONTEXT_VARIABLES["$context.error.validationErrorString"])
+    )
     assert (
         responses["UNAUTHORIZED"]["ResponseParameters"]["gatewayresponse.header.WWW-Authenticate"]
         == "'Bearer'"
     )
+
+
+def test_throttled_requests_are_told_when_to_retry(stage_stack: Synthesized) -> None:
+    throttled = _gateway_responses(stage_stack)["THROTTLED"]
+    assert throttled["StatusCode"] == "429"
+    assert throttled["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+
+
+def test_api_function_answers_503_before_it_times_out(stage_stack: Synthesized) -> None:
+    # The store gives up retrying after storage_retry_budget_seconds, with one DynamoDB call still
+    # in flight: 2 botocore attempts of 1 s connect + 2 s read.
+    in_flight_call_seconds = 2 * (1 + 2)
+    _, api = functions(stage_stack)["api"]
+    timeout = api["Properties"]["Timeout"]
+    assert timeout == 15
+    assert timeout > Settings().storage_retry_budget_seconds + in_flight_call_seconds

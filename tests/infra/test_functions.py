@@ -23,8 +23,8 @@ EXPECTED_ACTIONS = {
     "api": {"dynamodb:PutItem", "dynamodb:GetItem"},
     "authorizer": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
     "fetch_results": {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "s3:PutObject"},
-    "process_order": {"dynamodb:UpdateItem", "s3:PutObject"},
-    "notify": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
+    "process_order": {"dynamodb:GetItem", "dynamodb:UpdateItem", "s3:PutObject"},
+    "notify": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "sqs:SendMessage"},
 }
 EXPECTED_SETTINGS = {
     "api": {"backend", "orders_table"},
@@ -132,3 +132,60 @@ def test_function_gets_exactly_the_settings_it_reads(stage_stack: Synthesized, h
     settings = Settings.from_env(plain)
     assert settings.backend == "aws"
     assert settings.claim_lease_seconds > settings.pipeline_timeout_seconds
+
+
+def test_process_order_reads_and_updates_only_the_orders_table(stage_stack: Synthesized) -> None:
+    # pipeline.process_order reads the order first (GetItem, strongly consistent), then updates it.
+    (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
+    role = logical_id(functions(stage_stack)["process_order"][1]["Properties"]["Role"])
+    for action in ("dynamodb:GetItem", "dynamodb:UpdateItem"):
+        assert resources_for(stage_stack, role, action) == [{"Fn::GetAtt": [table_id, "Arn"]}], action
+
+
+def test_fetch_results_can_release_the_claims_of_a_run(stage_stack: Synthesized) -> None:
+    # {"action": "release_run"}: query the pending-orders index for the run's claims, update each.
+    (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
+    role = logical_id(functions(stage_stack)["fetch_results"][1]["Properties"]["Role"])
+    (query,) = resources_for(stage_stack, role, "dynamodb:Query")
+    assert text(query) == text(
+        {"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/pending-orders"]]}
+    )
+    assert resources_for(stage_stack, role, "dynamodb:UpdateItem") == [{"Fn::GetAtt": [table_id, "Arn"]}]
+
+
+def test_pipeline_function_timeouts(stage_stack: Synthesized) -> None:
+    # FetchResults claims and stages a whole run; ProcessOrder is one order, inside an EXPRESS child
+    # (test_state_machine checks the child's worst case against the 5-minute limit).
+    fns = functions(stage_stack)
+    assert fns["fetch_results"][1]["Properties"]["Timeout"] == 120
+    assert fns["process_order"][1]["Properties"]["Timeout"] == 10
+
+
+def test_notifier_sends_failed_events_to_its_dead_letter_queue(stage_stack: Synthesized) -> None:
+    notifier_id, notifier = functions(stage_stack)["notify"]
+    (queue_id, queue) = stage_stack.one("AWS::SQS::Queue")
+    assert notifier["Properties"]["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    role = logical_id(notifier["Properties"]["Role"])
+    assert resources_for(stage_stack, role, "sqs:SendMessage") == [{"Fn::GetAtt": [queue_id, "Arn"]}]
+    assert not [a for a in actions(stage_stack, role) if a.startswith("sqs:") and a != "sqs:SendMessage"]
+    # Lambda's retries of an SNS (asynchronous) event, both explicit.
+    (config,) = [
+        c["Properties"]
+        for c in stage_stack.resources("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": notifier_id}
+    ]
+    assert config["MaximumRetryAttempts"] == 2
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 6 * 3600
+    # Encrypted, SSL only, messages kept 14 days.
+    props = queue["Properties"]
+    assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props
+    assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
+    (policy,) = [
+        p["Properties"]
+        for p in stage_stack.resources("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
+    ]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in policy["PolicyDocument"]["Statement"]
+    )

@@ -30,7 +30,7 @@ def _find(stack: Synthesized, namespace: str, metric: str, dimension: str, value
 def test_every_alarm_notifies_the_topic(stage_stack: Synthesized) -> None:
     (topic_id,) = stage_stack.resources("AWS::SNS::Topic")
     alarms = _alarms(stage_stack)
-    assert len(alarms) == 2 + 2 * len(HANDLERS) + 3
+    assert len(alarms) == 2 + 2 * len(HANDLERS) + 3 + 1
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": topic_id}], alarm["AlarmName"]
         assert alarm["TreatMissingData"] == "notBreaching"
@@ -70,6 +70,22 @@ def test_schedule_alarms_when_it_cannot_start_a_run(stage_stack: Synthesized) ->
         if "ScheduleExpression" in r["Properties"]
     ]
     _find(stage_stack, "AWS/Events", "FailedInvocations", "RuleName", {"Ref": rule_id})
+
+
+def test_notifier_dead_letters_alarm_on_the_first_message_and_show_on_the_dashboard(
+    stage_stack: Synthesized,
+) -> None:
+    (queue_id,) = stage_stack.resources("AWS::SQS::Queue")
+    queue_name = {"Fn::GetAtt": [queue_id, "QueueName"]}
+    alarm = _find(stage_stack, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue_name)
+    # More than 0 messages: one undelivered notice is enough.
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    assert alarm["Statistic"] == "Maximum"
+    # Its notice goes through the topic to Slack, which may be what is down: the dashboard shows it.
+    _, dashboard = stage_stack.one("AWS::CloudWatch::Dashboard")
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    assert "ApproximateNumberOfMessagesVisible" in body
+    assert queue_id in body
 
 
 def test_dashboard_shows_every_function_and_the_alarms(stage_stack: Synthesized) -> None:

@@ -3,6 +3,8 @@ an e-mail subscription when configured; the secrets named as the CLI expects."""
 
 from __future__ import annotations
 
+import json
+
 from infra.nag import flatten
 from infra.notifications import PIPELINE_FAILED_RULE, topic_name
 
@@ -22,6 +24,23 @@ def test_topic_is_encrypted_with_a_rotating_customer_key(stage_stack: Synthesize
         if "Service" in s.get("Principal", {})
     }
     assert services == {"cloudwatch.amazonaws.com", "events.amazonaws.com"}, "alarms and EventBridge publish"
+
+
+def test_key_serves_only_this_accounts_alarms(stage_stack: Synthesized) -> None:
+    _, topic = stage_stack.one("AWS::SNS::Topic")
+    key = stage_stack.template["Resources"][logical_id(topic["Properties"]["KmsMasterKeyId"])]
+    by_service = {
+        s["Principal"]["Service"]: s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if "Service" in s.get("Principal", {})
+    }
+    alarms = by_service["cloudwatch.amazonaws.com"]["Condition"]
+    assert alarms["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert flatten(alarms["ArnLike"]["aws:SourceArn"]).endswith(":<AWS::AccountId>:alarm:*")
+    # EventBridge-to-encrypted-topic delivery does not support aws:SourceAccount/aws:SourceArn in
+    # the key policy (SNS developer guide): such a condition would drop the delivery failure notices.
+    # The topic policy scopes EventBridge to the one rule instead.
+    assert "aws:Source" not in json.dumps(by_service["events.amazonaws.com"].get("Condition", {}))
 
 
 def test_topic_refuses_requests_without_ssl(stage_stack: Synthesized) -> None:

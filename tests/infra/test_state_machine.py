@@ -4,13 +4,18 @@ traced, allowed exactly what its Distributed Map needs, and started by the sched
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+from infra.config import StageConfig
 from infra.nag import flatten
+from infra.pipeline import RENDERED_ROOT, render_definition, render_tunables
 
 from energy_auction import workflow
 from energy_auction.settings import Settings
+from infra import REPO_ROOT
 from tests.infra.conftest import Assembly, Synthesized
 from tests.infra.templates import functions, logical_id, referenced_ids, resources_for
 
@@ -24,6 +29,17 @@ def _asset_file(assembly: Assembly, stack: Synthesized) -> Path:
     return assembly.directory / f"asset.{key}"
 
 
+STRING_PLACEHOLDERS = {
+    "FetchResultsFunctionArn",
+    "ProcessOrderFunctionArn",
+    "NotificationTopicArn",
+    "WorkBucketName",
+}
+"""What CloudFormation substitutes (DefinitionSubstitutions); every other value is rendered at synth."""
+AWS_TUNABLES = workflow.tunables(Settings(), execution_type="EXPRESS")
+"""The stages' tunables: the service's defaults (cdk.json overrides none of them)."""
+
+
 def _deployed_definition(assembly: Assembly, stack: Synthesized) -> dict[str, Any]:
     """What CloudFormation makes of it: the S3 file with each ${Name} replaced textually.
 
@@ -35,8 +51,54 @@ def _deployed_definition(assembly: Assembly, stack: Synthesized) -> dict[str, An
     return json.loads(body)  # type: ignore[no-any-return]
 
 
-def test_deployed_file_is_the_packages_asl_file(assembly: Assembly, stage_stack: Synthesized) -> None:
-    assert _asset_file(assembly, stage_stack).read_text() == workflow.template()
+def test_deployed_file_is_the_packages_asl_file_with_the_tunables_filled_in(
+    assembly: Assembly, stage_stack: Synthesized
+) -> None:
+    assert _asset_file(assembly, stage_stack).read_text() == render_tunables(
+        workflow.template(), AWS_TUNABLES
+    )
+
+
+def test_deployed_file_is_json_with_only_quoted_string_placeholders_left(
+    assembly: Assembly, stage_stack: Synthesized
+) -> None:
+    # CloudFormation is not documented to substitute unquoted (non-string) values into a definition
+    # read from S3 (cloudformation-coverage-roadmap#591): the file it reads must be JSON by itself.
+    body = _asset_file(assembly, stage_stack).read_text()
+    json.loads(body)
+    assert set(re.findall(r"\$\{(\w+)\}", body)) == STRING_PLACEHOLDERS
+    # Each one is a whole JSON string (an ARN or a bucket name), not a part of one.
+    assert set(re.findall(r'"\$\{(\w+)\}"', body)) == STRING_PLACEHOLDERS
+    assert len(re.findall(r'"\$\{\w+\}"', body)) == len(re.findall(r"\$\{\w+\}", body))
+    substituted = _state_machine(stage_stack)[1]["Properties"]["DefinitionSubstitutions"]
+    assert set(substituted) == STRING_PLACEHOLDERS
+
+
+def test_render_tunables_replaces_only_the_names_it_is_given() -> None:
+    text = '{"a": ${A}, "b": "${B}", "c": "${C}map-runs", "d": "${...}", "e": ${A}}'
+    assert render_tunables(text, {"A": 2.0, "C": "work/"}) == (
+        '{"a": 2.0, "b": "${B}", "c": "work/map-runs", "d": "${...}", "e": 2.0}'
+    )
+    # With every value it renders the package's file exactly as the package does.
+    values: dict[str, object] = {**AWS_TUNABLES, **{name: f"arn:{name}" for name in STRING_PLACEHOLDERS}}
+    assert json.loads(render_tunables(workflow.template(), values)) == workflow.render(values)
+
+
+def test_render_definition_writes_under_the_ignored_build_folder(tmp_path: Path) -> None:
+    config = StageConfig(stage="alice")
+    assert RENDERED_ROOT.is_relative_to(REPO_ROOT / "build")
+    assert "build/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+    written = render_definition(config, tmp_path)
+    assert written == tmp_path / workflow.ASL_PATH.name
+    assert written.read_text() == render_tunables(workflow.template(), AWS_TUNABLES)
+    assert render_definition(config, tmp_path) == written  # unchanged, rewritten or not
+
+
+def test_render_definition_refuses_a_definition_that_is_not_json(tmp_path: Path) -> None:
+    # A work prefix with a quote would break the string it is rendered into: fail the synth.
+    with pytest.raises(ValueError, match="not JSON"):
+        render_definition(StageConfig(stage="alice", work_prefix='wo"rk/'), tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_definition_equals_the_package_rendering_with_the_aws_values(
@@ -68,8 +130,9 @@ def test_definition_equals_the_package_rendering_with_the_aws_values(
         }
     )
     assert _deployed_definition(assembly, stage_stack) == expected
+    # Every placeholder of the package's file is filled in, at synth or by CloudFormation.
     assert (
-        set(_state_machine(stage_stack)[1]["Properties"]["DefinitionSubstitutions"])
+        set(_state_machine(stage_stack)[1]["Properties"]["DefinitionSubstitutions"]) | set(AWS_TUNABLES)
         == workflow.placeholders()
     )
 
@@ -102,6 +165,68 @@ def _iter_states(states: dict[str, Any]) -> list[dict[str, Any]]:
         if "ItemProcessor" in state:
             found.extend(_iter_states(state["ItemProcessor"]["States"]))
     return found
+
+
+EXPRESS_LIMIT_SECONDS = 300
+"""An EXPRESS execution runs at most 5 minutes."""
+SERVICE_CALL_SECONDS = 5
+"""An assumed bound on one attempt of a Step Functions service call (sns:Publish) in the estimate."""
+EXPRESS_MARGIN_SECONDS = 45
+"""Room left for Step Functions' own scheduling and Lambda cold starts."""
+
+
+def _attempt_seconds(state: dict[str, Any], lambda_timeouts: dict[str, int]) -> int:
+    if "TimeoutSeconds" in state:
+        return int(state["TimeoutSeconds"])
+    if state["Resource"] == "arn:aws:states:::lambda:invoke":
+        return lambda_timeouts[state["Parameters"]["FunctionName"]]
+    return SERVICE_CALL_SECONDS
+
+
+def _worst_case_seconds(state: dict[str, Any], lambda_timeouts: dict[str, int]) -> float:
+    """Every attempt runs to its timeout and every retry waits its longest (full jitter waits less)."""
+    if state["Type"] != "Task":
+        return 0
+    total: float = _attempt_seconds(state, lambda_timeouts)
+    for retrier in state.get("Retry", []):
+        for attempt in range(retrier.get("MaxAttempts", 3)):
+            wait = retrier.get("IntervalSeconds", 1) * retrier.get("BackoffRate", 2.0) ** attempt
+            total += min(wait, retrier.get("MaxDelaySeconds", wait)) + _attempt_seconds(
+                state, lambda_timeouts
+            )
+    return total
+
+
+def _longest_path_seconds(
+    states: dict[str, Any], name: str, lambda_timeouts: dict[str, int], seen: tuple[str, ...] = ()
+) -> float:
+    assert name not in seen, f"the child execution loops through {name}: no bound"
+    state = states[name]
+    successors = {state.get("Next"), state.get("Default")}
+    successors |= {c.get("Next") for c in state.get("Catch", []) + state.get("Choices", [])}
+    return _worst_case_seconds(state, lambda_timeouts) + max(
+        [_longest_path_seconds(states, s, lambda_timeouts, (*seen, name)) for s in successors if s],
+        default=0,
+    )
+
+
+def test_express_child_ends_well_inside_its_five_minutes(
+    assembly: Assembly, stage_stack: Synthesized
+) -> None:
+    # ProcessOrder's attempts, then ReleaseOrder's, then the notice, each with backoff: an EXPRESS
+    # child that runs past 5 minutes fails, and the whole run with it.
+    lambda_timeouts = {
+        f"<{function_id}.Arn>": function["Properties"]["Timeout"]
+        for function_id, function in functions(stage_stack).values()
+    }
+    (processor,) = [
+        s["ItemProcessor"]
+        for s in _deployed_definition(assembly, stage_stack)["States"].values()
+        if "ItemProcessor" in s
+    ]
+    assert processor["ProcessorConfig"]["ExecutionType"] == "EXPRESS"
+    worst = _longest_path_seconds(processor["States"], processor["StartAt"], lambda_timeouts)
+    assert worst + EXPRESS_MARGIN_SECONDS <= EXPRESS_LIMIT_SECONDS, f"worst case {worst:.0f} s"
 
 
 def test_role_allows_every_call_the_definition_makes(assembly: Assembly, stage_stack: Synthesized) -> None:
