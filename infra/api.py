@@ -52,9 +52,6 @@ DEFAULT_ERRORS = {"DEFAULT_4XX": "request_refused", "DEFAULT_5XX": "internal_err
 (413, 415, 502, 504, ...) and says why in ``message``."""
 THROTTLED_BODY = {"error": "throttled", "message": "too many requests; retry later"}
 THROTTLED_RETRY_AFTER_SECONDS = 1
-NOT_FOUND_BODY = {"error": "not_found", "message": "no such route"}
-"""An unknown route: API Gateway's MISSING_AUTHENTICATION_TOKEN (a 403 by default), answered as the
-local stack and the api Lambda answer it."""
 
 
 def default_error_template(error: str) -> str:
@@ -319,7 +316,6 @@ class OrdersApi(Construct):
             json.dumps(THROTTLED_BODY),
             {"Retry-After": f"'{THROTTLED_RETRY_AFTER_SECONDS}'"},
         )
-        self._gateway_response("MISSING_AUTHENTICATION_TOKEN", 404, json.dumps(NOT_FOUND_BODY))
         for response_type, error in DEFAULT_ERRORS.items():
             self._gateway_response(response_type, None, default_error_template(error))
 

@@ -135,6 +135,8 @@ class TransientFailure(Exception):
 GATEWAY_RESPONSES: dict[str, tuple[int, dict[str, str]]] = {
     "UNAUTHORIZED": (401, {"error": "unauthorized", "message": "missing or invalid bearer token"}),
     "ACCESS_DENIED": (403, {"error": "forbidden", "message": "this token may not call this resource"}),
+    # An unknown route (API Gateway's default for it is a 403 "Missing Authentication Token").
+    "MISSING_AUTHENTICATION_TOKEN": (404, {"error": "not_found", "message": "no such route"}),
 }
 """The bodies API Gateway answers with when the authorizer refuses a request (deployed as gateway
 responses; the local stack answers the same)."""

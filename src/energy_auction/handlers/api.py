@@ -50,7 +50,8 @@ def handle_domain_error(err: errors.EnergyAuctionError) -> Response[str]:
 
 @app.not_found
 def handle_not_found(_: Exception) -> Response[str]:
-    return error_response(HTTPStatus.NOT_FOUND, "not_found", "no such route")
+    status, body = errors.GATEWAY_RESPONSES["MISSING_AUTHENTICATION_TOKEN"]
+    return error_response(status, body["error"], body["message"])
 
 
 @app.post("/orders")

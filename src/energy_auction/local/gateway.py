@@ -122,7 +122,7 @@ class LocalGateway:
                     HTTPStatus.METHOD_NOT_ALLOWED,
                     {"error": "method_not_allowed", "message": f"{method} is not supported on {path}"},
                 )
-            return json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "no such route"})
+            return _gateway_response("MISSING_AUTHENTICATION_TOKEN")
 
         query_pairs = [
             (k, v) for k, values in parse_qs(url.query, keep_blank_values=True).items() for v in values
