@@ -7,7 +7,15 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from energy_auction.adapters.aws import ORDERS_KEY, PENDING_INDEX, PENDING_SHARD_ATTRIBUTE, TTL_ATTRIBUTE
+from energy_auction.adapters.aws import (
+    NOTICE_DUE_ATTRIBUTE,
+    NOTICE_SHARD_ATTRIBUTE,
+    NOTICES_INDEX,
+    ORDERS_KEY,
+    PENDING_INDEX,
+    PENDING_SHARD_ATTRIBUTE,
+    TTL_ATTRIBUTE,
+)
 from infra.config import StageConfig
 
 RESULTS_PREFIX = "orders/"
@@ -45,6 +53,14 @@ class Storage(Construct):
             ),
             sort_key=dynamodb.Attribute(name=TTL_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
             projection_type=dynamodb.ProjectionType.ALL,
+        )
+        # The outbox: only a rejected order whose notice is owed carries the shard attribute, so
+        # FetchResults finds overdue notices with a query. Keys only: it then reads those orders.
+        self.table.add_global_secondary_index(
+            index_name=NOTICES_INDEX,
+            partition_key=dynamodb.Attribute(name=NOTICE_SHARD_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=NOTICE_DUE_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
 
         self.access_logs = s3.Bucket(

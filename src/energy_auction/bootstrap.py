@@ -15,17 +15,47 @@ from typing import TYPE_CHECKING
 from energy_auction.settings import Backend, Settings
 
 if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the API no PyJWT
+    from energy_auction.adapters.local import LocalTopic
     from energy_auction.auth import TokenVerifier
     from energy_auction.orders import Limits
-    from energy_auction.ports import AuctionMarket, Notifier, OrderStore, ResultStore, WorkStore
+    from energy_auction.ports import (
+        AuctionMarket,
+        NoticePublisher,
+        Notifier,
+        OrderStore,
+        ResultStore,
+        WorkStore,
+    )
+
+
+COMPONENTS = frozenset(
+    {"order_store", "market", "result_store", "work_store", "notifier", "notice_publisher", "topic"}
+)
+"""The components a caller may give a Container instead of having it build them."""
 
 
 class Container:
-    """The service's components for one set of settings."""
+    """The service's components for one set of settings.
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    Each component is built on first use from the settings, unless it was given as a keyword
+    argument (``Container(settings, order_store=..., market=...)``): tests and the local stack
+    inject theirs that way.
+    """
+
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float] = time.time, **components: object
+    ) -> None:
+        unknown = set(components) - COMPONENTS
+        if unknown:
+            raise TypeError(f"not components of a Container: {sorted(unknown)}")
         self.settings = settings
         self.clock = clock
+        # A cached_property reads its value from the instance dict first: a given component wins.
+        self.__dict__.update(components)
+
+    def given(self) -> dict[str, object]:
+        """The components built or given so far (to carry them over to a container with other settings)."""
+        return {name: self.__dict__[name] for name in COMPONENTS if name in self.__dict__}
 
     @cached_property
     def limits(self) -> Limits:
@@ -87,6 +117,22 @@ class Container:
             self._required("work_bucket"),
             self.settings.work_prefix,
         )
+
+    @cached_property
+    def topic(self) -> LocalTopic:
+        """The local stack's notification topic (a SQLite queue of messages for the notifier)."""
+        from energy_auction.adapters.local import LocalTopic
+
+        return LocalTopic(self.settings.notices_db)
+
+    @cached_property
+    def notice_publisher(self) -> NoticePublisher:
+        """Where a pipeline task publishes a notice: the SNS topic, or the local topic."""
+        if self.settings.backend is Backend.LOCAL:
+            return self.topic
+        from energy_auction.adapters.aws import SnsNoticePublisher
+
+        return SnsNoticePublisher(self.aws_client("sns"), self._required("notification_topic_arn"))  # type: ignore[arg-type]
 
     @cached_property
     def notifier(self) -> Notifier:

@@ -1,5 +1,6 @@
-"""The ``energy-auction`` command: ``local`` (the local stack), ``token`` (a bearer token) and
-``run-pipeline`` (one auction pipeline run against the local stack's data)."""
+"""The ``energy-auction`` command: ``local`` (the local stack), ``token`` (a bearer token),
+``run-pipeline`` (one auction pipeline run against the local stack's data) and ``notices`` (the
+notices still waiting for delivery)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,18 @@ def _port(value: str) -> int:
     return port
 
 
+def _open_local_files(container: Any) -> None:
+    """Open the local stack's databases now, so a bad home folder is reported at once, in one line.
+
+    Raises
+    ------
+    LocalStoreError
+        A file cannot be used; the message names it and says why.
+    """
+    container.order_store  # noqa: B018 (building it opens, checks and migrates the file)
+    container.topic  # noqa: B018
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     # Local defaults for Powertools; anything the user exported wins. Metrics stay on: they print
     # as EMF lines, as in Lambda (disabled, Powertools never clears them and they pile up).
@@ -53,12 +66,13 @@ def cmd_local(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"energy-auction: {err}", file=sys.stderr)
         return 2
+    _open_local_files(deps)
     store = deps.order_store
     if isinstance(store, SqliteOrderStore):
         store.purge_expired(int(time.time()))
     engine = PipelineEngine(deps)  # installs its container (same settings and store) for the handlers
     engine.open()
-    scheduler = None if args.no_schedule else Scheduler(args.every, engine.start_run)
+    scheduler = None if args.no_schedule else Scheduler(args.every, engine.start_run, engine.wait)
 
     gateway = LocalGateway(LocalFunction("authorizer", authorizer.handler), LocalFunction("api", api.handler))
     try:
@@ -167,10 +181,69 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
         pipeline_retry_seconds=args.retry_seconds,
         pipeline_max_attempts=args.max_attempts,
     )
-    with contextlib.redirect_stdout(sys.stderr), PipelineEngine(Container(settings)) as engine:
+    container = Container(settings)
+    _open_local_files(container)
+    with contextlib.redirect_stdout(sys.stderr), PipelineEngine(container) as engine:
         summary = engine.run()
+    if summary.notices_undelivered:
+        print(
+            f"energy-auction: {summary.notices_undelivered} notices are not delivered yet (is Slack "
+            "answering?); they stay queued and are retried: see 'energy-auction notices'",
+            file=sys.stderr,
+        )
     print(json.dumps(summary.as_dict(), indent=2))
     return 0 if summary.status == "SUCCEEDED" else 1
+
+
+def cmd_notices(args: argparse.Namespace) -> int:
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+    from energy_auction.bootstrap import Container, use
+    from energy_auction.handlers import notify
+    from energy_auction.local.delivery import NoticeDelivery
+    from energy_auction.local.lambdas import LocalFunction
+
+    container = Container(local_settings(args.home))
+    _open_local_files(container)
+    delivered = 0
+    if args.deliver:
+        use(container)  # the notifier handler runs in this process, on this home folder
+        delivery = NoticeDelivery(
+            container.topic,
+            LocalFunction("energy-auction-notify", notify.handler, 180),
+            container.settings.notice_delivery_lease_seconds,
+        )
+        delivered = delivery.deliver_due()
+    waiting = container.topic.undelivered()
+    owed = container.order_store.overdue_notices(int(container.clock()), 1000)
+    report: dict[str, Any] = {
+        "undelivered": len(waiting),
+        "overdue_rejections": len(owed),
+        "notices": [
+            {
+                "message_id": m.message_id,
+                "kind": m.kind,
+                "subject": m.subject,
+                "published_at": _iso(m.published_at),
+                "attempts": m.attempts,
+                "next_attempt_at": _iso(m.next_attempt_at),
+                "last_error": m.last_error,
+            }
+            for m in waiting
+        ],
+    }
+    if args.deliver:
+        report = {"delivered": delivered, **report}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _iso(epoch_seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
 
 
 def _interval(value: str) -> int:
@@ -231,6 +304,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-attempts", type=int, default=None, help="attempts before giving up (default 10)")
     run.set_defaults(func=cmd_run_pipeline)
 
+    notices = commands.add_parser(
+        "notices",
+        help="show the notices waiting for delivery (Slack down or slow); --deliver tries them now",
+    )
+    notices.add_argument("--home", type=Path, default=None, help=home_help)
+    notices.add_argument(
+        "--deliver", action="store_true", help="deliver every notice that is due now, then report"
+    )
+    notices.set_defaults(func=cmd_notices)
+
     token = commands.add_parser(
         "token", help="print a bearer token for the local stack, or for a deployed stage with --stage"
     )
@@ -250,6 +333,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from energy_auction.adapters.local import LocalStoreError
     from energy_auction.settings import InvalidSettings
 
     args = parser().parse_args(argv)
@@ -257,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--ttl must be a positive number of seconds")
     try:
         return int(args.func(args))
-    except InvalidSettings as err:
+    except (InvalidSettings, LocalStoreError) as err:
         print(f"energy-auction: {err}", file=sys.stderr)
         return 2
 

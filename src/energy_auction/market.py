@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from energy_auction.orders import Order, iso_utc
+from energy_auction.orders import Decision, Order, iso_utc
 
 REJECTION_REASONS = (
     "bid price outside the clearing range",
@@ -37,6 +37,40 @@ class OrderResult:
     decided_at: str
     """ISO 8601 UTC time the market reported the result."""
     reason: str | None = None
+
+    @classmethod
+    def of(cls, order: Order) -> OrderResult:
+        """The result of an order from the decision stored with it.
+
+        Raises
+        ------
+        ValueError
+            The order has no decision.
+        """
+        if order.decision is None:
+            raise ValueError(f"order {order.record_id} has no decision")
+        d = order.decision
+        return cls(
+            record_id=order.record_id,
+            parameter_1=order.parameter_1,
+            parameter_2=order.parameter_2,
+            status=d.status,
+            power=d.power,
+            auction_date=d.auction_date,
+            decided_at=d.decided_at,
+            reason=d.reason,
+        )
+
+    def decision(self, submitted_at: str) -> Decision:
+        """This result as the decision stored with the claim on the submission ``submitted_at``."""
+        return Decision(
+            status=self.status,
+            power=self.power,
+            auction_date=self.auction_date,
+            decided_at=self.decided_at,
+            reason=self.reason,
+            submitted_at=submitted_at,
+        )
 
     def as_item(self) -> dict[str, Any]:
         """The result as an item of a run's S3 file.

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from energy_auction import codec
 from energy_auction.observability import logger
+from energy_auction.orders import NoticeClaim
 
 if TYPE_CHECKING:
-    from energy_auction.ports import Notifier
+    from energy_auction.ports import Notifier, OrderStore
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
@@ -35,6 +36,9 @@ VALUE_LIMIT = 1900
 LABEL_LIMIT = 60
 MAX_FIELDS = 10
 """Fields in one section."""
+
+REJECTION_SUBJECT = "Energy Auction: order rejected"
+"""The subject of a rejection notice (the state machine's NotifyOrderRejected state uses the same)."""
 
 _ELLIPSIS = "…"
 _DEFAULT_TITLE = "Energy Auction notification"
@@ -86,6 +90,12 @@ class Notice:
     severity: Severity = "info"
     occurred_at: str | None = None
     """When it happened (ISO 8601) if the message says so, else when it was published."""
+    key: str | None = None
+    """The same for every copy of one notice (a republished or retried one): a rejection is keyed by
+    its run and order, anything else by its topic message id. Channels that can, write a key once."""
+    order: tuple[str, str] | None = None
+    """``(record_id, run_id)`` of the order rejection this notice reports: its delivery is recorded
+    on that order (``OrderStore.claim_notice``), so it is delivered once."""
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -108,7 +118,7 @@ class Notice:
             object.__setattr__(self, "occurred_at", _clip(_one_line(self.occurred_at), 64) or None)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly: kind, severity, title, text, fields (``{label: value}``) and occurred_at."""
+        """JSON-friendly: kind, severity, title, text, fields (``{label: value}``), occurred_at, key."""
         return {
             "kind": self.kind.value,
             "severity": self.severity,
@@ -116,6 +126,7 @@ class Notice:
             "text": self.text,
             "fields": dict(self.fields),
             "occurred_at": self.occurred_at,
+            "key": self.key,
         }
 
 
@@ -156,6 +167,7 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
     error = _LambdaError.of(document.get("error"))
     reason = _text(result.get("reason")) or error.message or "no reason given"
     run_id = _text(document.get("run_id"))
+    order = (record_id, run_id) if run_id else None
     return Notice(
         kind=NoticeKind.ORDER_REJECTED,
         title=f"Order {record_id} rejected",
@@ -170,7 +182,14 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
         ),
         severity="warning",
         occurred_at=_text(result.get("decided_at")),
+        key=rejection_key(record_id, run_id) if run_id else None,
+        order=order,
     )
+
+
+def rejection_key(record_id: str, run_id: str) -> str:
+    """The key of an order's rejection notice: one run rejects an order once."""
+    return f"order_rejected/{run_id}/{record_id}"
 
 
 def _order_processing_failed(document: Mapping[str, Any]) -> Notice | None:
@@ -433,6 +452,44 @@ def _one_line(text: str) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(_ELLIPSIS)] + _ELLIPSIS
+
+
+# --- Delivering once ----------------------------------------------------------------------------
+
+
+def deliver_notice(
+    notice: Notice, *, notifier: Notifier, store: OrderStore, now: float, lease_seconds: int
+) -> bool:
+    """Deliver ``notice`` through ``notifier`` unless it was delivered already; True if it was sent now.
+
+    A rejection notice is delivered once: its delivery is taken on the order (the outbox written
+    with the rejection), recorded there when the notifier succeeds, and given back when it fails
+    (then this raises, so the topic delivers the message again). A copy of a notice that was
+    delivered, or that another delivery holds right now, is skipped. Any other notice, and a
+    rejection the store no longer tracks, is simply delivered.
+
+    Raises
+    ------
+    Exception
+        Whatever the notifier raised: the notice was not delivered.
+    """
+    if notice.order is None:
+        notifier.notify(notice)
+        return True
+    record_id, run_id = notice.order
+    claim = store.claim_notice(record_id, run_id, int(now), lease_seconds)
+    if claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
+        logger.info("duplicate notice skipped", extra={"notice_key": notice.key, "because": claim.value})
+        return False
+    try:
+        notifier.notify(notice)
+    except Exception:
+        if claim is NoticeClaim.CLAIMED:
+            store.finish_notice(record_id, run_id, delivered=False)
+        raise
+    if claim is NoticeClaim.CLAIMED:
+        store.finish_notice(record_id, run_id, delivered=True)
+    return True
 
 
 # --- Notifiers that need no outside service ---------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
@@ -54,6 +54,19 @@ class OrderStatus(StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+
+
+class NoticeClaim(StrEnum):
+    """What a notifier may do with an order's rejection notice (``OrderStore.claim_notice``)."""
+
+    CLAIMED = "claimed"
+    """The notice is owed and now held by this delivery: post it, then ``finish_notice``."""
+    DELIVERED = "delivered"
+    """Already delivered: a duplicate (a retry, or a redelivery that crossed the first one)."""
+    BUSY = "busy"
+    """Another delivery holds it right now; if that one fails, the notice is retried or redelivered."""
+    UNKNOWN = "unknown"
+    """No such owed notice (the order expired, was deleted or replaced): deliver it, untracked."""
 
 
 def _finite_number(value: object) -> Decimal:
@@ -98,6 +111,28 @@ class OrderRequest(BaseModel):
     parameter_2: FiniteNumber = Field(description="A finite JSON number, kept exactly.")
 
 
+class Decision(BaseModel):
+    """The market's answer for one order, decided once and stored with the run's claim.
+
+    A run that dies after asking the market leaves the decision on the order; the run that takes
+    the order over settles it with this decision instead of asking again, so a result object that
+    the dead run wrote can never contradict the order's final status.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["accepted", "rejected"]
+    power: Decimal
+    """Cleared power (MW): the order's volume when accepted, 0 when rejected."""
+    auction_date: str
+    """YYYY-MM-DD (UTC) of the auction the result belongs to."""
+    decided_at: str
+    """ISO 8601 UTC time the market reported the result."""
+    submitted_at: str
+    """The ``submitted_at`` of the order it decides: a replaced order is a new order, undecided."""
+    reason: str | None = None
+
+
 class Order(BaseModel):
     """An order as stored: the request plus its status and lifetime."""
 
@@ -118,6 +153,15 @@ class Order(BaseModel):
     """The pipeline run processing this order right now, if any."""
     claim_expires_at: int | None = None
     """Epoch seconds when that run's claim lapses (a run that died gives its orders back then)."""
+    decision: Decision | None = None
+    """The market's answer, stored when a run claimed the order; kept by every later claim."""
+    notice_due_at: int | None = None
+    """Set while the rejection notice of this (rejected) order is owed, that is not yet delivered:
+    the epoch seconds after which the next pipeline run publishes it again."""
+    notice_lease_until: int | None = None
+    """A delivery of the owed notice is in progress until then (epoch seconds)."""
+    notice_redeliveries: int | None = None
+    """How many times the owed notice was published again (each wait doubles)."""
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -125,13 +169,49 @@ class Order(BaseModel):
     def is_claimed(self, now: float) -> bool:
         return self.claim_run_id is not None and (self.claim_expires_at or 0) > now
 
+    def is_claimable(self, run_id: str, now: float) -> bool:
+        """Pending, free for ``run_id`` (never claimed, claim lapsed, or its own), and live or decided:
+        a decided order is settled even after it expired, so its decision is never left half done."""
+        return (
+            self.status is OrderStatus.PENDING
+            and (self.is_live(now) or self.decision is not None)
+            and (not self.is_claimed(now) or self.claim_run_id == run_id)
+        )
+
+    def is_replaceable(self, now: float) -> bool:
+        """Whether a new submission with this record_id may replace this stored order.
+
+        An expired order is free, unless the market decided it and it is not settled yet; a live
+        one only while it is pending, undecided and not held by a run.
+        """
+        if not self.is_live(now):
+            return not (self.status is OrderStatus.PENDING and self.decision is not None)
+        return self.status is OrderStatus.PENDING and self.decision is None and not self.is_claimed(now)
+
+    def owes_notice(self, run_id: str) -> bool:
+        """Whether this order's rejection by ``run_id`` still has to be notified."""
+        return self.completed_by(run_id, OrderStatus.REJECTED) and self.notice_due_at is not None
+
     def completed_by(self, run_id: str, status: OrderStatus) -> bool:
         """Whether ``run_id`` already settled this order with ``status`` (a retried task's work)."""
         return self.status is status and (self.outcome or {}).get("run_id") == run_id
 
     def public_view(self) -> dict[str, Any]:
-        """The order as the API returns it."""
-        return self.model_dump(mode="python", exclude_none=True, exclude={"claim_run_id", "claim_expires_at"})
+        """The order as the API returns it (without the pipeline's bookkeeping)."""
+        return self.model_dump(mode="python", exclude_none=True, exclude=set(PIPELINE_FIELDS))
+
+
+PIPELINE_FIELDS = frozenset(
+    {
+        "claim_run_id",
+        "claim_expires_at",
+        "decision",
+        "notice_due_at",
+        "notice_lease_until",
+        "notice_redeliveries",
+    }
+)
+"""Fields of a stored order that only the pipeline uses; the API never shows them."""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from energy_auction.orders import Order, OrderStatus
+from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
 
 if TYPE_CHECKING:
     from energy_auction.market import OrderResult
@@ -40,6 +40,14 @@ class WorkStore(Protocol):
         ...
 
 
+class NoticePublisher(Protocol):
+    """Publishes a message to the notification topic (SNS on AWS, the local topic locally)."""
+
+    def publish(self, subject: str, message: str, kind: str) -> None:
+        """Publish durably: when this returns, the topic will deliver the message to the notifier."""
+        ...
+
+
 class Notifier(Protocol):
     """Delivers a notice to people (Slack, a log, a file)."""
 
@@ -54,14 +62,15 @@ class OrderStore(Protocol):
     def put_orders(self, orders: Sequence[Order], now: int) -> None:
         """Store all of ``orders`` or none of them, durably, before returning.
 
-        A stored order is replaced when it is expired (``expires_at <= now``), or pending and not
-        claimed by a pipeline run (no claim, or ``claim_expires_at <= now``). A replaced order has no
-        claim and no outcome.
+        A stored order is replaced when ``Order.is_replaceable``: it is expired (``expires_at <=
+        now``) and not decided-but-unsettled, or it is pending, undecided and not claimed by a
+        pipeline run (no claim, or ``claim_expires_at <= now``). A replaced order is a new order: no
+        claim, no decision, no outcome.
 
         Raises
         ------
         OrdersAlreadyProcessed
-            Some record_ids belong to live orders the auction has processed or a run has claimed;
+            Some record_ids belong to orders the auction has processed, decided or a run has claimed;
             nothing was stored.
         StorageUnavailable
             Storage kept failing after bounded retries; nothing was stored.
@@ -73,32 +82,53 @@ class OrderStore(Protocol):
         ...
 
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Live (``expires_at > now``) pending orders that no run holds (no claim, or a lapsed one),
-        plus those ``run_id`` itself holds (so a retried FetchResults gets its orders back).
+        """The orders a run may claim (``Order.is_claimable``): pending orders that no run holds (no
+        claim, or a lapsed one) or that ``run_id`` itself holds (so a retried FetchResults gets its
+        orders back), live ones and, even past their expiry, decided ones.
 
         On DynamoDB this is a query on the pending-orders index, never a scan.
         """
         ...
 
     def claim_orders(
-        self, record_ids: Sequence[str], run_id: str, now: int, lease_seconds: int
+        self,
+        record_ids: Sequence[str],
+        run_id: str,
+        now: int,
+        lease_seconds: int,
+        decisions: Mapping[str, Decision] | None = None,
     ) -> list[Order]:
         """Claim these orders for ``run_id`` until ``now + lease_seconds``; returns the claimed orders.
 
-        An order is claimed when it is live and pending and is unclaimed, its claim has lapsed, or
-        ``run_id`` already holds it (so a retried FetchResults claims the same orders again). Orders
-        that fail these conditions (another run holds them, they were processed, replaced or
-        expired) are left out silently. Safe against concurrent runs: each order goes to one run.
+        An order is claimed when it is pending, live or decided (``Order.is_claimable``), and is
+        unclaimed, its claim has lapsed, or ``run_id`` already holds it (so a retried FetchResults
+        claims the same orders again). Orders that fail these conditions (another run holds them,
+        they were processed, replaced or expired) are left out silently. Safe against concurrent
+        runs: each order goes to one run.
+
+        ``decisions`` holds the market's answer for orders that had none: it is stored with the
+        claim, in the same write, and only on the submission it was made for
+        (``Decision.submitted_at``); an order decided before keeps its first decision. An order
+        with a decision in ``decisions`` that was replaced since is not claimed.
         """
         ...
 
     def complete_order(
-        self, record_id: str, run_id: str, status: OrderStatus, outcome: dict[str, Any]
+        self,
+        record_id: str,
+        run_id: str,
+        status: OrderStatus,
+        outcome: dict[str, Any],
+        *,
+        notice_due_at: int | None = None,
     ) -> None:
         """Record the auction outcome (status accepted or rejected) of an order ``run_id`` holds.
 
-        Clears the claim, and takes the order out of ``pending_orders``. Idempotent: completing an
-        order that this same run already completed with this status is a no-op.
+        ``outcome`` is stored as given (it names ``run_id``). Clears the claim, and takes the order
+        out of ``pending_orders``. A rejected order is completed with ``notice_due_at``: in the same
+        atomic write its rejection notice becomes owed (an outbox), until ``finish_notice`` records
+        it delivered. Idempotent: completing an order that this same run already completed with
+        this status is a no-op.
 
         Raises
         ------
@@ -110,5 +140,27 @@ class OrderStore(Protocol):
         ...
 
     def release_order(self, record_id: str, run_id: str) -> None:
-        """Give back the claim ``run_id`` holds on a still-pending order; a no-op otherwise."""
+        """Give back the claim ``run_id`` holds on a still-pending order; a no-op otherwise.
+
+        The order keeps its decision: the next run settles it the same way."""
+        ...
+
+    def claim_notice(self, record_id: str, run_id: str, now: int, lease_seconds: int) -> NoticeClaim:
+        """Take the owed rejection notice of ``record_id`` (rejected by ``run_id``) for one delivery,
+        until ``now + lease_seconds``; says what the notifier should do (see ``NoticeClaim``)."""
+        ...
+
+    def finish_notice(self, record_id: str, run_id: str, *, delivered: bool) -> None:
+        """End a delivery taken with ``claim_notice``: delivered, the notice is no longer owed;
+        not delivered, it is given back for the next attempt."""
+        ...
+
+    def overdue_notices(self, now: int, limit: int) -> list[Order]:
+        """Rejected orders whose notice is owed, due (``notice_due_at <= now``) and not being
+        delivered: at most ``limit``, the longest overdue first. Never a scan on DynamoDB."""
+        ...
+
+    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+        """After an owed notice was published again: wait until ``due_at`` before the next time,
+        and count the redelivery. A no-op when the notice is no longer owed."""
         ...

@@ -93,28 +93,31 @@ class Settings:
     market_accept_probability: float = _setting(0.7, _finite, 0, 1)
     market_seed: int | None = _setting(None, int)
     """Seed of the simulated market, to reproduce a run's outcomes; unset means random."""
-    claim_lease_seconds: int = _setting(4500, int, 60, 7 * 24 * 3600)
+    claim_lease_seconds: int = _setting(4500, int, 11, 7 * 24 * 3600)
     """How long a run holds the orders it claimed; then the orders of a run that died are free again."""
     pipeline_max_attempts: int = _setting(10, int, 1, 1000)
     pipeline_retry_seconds: int = _setting(30, int, 0, 3600)
-    pipeline_timeout_seconds: int = _setting(3600, int, 60, 86400)
+    pipeline_timeout_seconds: int = _setting(3600, int, 10, 86400)
     pipeline_task_retry_interval_seconds: int = _setting(2, int, 1, 300)
     pipeline_task_retry_max_attempts: int = _setting(4, int, 0, 20)
     pipeline_task_retry_backoff_rate: float = _setting(2.0, _finite, 1, 10)
     pipeline_max_concurrency: int = _setting(8, int, 1, 1000)
 
     # Notifications
+    notification_topic_arn: str | None = _setting(None, _optional)
+    """The SNS topic FetchResults publishes redelivered rejection notices to (AWS)."""
+    notice_redelivery_seconds: int = _setting(900, int, 0, 86400)
+    """A rejection notice still undelivered this long after its order was rejected is published
+    again by the next pipeline run (then after twice as long, and so on, up to 6 hours)."""
+    notice_delivery_lease_seconds: int = _setting(300, int, 1, 3600)
+    """How long one delivery of a notice holds it (longer than the notifier's own retries); a
+    delivery that died gives the notice back after this time."""
     slack_webhook_url: str | None = _setting(None, _optional, env=("SLACK_WEBHOOK_URL",), repr=False)
     """The Slack incoming webhook (local stack); never logged."""
     slack_webhook_secret_id: str | None = _setting(None, _optional)
     """Secrets Manager name of the Slack webhook URL (AWS)."""
 
     def __post_init__(self) -> None:
-        if self.claim_lease_seconds <= self.pipeline_timeout_seconds:
-            raise InvalidSettings(
-                f"{PREFIX}CLAIM_LEASE_SECONDS must exceed {PREFIX}PIPELINE_TIMEOUT_SECONDS, so a claim "
-                "outlives the run that holds it"
-            )
         for spec in fields(self):
             if getattr(self, spec.name) is None:
                 continue
@@ -126,6 +129,13 @@ class Settings:
                 raise InvalidSettings(
                     f"{PREFIX}{spec.name.upper()} must be between {low} and {high}, not {value}"
                 )
+        # Checked after the ranges, so an out-of-range value is told its range first.
+        if self.claim_lease_seconds <= self.pipeline_timeout_seconds:
+            raise InvalidSettings(
+                f"{PREFIX}CLAIM_LEASE_SECONDS ({self.claim_lease_seconds}) must exceed "
+                f"{PREFIX}PIPELINE_TIMEOUT_SECONDS ({self.pipeline_timeout_seconds}), so a claim "
+                "outlives the run that holds it"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -147,6 +157,10 @@ class Settings:
     @property
     def orders_db(self) -> Path:
         return self.home / "orders.sqlite3"
+
+    @property
+    def notices_db(self) -> Path:
+        return self.home / "notices.sqlite3"
 
     @property
     def jwt_secret_file(self) -> Path:

@@ -19,6 +19,9 @@ from moto.dynamodb import models as moto_dynamodb
 from moto.dynamodb.models.table import Table
 
 from energy_auction.adapters.aws import (
+    NOTICE_DUE_ATTRIBUTE,
+    NOTICE_SHARD_ATTRIBUTE,
+    NOTICES_INDEX,
     ORDERS_KEY,
     PENDING_INDEX,
     PENDING_SHARD_ATTRIBUTE,
@@ -32,8 +35,9 @@ MAX_ATTEMPTS = 4
 
 
 def create_orders_table(client: Any, name: str) -> None:
-    """Create the orders table as the CDK stack does: on demand, key record_id, TTL on expires_at, and
-    the sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL).
+    """Create the orders table as the CDK stack does: on demand, key record_id, TTL on expires_at, the
+    sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL)
+    and the sparse owed-notices index (partition notice_shard (S), sort notice_due_at (N), keys only).
     """
     client.create_table(
         TableName=name,
@@ -43,6 +47,8 @@ def create_orders_table(client: Any, name: str) -> None:
             {"AttributeName": ORDERS_KEY, "AttributeType": "S"},
             {"AttributeName": PENDING_SHARD_ATTRIBUTE, "AttributeType": "S"},
             {"AttributeName": TTL_ATTRIBUTE, "AttributeType": "N"},
+            {"AttributeName": NOTICE_SHARD_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": NOTICE_DUE_ATTRIBUTE, "AttributeType": "N"},
         ],
         GlobalSecondaryIndexes=[
             {
@@ -52,7 +58,15 @@ def create_orders_table(client: Any, name: str) -> None:
                     {"AttributeName": TTL_ATTRIBUTE, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": NOTICES_INDEX,
+                "KeySchema": [
+                    {"AttributeName": NOTICE_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": NOTICE_DUE_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
     )
     client.update_time_to_live(

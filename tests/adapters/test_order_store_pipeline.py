@@ -23,7 +23,7 @@ from botocore.exceptions import EndpointConnectionError
 from energy_auction.adapters.aws import PENDING_INDEX, DynamoDbOrderStore, order_to_item
 from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus
+from energy_auction.orders import ORDER_TTL_SECONDS, NoticeClaim, Order, OrderStatus, settled_outcome
 from tests.adapters.stores import (
     MAX_ATTEMPTS,
     NOW,
@@ -248,12 +248,13 @@ def test_the_stored_outcome_names_the_run_that_completed_the_order(subject: Stor
     store.put_orders([pending("ord-1")], now=NOW)
     store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
 
-    # When it completes it with an outcome that does not name the run (and holds a float)
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"power": 2.5})
+    # When it completes it with the outcome the use case settled (a float became its decimal)
+    outcome = settled_outcome("run-1", OrderStatus.ACCEPTED, {"power": 2.5})
+    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, outcome)
 
-    # Then the stored outcome names it, with the number kept exactly, and a retry is recognised
+    # Then the stored outcome names the run, with the number kept exactly, and a retry is recognised
     assert store.get_order("ord-1").outcome == {"power": Decimal("2.5"), "run_id": "run-1"}
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"power": 2.5})
+    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, outcome)
 
 
 def _held_by_another_run(store: Any) -> None:
@@ -383,19 +384,6 @@ def test_a_put_replaces_a_released_order(subject: StoreUnderTest) -> None:
     assert store.get_order("ord-1") == fresh
 
 
-def test_completing_refuses_a_pending_status(subject: StoreUnderTest) -> None:
-    store = subject.store
-    store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
-
-    with pytest.raises(ValueError, match="accepted or rejected"):
-        store.complete_order("ord-1", "run-1", OrderStatus.PENDING, {})
-    with pytest.raises(ValueError, match="names run"):
-        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-9"})
-
-    assert store.get_order("ord-1") == claimed(pending("ord-1"), "run-1", NOW + LEASE)
-
-
 # --- DynamoDB only: the index, call counts, retries under injected faults -----------------------
 
 
@@ -444,9 +432,10 @@ def test_dynamodb_pending_orders_queries_each_shard_and_never_scans(
     # When the pipeline lists pending orders
     found = dynamo.pending_orders(NOW)
 
-    # Then it ran one query per shard on the index, and nothing else
+    # Then it ran two queries per shard on the index (the live orders, and the expired ones that
+    # were decided), and nothing else
     assert len(found) == 40
-    assert faulty.calls == {"query": 8}
+    assert faulty.calls == {"query": 16}
 
 
 def test_dynamodb_pending_orders_reads_every_page(
@@ -670,8 +659,10 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     assert item["claim_run_id"] == {"S": "run-1"}
     assert item["claim_expires_at"] == {"N": str(NOW + LEASE)}
 
-    # When the run completes it, it leaves the index, and the claim is gone; the outcome is a map
-    dynamo.complete_order("ord-1", "run-1", OrderStatus.REJECTED, {"power": Decimal("0.5")})
+    # When the run completes it as rejected, it leaves the pending index and enters the owed-notices
+    # index (the outbox), and the claim is gone; the outcome is a map
+    outcome = {"power": Decimal("0.5"), "run_id": "run-1"}
+    dynamo.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome, notice_due_at=NOW + 900)
     item = _raw_item(faulty, "ord-1")
     assert set(item) == {
         "record_id",
@@ -681,9 +672,17 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
         "submitted_at",
         "expires_at",
         "outcome",
+        "notice_due_at",
+        "notice_shard",
     }
     assert item["status"] == {"S": "rejected"}
     assert item["outcome"] == {"M": {"power": {"N": "0.5"}, "run_id": {"S": "run-1"}}}
+    assert (item["notice_due_at"], item["notice_shard"]) == ({"N": str(NOW + 900)}, shard)
+
+    # When the notifier has delivered its notice, it leaves the owed-notices index too
+    assert dynamo.claim_notice("ord-1", "run-1", NOW + 1, 300) is NoticeClaim.CLAIMED
+    dynamo.finish_notice("ord-1", "run-1", delivered=True)
+    assert set(_raw_item(faulty, "ord-1")) == set(item) - {"notice_due_at", "notice_shard"}
 
 
 def test_dynamodb_processed_orders_are_stored_outside_the_index(

@@ -65,7 +65,7 @@ def test_each_message_is_written_to_the_jsonl_file_and_posted_to_slack(
     answer = invoke(event)
 
     # Then every message is a line of the file and a post to Slack, in order
-    assert answer == {"delivered": 3}
+    assert answer == {"delivered": 3, "skipped": 0}
     lines = written(jsonl)
     assert [line["kind"] for line in lines] == ["order_rejected", "results_not_ready", "alarm"]
     assert lines[0]["title"] == "Order unique_id_1 rejected"
@@ -104,7 +104,7 @@ def test_without_a_webhook_the_notice_is_still_written(tmp_path: Path) -> None:
     answer = invoke(sns_event(sns_record(rejected_message("unique_id_9"), "order_rejected")))
 
     # Then the file has it and the invocation succeeds (the notice was logged instead of posted)
-    assert answer == {"delivered": 1}
+    assert answer == {"delivered": 1, "skipped": 0}
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_9"]
 
 

@@ -3,9 +3,11 @@ refusals, interval parsing, and the local schedule."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from energy_auction.auth import TokenVerifier
 from energy_auction.cli import main
 from energy_auction.deployment import jwt_secret_name
 from energy_auction.local.scheduler import Scheduler, parse_interval
+from tests.logs import captured_logs
 
 STAGE_SECRET = "stage-secret-generated-at-deploy-0123456789abcdef"
 
@@ -253,6 +256,21 @@ class RecordingStart:
             return self.calls
 
 
+@dataclass
+class FinishedRun:
+    """What the engine's wait() returns, as far as the scheduler reads it."""
+
+    run_id: str
+    status: str = "SUCCEEDED"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "orders": 3}
+
+
+def finished(run_id: str) -> FinishedRun:
+    return FinishedRun(run_id, "FAILED" if run_id == "run-2" else "SUCCEEDED")
+
+
 @pytest.fixture
 def scheduled() -> Iterator[list[Scheduler]]:
     started: list[Scheduler] = []
@@ -264,7 +282,7 @@ def scheduled() -> Iterator[list[Scheduler]]:
 def test_the_scheduler_starts_runs_every_interval_until_stopped(scheduled: list[Scheduler]) -> None:
     # Given a scheduler starting a run every second
     start_run = RecordingStart()
-    scheduler = Scheduler(1, start_run)
+    scheduler = Scheduler(1, start_run, finished)
     scheduled.append(scheduler)
 
     # When it has run for a while
@@ -282,7 +300,7 @@ def test_the_scheduler_starts_runs_every_interval_until_stopped(scheduled: list[
 def test_a_failing_start_does_not_stop_the_schedule(scheduled: list[Scheduler]) -> None:
     # Given a start_run whose first call raises
     start_run = RecordingStart(fail_on=frozenset({1}))
-    scheduler = Scheduler(1, start_run)
+    scheduler = Scheduler(1, start_run, finished)
     scheduled.append(scheduler)
 
     # When the scheduler runs
@@ -292,9 +310,29 @@ def test_a_failing_start_does_not_stop_the_schedule(scheduled: list[Scheduler]) 
     assert wait_until(lambda: start_run.count() >= 2, timeout=6)
 
 
+def test_the_scheduler_logs_each_runs_summary_when_it_ends(scheduled: list[Scheduler]) -> None:
+    # Given a scheduler whose first run succeeds and second fails
+    start_run = RecordingStart()
+    scheduler = Scheduler(1, start_run, finished)
+    scheduled.append(scheduler)
+
+    # When two runs have ended
+    with captured_logs() as lines:
+        scheduler.start()
+        assert wait_until(lambda: sum("run ended" in line for line in lines) >= 2, timeout=8)
+    scheduler.stop()
+
+    # Then each run's summary is one log line, at error level for the failed run
+    ended = [json.loads(line) for line in lines if "run ended" in line]
+    assert [(e["run_id"], e["status"], e["level"], e["orders"]) for e in ended[:2]] == [
+        ("run-1", "SUCCEEDED", "INFO", 3),
+        ("run-2", "FAILED", "ERROR", 3),
+    ]
+
+
 def test_stop_before_the_first_tick_starts_nothing(scheduled: list[Scheduler]) -> None:
     start_run = RecordingStart()
-    scheduler = Scheduler(1, start_run)
+    scheduler = Scheduler(1, start_run, finished)
     scheduled.append(scheduler)
     scheduler.start()
     scheduler.stop()

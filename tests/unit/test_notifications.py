@@ -364,6 +364,7 @@ def test_as_dict_is_json_with_the_fields_as_an_object() -> None:
         "text": notice.text,
         "fields": {"run_id": "run-9", "attempts": "3"},
         "occurred_at": None,
+        "key": None,
     }
 
 

@@ -31,6 +31,7 @@ from energy_auction.orders import (
     find_order,
     new_orders,
     parse_orders,
+    settled_outcome,
     submit_orders,
 )
 
@@ -605,3 +606,18 @@ invalid_record_ids = st.one_of(
 def test_invalid_record_ids_are_always_refused_naming_record_id(record_id: str) -> None:
     problems = problems_of(body_of(order(record_id=record_id)))
     assert [(p.index, p.record_id, p.field) for p in problems] == [(0, record_id, "record_id")]
+
+
+# --- The outcome a run settles
+
+
+def test_a_settled_outcome_names_its_run_and_keeps_numbers_exact() -> None:
+    outcome = settled_outcome("run-1", OrderStatus.ACCEPTED, {"power": 2.5})
+    assert outcome == {"power": Decimal("2.5"), "run_id": "run-1"}
+
+
+def test_an_outcome_is_settled_as_accepted_or_rejected_by_its_own_run() -> None:
+    with pytest.raises(ValueError, match="accepted or rejected"):
+        settled_outcome("run-1", OrderStatus.PENDING, {})
+    with pytest.raises(ValueError, match="names run"):
+        settled_outcome("run-1", OrderStatus.ACCEPTED, {"run_id": "run-9"})

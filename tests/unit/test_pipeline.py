@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from energy_auction import codec
-from energy_auction.adapters.local import SqliteOrderStore
+from energy_auction.adapters.local import TTL_LAG_SECONDS, SqliteOrderStore
 from energy_auction.bootstrap import Container
 from energy_auction.errors import ClaimLost, OrderRejected
 from energy_auction.market import REJECTION_REASONS, OrderResult, SimulatedMarket
@@ -26,6 +26,7 @@ from energy_auction.pipeline import fetch_results, process_order, release_order,
 from ..conftest import START, FakeClock
 
 LEASE = 4500
+NOTICE_DELAY = 900
 RUN = "run-20270115T080000Z-aaaa"
 OTHER_RUN = "run-20270115T080500Z-bbbb"
 
@@ -91,7 +92,6 @@ def claimed_result(
         expires_at=int(now) + ORDER_TTL_SECONDS,
     )
     container.order_store.put_orders([stored], int(now))
-    assert container.order_store.claim_orders([record_id], run_id, int(now), LEASE)
     accepted = status == "accepted"
     result = OrderResult(
         record_id=record_id,
@@ -103,7 +103,22 @@ def claimed_result(
         decided_at=iso_utc(now + 1.5),
         reason=None if accepted else REJECTION_REASONS[1],
     )
+    # FetchResults stores the market's decision with the claim
+    decisions = {record_id: result.decision(stored.submitted_at)}
+    assert container.order_store.claim_orders([record_id], run_id, int(now), LEASE, decisions)
     return as_event(result.as_item())
+
+
+def settle(container: Container, item: dict[str, Any], run_id: str = RUN) -> dict[str, str]:
+    """ProcessOrder on the container's stores, as its handler calls it."""
+    return process_order(
+        item,
+        run_id,
+        store=container.order_store,
+        results=container.result_store,
+        now=container.clock(),
+        notice_delay_seconds=NOTICE_DELAY,
+    )
 
 
 def result_file(container: Container, key: str) -> Path:
@@ -257,7 +272,7 @@ def test_an_accepted_result_is_written_and_the_order_marked_accepted(local_conta
     key = result_key(item["auction_date"], "unique_id_1")
 
     # When ProcessOrder settles it
-    answer = process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+    answer = settle(local_container, item)
 
     # Then it answers with where the result is
     assert key == f"orders/{item['auction_date']}/unique_id_1.json"
@@ -291,14 +306,14 @@ def test_a_retried_accepted_result_rewrites_identical_bytes(
 ) -> None:
     # Given an accepted result ProcessOrder already settled
     item = claimed_result(local_container, "unique_id_1", "accepted")
-    answer = process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+    answer = settle(local_container, item)
     path = result_file(local_container, answer["result_key"])
     first_bytes = path.read_bytes()
     first_order = get(local_container, "unique_id_1")
 
     # When the task is retried with the same input a little later
     clock.advance(30)
-    again = process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+    again = settle(local_container, item)
 
     # Then it succeeds the same way, rewriting the very same bytes, and the order is unchanged
     assert again == answer
@@ -313,7 +328,7 @@ def test_power_that_arrives_as_a_float_is_stored_as_its_decimal(local_container:
     assert isinstance(item["power"], float)
 
     # When ProcessOrder settles it
-    process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+    settle(local_container, item)
 
     # Then the stored power is the Decimal of the float's shortest text, not its binary expansion
     outcome = get(local_container, "unique_id_2").outcome
@@ -332,7 +347,7 @@ def test_a_rejected_result_marks_the_order_rejected_and_raises(local_container: 
 
     # When ProcessOrder settles it
     with pytest.raises(OrderRejected) as raised:
-        process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+        settle(local_container, item)
 
     # Then it raises the challenge's message
     assert str(raised.value) == "Order status is rejected! record_id=unique_id_3"
@@ -358,13 +373,13 @@ def test_a_retried_rejected_result_raises_again_and_changes_nothing(
     # Given a rejected result ProcessOrder already settled
     item = claimed_result(local_container, "unique_id_3", "rejected")
     with pytest.raises(OrderRejected):
-        process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+        settle(local_container, item)
     before = get(local_container, "unique_id_3")
 
     # When the task is retried
     clock.advance(30)
     with pytest.raises(OrderRejected, match=r"^Order status is rejected! record_id=unique_id_3$"):
-        process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+        settle(local_container, item)
 
     # Then the order is as it was
     assert get(local_container, "unique_id_3") == before
@@ -380,7 +395,7 @@ def test_an_order_another_run_holds_is_a_lost_claim(local_container: Container, 
 
     # When this run tries to settle it
     with pytest.raises(ClaimLost):
-        process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+        settle(local_container, item)
 
     # Then the order is untouched and no result is written
     order = get(local_container, "held")
@@ -397,7 +412,7 @@ def test_an_order_that_was_never_claimed_is_a_lost_claim(local_container: Contai
 
     # When a run tries to settle it
     with pytest.raises(ClaimLost):
-        process_order(item, RUN, store=local_container.order_store, results=local_container.result_store)
+        settle(local_container, item)
 
     # Then it is still pending and unclaimed, with no result file
     order = get(local_container, "free0")
@@ -410,11 +425,11 @@ def test_an_order_that_no_longer_exists_is_a_lost_claim(local_container: Contain
     item = claimed_result(local_container, "gone", "accepted")
     store = local_container.order_store
     assert isinstance(store, SqliteOrderStore)
-    assert store.purge_expired(int(START) + ORDER_TTL_SECONDS) == 1
+    assert store.purge_expired(int(START) + ORDER_TTL_SECONDS + TTL_LAG_SECONDS) == 1
 
     # When the run tries to settle it
     with pytest.raises(ClaimLost):
-        process_order(item, RUN, store=store, results=local_container.result_store)
+        settle(local_container, item)
 
     # Then nothing is written
     assert not result_file(local_container, result_key(item["auction_date"], "gone")).exists()

@@ -92,6 +92,9 @@ def test_from_env_reads_the_process_environment_by_default(monkeypatch: pytest.M
         ("ENERGY_AUCTION_PIPELINE_MAX_CONCURRENCY", "40", "pipeline_max_concurrency", 40),
         ("ENERGY_AUCTION_SLACK_WEBHOOK_URL", WEBHOOK, "slack_webhook_url", WEBHOOK),
         ("ENERGY_AUCTION_SLACK_WEBHOOK_SECRET_ID", "slack/url", "slack_webhook_secret_id", "slack/url"),
+        ("ENERGY_AUCTION_NOTIFICATION_TOPIC_ARN", "topic-arn", "notification_topic_arn", "topic-arn"),
+        ("ENERGY_AUCTION_NOTICE_REDELIVERY_SECONDS", "0", "notice_redelivery_seconds", 0),
+        ("ENERGY_AUCTION_NOTICE_DELIVERY_LEASE_SECONDS", "5", "notice_delivery_lease_seconds", 5),
     ],
 )
 def test_each_variable_is_parsed_into_its_field(variable: str, raw: str, name: str, expected: Any) -> None:
@@ -142,6 +145,9 @@ def test_every_field_has_a_variable_of_its_name() -> None:
         "pipeline_max_concurrency",
         "slack_webhook_url",
         "slack_webhook_secret_id",
+        "notification_topic_arn",
+        "notice_redelivery_seconds",
+        "notice_delivery_lease_seconds",
     }
 
 
@@ -204,9 +210,12 @@ def test_region_falls_back_to_aws_region_then_aws_default_region(
         ("ENERGY_AUCTION_MARKET_READY_PROBABILITY", "-0.01"),
         ("ENERGY_AUCTION_MARKET_ACCEPT_PROBABILITY", "1.5"),
         ("ENERGY_AUCTION_MARKET_ACCEPT_PROBABILITY", "inf"),
-        ("ENERGY_AUCTION_CLAIM_LEASE_SECONDS", "59"),
+        ("ENERGY_AUCTION_CLAIM_LEASE_SECONDS", "10"),
+        ("ENERGY_AUCTION_CLAIM_LEASE_SECONDS", "-5"),
         ("ENERGY_AUCTION_PIPELINE_MAX_ATTEMPTS", "0"),
-        ("ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS", "59"),
+        ("ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS", "9"),
+        ("ENERGY_AUCTION_NOTICE_REDELIVERY_SECONDS", "-1"),
+        ("ENERGY_AUCTION_NOTICE_DELIVERY_LEASE_SECONDS", "0"),
         ("ENERGY_AUCTION_PIPELINE_TASK_RETRY_BACKOFF_RATE", "0.5"),
         ("ENERGY_AUCTION_PIPELINE_MAX_CONCURRENCY", "1001"),
     ],
@@ -304,6 +313,18 @@ def test_the_claim_lease_must_exceed_the_pipeline_timeout(environ: dict[str, str
         InvalidSettings, match=f"{PREFIX}CLAIM_LEASE_SECONDS.*{PREFIX}PIPELINE_TIMEOUT_SECONDS"
     ):
         Settings.from_env(environ)
+
+
+def test_a_claim_lease_out_of_range_is_told_its_range_first() -> None:
+    with pytest.raises(InvalidSettings, match=r"CLAIM_LEASE_SECONDS must be between 11 and \d+, not -5$"):
+        Settings.from_env({"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "-5"})
+
+
+def test_the_shortest_timeout_and_lease_are_accepted_for_tests_of_dead_runs() -> None:
+    settings = Settings.from_env(
+        {"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "11", "ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS": "10"}
+    )
+    assert (settings.claim_lease_seconds, settings.pipeline_timeout_seconds) == (11, 10)
 
 
 def test_a_claim_lease_one_second_longer_than_the_timeout_is_accepted() -> None:

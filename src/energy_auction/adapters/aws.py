@@ -6,7 +6,7 @@ import hashlib
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -16,11 +16,12 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from energy_auction import codec
 from energy_auction.adapters.transient import TRANSIENT_CODES
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import Order, OrderStatus, settled_outcome
+from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
 
 _TRANSIENT_CANCELLATIONS = frozenset(
     {
@@ -41,6 +42,13 @@ projection ALL. Only pending orders carry ``pending_shard``, so the index holds 
 PENDING_SHARD_ATTRIBUTE = "pending_shard"
 PENDING_SHARDS = 8
 """Pending orders spread over this many index partitions (by a hash of record_id)."""
+NOTICES_INDEX = "owed-notices"
+"""Sparse GSI over rejected orders whose notice is owed (the outbox): partition key ``notice_shard``
+(S), sort key ``notice_due_at`` (N), keys only. Only an owed notice carries ``notice_shard``."""
+NOTICE_SHARD_ATTRIBUTE = "notice_shard"
+NOTICE_DUE_ATTRIBUTE = "notice_due_at"
+_STORAGE_ATTRIBUTES = (PENDING_SHARD_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE)
+"""Attributes that only place an item in an index; not part of the order."""
 
 _T = TypeVar("_T")
 _serializer = TypeSerializer()
@@ -86,22 +94,27 @@ class Backoff:
 
 def order_to_item(order: Order) -> dict[str, Any]:
     """The DynamoDB item of an order. Pending orders carry ``pending_shard``, which puts them in the
-    sparse pending-orders index; an item without it (a processed order) is not in the index."""
+    sparse pending-orders index; an item without it (a processed order) is not in the index. An
+    owed rejection notice carries ``notice_shard`` likewise (the owed-notices index)."""
     plain = order.model_dump(mode="python", exclude_none=True)
     plain["status"] = order.status.value
     if order.status is OrderStatus.PENDING:
         plain[PENDING_SHARD_ATTRIBUTE] = pending_shard(order.record_id)
+    if order.notice_due_at is not None:
+        plain[NOTICE_SHARD_ATTRIBUTE] = pending_shard(order.record_id)
     return {key: _serializer.serialize(value) for key, value in plain.items()}
 
 
 def item_to_order(item: dict[str, Any]) -> Order:
     plain = {key: _deserializer.deserialize(value) for key, value in item.items()}
-    plain.pop(PENDING_SHARD_ATTRIBUTE, None)  # storage detail, not part of the order
+    for attribute in _STORAGE_ATTRIBUTES:  # storage details, not part of the order
+        plain.pop(attribute, None)
     return Order.model_validate(plain)
 
 
 def pending_shard(record_id: str) -> str:
-    """The pending-orders index partition of an order: a stable hash, so it survives restarts."""
+    """The index partition of an order (pending-orders and owed-notices): a stable hash, so it
+    survives restarts."""
     return str(zlib.crc32(record_id.encode()) % PENDING_SHARDS)
 
 
@@ -117,11 +130,22 @@ def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 _TRANSACTION_ITEMS = 100
 """The most actions one TransactWriteItems call takes, and the most keys one BatchGetItem call reads."""
 
-# An order a run may claim: live, pending, and free (never claimed, claim lapsed, or already this run's).
+# An order a run may claim (Order.is_claimable): pending, live or decided, and free (never claimed,
+# claim lapsed, or already this run's).
 _CLAIMABLE = (
-    "#status = :pending AND expires_at > :now "
+    "#status = :pending AND (expires_at > :now OR attribute_exists(decision)) "
     "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now OR claim_run_id = :run)"
 )
+# A stored order a submission may replace (Order.is_replaceable).
+_REPLACEABLE = (
+    "attribute_not_exists(record_id) "
+    "OR (expires_at <= :now AND NOT (#status = :pending AND attribute_exists(decision))) "
+    "OR (#status = :pending AND attribute_not_exists(decision) "
+    "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now))"
+)
+# The order's rejection by :run is settled and its notice still owed.
+_OWES_NOTICE = f"#status = :rejected AND #outcome.run_id = :run AND attribute_exists({NOTICE_DUE_ATTRIBUTE})"
+_NOTICE_NAMES = {"#status": "status", "#outcome": "outcome"}
 
 
 class DynamoDbOrderStore:
@@ -152,10 +176,7 @@ class DynamoDbOrderStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": order_to_item(order),
-                    # Replaceable: new, expired, or pending and not held by a run (unclaimed or lapsed).
-                    "ConditionExpression": "attribute_not_exists(record_id) OR expires_at <= :now "
-                    "OR (#status = :pending AND (attribute_not_exists(claim_run_id) "
-                    "OR claim_expires_at <= :now))",
+                    "ConditionExpression": _REPLACEABLE,
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": {
                         ":pending": {"S": OrderStatus.PENDING.value},
@@ -208,36 +229,57 @@ class DynamoDbOrderStore:
         return item_to_order(item) if item else None
 
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Live pending orders no run (other than ``run_id``) holds, by expiry then record_id.
+        """Claimable orders (live, or decided), by expiry then record_id.
 
-        One query per index shard."""
+        Two queries per index shard: the live orders, and the expired ones that were decided (an
+        expired pending order stays in the index only until the TTL sweep deletes it)."""
+        free = "(attribute_not_exists(claim_run_id) OR claim_expires_at <= :now OR claim_run_id = :run)"
         orders: list[Order] = []
         for shard in range(PENDING_SHARDS):
-            request: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": PENDING_INDEX,
-                "KeyConditionExpression": f"{PENDING_SHARD_ATTRIBUTE} = :shard AND expires_at > :now",
-                # Claimed orders stay in the index (still pending); another run's live claim hides them.
-                "FilterExpression": "attribute_not_exists(claim_run_id) OR claim_expires_at <= :now"
-                " OR claim_run_id = :run",
-                "ExpressionAttributeValues": {
-                    ":shard": {"S": str(shard)},
-                    ":now": {"N": str(now)},
-                    ":run": {"S": run_id or ""},
-                },
-            }
-            while True:
-                page = self._call(self._client.query, **request)
-                orders.extend(item_to_order(item) for item in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    break
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            for key_condition, condition in (
+                ("expires_at > :now", free),
+                ("expires_at <= :now", f"attribute_exists(decision) AND {free}"),
+            ):
+                orders.extend(
+                    item_to_order(item)
+                    for item in self._query(
+                        IndexName=PENDING_INDEX,
+                        KeyConditionExpression=f"{PENDING_SHARD_ATTRIBUTE} = :shard AND {key_condition}",
+                        # Claimed orders stay in the index (still pending); another run's live claim
+                        # hides them.
+                        FilterExpression=condition,
+                        ExpressionAttributeValues={
+                            ":shard": {"S": str(shard)},
+                            ":now": {"N": str(now)},
+                            ":run": {"S": run_id or ""},
+                        },
+                    )
+                )
         return sorted(orders, key=lambda o: (o.expires_at, o.record_id))
 
+    def _query(self, **request: Any) -> Iterator[dict[str, Any]]:
+        """Every item a query on the table (or one of its indexes) finds, page by page."""
+        request = {"TableName": self._table, **request}
+        while True:
+            page = self._call(self._client.query, **request)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def claim_orders(
-        self, record_ids: Sequence[str], run_id: str, now: int, lease_seconds: int
+        self,
+        record_ids: Sequence[str],
+        run_id: str,
+        now: int,
+        lease_seconds: int,
+        decisions: Mapping[str, Decision] | None = None,
     ) -> list[Order]:
         """Claim with transactions of up to 100 conditional updates, then read the claimed orders back.
+
+        An update that carries a decision stores it unless the order has one
+        (``if_not_exists``), on the condition that the order is decided or is the submission the
+        decision was made for.
 
         Orders whose condition fails are dropped from the transaction and the rest retried, so
         claiming n orders takes about n/100 transactions and n/100 batch reads. Returns the claimed
@@ -249,35 +291,50 @@ class DynamoDbOrderStore:
         unique = list(dict.fromkeys(record_ids))  # a transaction may not touch one item twice
         claimed: list[str] = []
         for chunk in _chunks(unique, _TRANSACTION_ITEMS):
-            claimed.extend(self._claim_chunk(chunk, run_id, now, now + lease_seconds))
+            claimed.extend(self._claim_chunk(chunk, run_id, now, now + lease_seconds, decisions or {}))
         found = self._read_orders(claimed)
         # Keep what the read shows this run holding (the transaction said so; the read is the proof).
         return [found[r] for r in claimed if r in found and found[r].claim_run_id == run_id]
 
     def complete_order(
-        self, record_id: str, run_id: str, status: OrderStatus, outcome: dict[str, Any]
+        self,
+        record_id: str,
+        run_id: str,
+        status: OrderStatus,
+        outcome: dict[str, Any],
+        *,
+        notice_due_at: int | None = None,
     ) -> None:
-        """Record the outcome with one conditional update on the claim.
+        """Record the outcome (and for a rejection its owed notice) with one conditional update on
+        the claim: the outcome and the outbox entry are written together or not at all.
 
-        The outcome is stored with ``run_id`` (added when missing): a retry whose first attempt
-        committed is recognised by it and by the status, and succeeds without writing again.
+        A retry whose first attempt committed is recognised by the outcome's ``run_id`` and the
+        status, and succeeds without writing again.
         """
-        stored_outcome = settled_outcome(run_id, status, outcome)
+        values: dict[str, Any] = {
+            ":status": {"S": status.value},
+            ":outcome": _serializer.serialize(outcome),
+            ":pending": {"S": OrderStatus.PENDING.value},
+            ":run": {"S": run_id},
+        }
+        removed = [PENDING_SHARD_ATTRIBUTE, "claim_run_id", "claim_expires_at", "notice_lease_until"]
+        removed.append("notice_redeliveries")
+        update = "SET #status = :status, outcome = :outcome"
+        if status is OrderStatus.REJECTED and notice_due_at is not None:
+            update += f", {NOTICE_DUE_ATTRIBUTE} = :due, {NOTICE_SHARD_ATTRIBUTE} = :notice_shard"
+            values[":due"] = {"N": str(notice_due_at)}
+            values[":notice_shard"] = {"S": pending_shard(record_id)}
+        else:
+            removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE]
         try:
             self._call(
                 self._client.update_item,
                 TableName=self._table,
                 Key={ORDERS_KEY: {"S": record_id}},
-                UpdateExpression="SET #status = :status, outcome = :outcome "
-                f"REMOVE {PENDING_SHARD_ATTRIBUTE}, claim_run_id, claim_expires_at",
+                UpdateExpression=f"{update} REMOVE {', '.join(removed)}",
                 ConditionExpression="#status = :pending AND claim_run_id = :run",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":status": {"S": status.value},
-                    ":outcome": _serializer.serialize(stored_outcome),
-                    ":pending": {"S": OrderStatus.PENDING.value},
-                    ":run": {"S": run_id},
-                },
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
@@ -307,6 +364,101 @@ class DynamoDbOrderStore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
 
+    def claim_notice(self, record_id: str, run_id: str, now: int, lease_seconds: int) -> NoticeClaim:
+        """One conditional update takes the delivery; when its condition fails, the order as it was
+        says why (delivered, busy, or no such notice)."""
+        try:
+            self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={ORDERS_KEY: {"S": record_id}},
+                UpdateExpression="SET notice_lease_until = :until",
+                ConditionExpression=f"{_OWES_NOTICE} AND "
+                "(attribute_not_exists(notice_lease_until) OR notice_lease_until <= :now)",
+                ExpressionAttributeNames=_NOTICE_NAMES,
+                ExpressionAttributeValues={
+                    ":rejected": {"S": OrderStatus.REJECTED.value},
+                    ":run": {"S": run_id},
+                    ":now": {"N": str(now)},
+                    ":until": {"N": str(now + lease_seconds)},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            item: Any = err.response.get("Item")
+            current = item_to_order(item) if item else None
+            if current is None or not current.completed_by(run_id, OrderStatus.REJECTED):
+                return NoticeClaim.UNKNOWN
+            return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
+        return NoticeClaim.CLAIMED
+
+    def finish_notice(self, record_id: str, run_id: str, *, delivered: bool) -> None:
+        removed = ["notice_lease_until"]
+        if delivered:
+            removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, "notice_redeliveries"]
+        self._update_owed_notice(record_id, run_id, f"REMOVE {', '.join(removed)}", {})
+
+    def overdue_notices(self, now: int, limit: int) -> list[Order]:
+        """Query each shard of the owed-notices index (keys only) for what is due, then read those
+        orders (strongly consistent) and keep the ones no delivery holds."""
+        keys: list[str] = []
+        for shard in range(PENDING_SHARDS):
+            # The index is sorted by due time: a shard's first ``limit`` keys are its most overdue.
+            for count, item in enumerate(
+                self._query(
+                    IndexName=NOTICES_INDEX,
+                    KeyConditionExpression=f"{NOTICE_SHARD_ATTRIBUTE} = :shard AND "
+                    f"{NOTICE_DUE_ATTRIBUTE} <= :now",
+                    ExpressionAttributeValues={":shard": {"S": str(shard)}, ":now": {"N": str(now)}},
+                    Limit=limit,
+                ),
+                start=1,
+            ):
+                keys.append(item[ORDERS_KEY]["S"])
+                if count >= limit:
+                    break
+        found = self._read_orders(keys)
+        due = [
+            o
+            for o in found.values()
+            if o.notice_due_at is not None
+            and o.notice_due_at <= now
+            and (o.notice_lease_until or 0) <= now
+            and o.status is OrderStatus.REJECTED
+        ]
+        return sorted(due, key=lambda o: (o.notice_due_at or 0, o.record_id))[:limit]
+
+    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+        self._update_owed_notice(
+            record_id,
+            run_id,
+            f"SET {NOTICE_DUE_ATTRIBUTE} = :due, "
+            "notice_redeliveries = if_not_exists(notice_redeliveries, :zero) + :one",
+            {":due": {"N": str(due_at)}, ":zero": {"N": "0"}, ":one": {"N": "1"}},
+        )
+
+    def _update_owed_notice(self, record_id: str, run_id: str, update: str, values: dict[str, Any]) -> None:
+        """Apply ``update`` if the order still owes its rejection notice by ``run_id``; else nothing."""
+        try:
+            self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={ORDERS_KEY: {"S": record_id}},
+                UpdateExpression=update,
+                ConditionExpression=_OWES_NOTICE,
+                ExpressionAttributeNames=_NOTICE_NAMES,
+                ExpressionAttributeValues={
+                    ":rejected": {"S": OrderStatus.REJECTED.value},
+                    ":run": {"S": run_id},
+                    **values,
+                },
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+
     def _call(self, operation: Callable[..., _T], **kwargs: Any) -> _T:
         """``operation(**kwargs)``, retried with backoff on transient errors, then ``StorageUnavailable``.
 
@@ -325,7 +477,9 @@ class DynamoDbOrderStore:
                 self._backoff.pause(attempt)
         raise StorageUnavailable()
 
-    def _claim_chunk(self, record_ids: Sequence[str], run_id: str, now: int, until: int) -> list[str]:
+    def _claim_chunk(
+        self, record_ids: Sequence[str], run_id: str, now: int, until: int, decisions: Mapping[str, Decision]
+    ) -> list[str]:
         """Claim up to 100 orders in one transaction; returns those claimed (all but failed conditions).
 
         A transaction is all or nothing, so when some conditions fail DynamoDB cancels it and names
@@ -341,19 +495,7 @@ class DynamoDbOrderStore:
         remaining = list(record_ids)
         failures = 0
         while remaining:
-            actions: Any = [
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {ORDERS_KEY: {"S": record_id}},
-                        "UpdateExpression": "SET claim_run_id = :run, claim_expires_at = :until",
-                        "ConditionExpression": _CLAIMABLE,
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": values,
-                    }
-                }
-                for record_id in remaining
-            ]
+            actions: Any = [self._claim_action(r, values, decisions.get(r)) for r in remaining]
             try:
                 # No ClientRequestToken: repeating a committed claim is harmless (claim_run_id = :run).
                 self._client.transact_write_items(TransactItems=actions)
@@ -381,6 +523,30 @@ class DynamoDbOrderStore:
                 raise StorageUnavailable()
             self._backoff.pause(failures - 1)
         return []
+
+    def _claim_action(
+        self, record_id: str, values: dict[str, Any], decision: Decision | None
+    ) -> dict[str, Any]:
+        update = "SET claim_run_id = :run, claim_expires_at = :until"
+        condition = _CLAIMABLE
+        if decision is not None:
+            update += ", decision = if_not_exists(decision, :decision)"
+            condition += " AND (attribute_exists(decision) OR submitted_at = :submitted)"
+            values = {
+                **values,
+                ":decision": _serializer.serialize(decision.model_dump(mode="python", exclude_none=True)),
+                ":submitted": {"S": decision.submitted_at},
+            }
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {ORDERS_KEY: {"S": record_id}},
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": values,
+            }
+        }
 
     def _read_orders(self, record_ids: Sequence[str]) -> dict[str, Order]:
         """The stored orders with these record_ids (strongly consistent), 100 keys per BatchGetItem.
@@ -442,6 +608,23 @@ class S3WorkStore:
             ContentType="application/json",
         )
         return {"bucket": self._bucket, "key": key}
+
+
+class SnsNoticePublisher:
+    """Publishes notices to the notification topic, as the state machine's ``sns:publish`` states do
+    (same subject, same ``kind`` message attribute)."""
+
+    def __init__(self, client: SNSClient, topic_arn: str) -> None:
+        self._client = client
+        self._topic_arn = topic_arn
+
+    def publish(self, subject: str, message: str, kind: str) -> None:
+        self._client.publish(
+            TopicArn=self._topic_arn,
+            Subject=subject,
+            Message=message,
+            MessageAttributes={"kind": {"DataType": "String", "StringValue": kind}},
+        )
 
 
 def secrets_manager_secret(secret_id: str, max_age_seconds: int, region: str | None = None) -> str:

@@ -2,96 +2,171 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from energy_auction import codec
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import Order, OrderStatus, settled_outcome
+from energy_auction.observability import logger
+from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
 
 if TYPE_CHECKING:
     from energy_auction.notifications import Notice
 
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of an orders database this code writes. 0 is the first release (no
+decisions, no notice outbox); :meth:`SqliteOrderStore.migrate` brings it forward on open."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
-    record_id        TEXT PRIMARY KEY,
-    status           TEXT NOT NULL,
-    expires_at       INTEGER NOT NULL,
-    document         TEXT NOT NULL,
-    claim_run_id     TEXT,
-    claim_expires_at INTEGER
+    record_id          TEXT PRIMARY KEY,
+    status             TEXT NOT NULL,
+    expires_at         INTEGER NOT NULL,
+    document           TEXT NOT NULL,
+    claim_run_id       TEXT,
+    claim_expires_at   INTEGER,
+    decided            INTEGER NOT NULL DEFAULT 0,
+    notice_due_at      INTEGER,
+    notice_lease_until INTEGER
 );
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, expires_at);
+CREATE INDEX IF NOT EXISTS owed_notices ON orders (notice_due_at) WHERE notice_due_at IS NOT NULL;
 """
+_MIGRATION_1_2 = (
+    "ALTER TABLE orders ADD COLUMN decided INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE orders ADD COLUMN notice_due_at INTEGER",
+    "ALTER TABLE orders ADD COLUMN notice_lease_until INTEGER",
+)
 _PENDING_SQL = (
     "SELECT document FROM orders INDEXED BY orders_by_status"
-    " WHERE status = 'pending' AND expires_at > :now"
+    " WHERE status = 'pending' AND (expires_at > :now OR decided = 1)"
     " AND (claim_run_id IS NULL OR claim_expires_at <= :now OR claim_run_id = :run)"
     " ORDER BY expires_at, record_id"
 )
-"""Live pending orders no other run holds, through the (status, expires_at) index."""
+"""Claimable orders (``Order.is_claimable``) through the (status, expires_at) index."""
+_OVERDUE_SQL = (
+    "SELECT document FROM orders INDEXED BY owed_notices"
+    " WHERE notice_due_at IS NOT NULL AND notice_due_at <= :now"
+    " AND (notice_lease_until IS NULL OR notice_lease_until <= :now)"
+    " ORDER BY notice_due_at, record_id LIMIT :limit"
+)
+TTL_LAG_SECONDS = 2 * 24 * 3600
+"""DynamoDB deletes an expired item within about two days; :meth:`SqliteOrderStore.purge_expired`
+keeps an expired order that still has work owed (a decision to settle, a notice to send) as long."""
 
 _IN_CLAUSE_SIZE = 500
 """Record ids per ``IN (...)`` query, well under SQLite's limit on bound parameters."""
 
 
+class LocalStoreError(RuntimeError):
+    """A file of the local stack cannot be used (unreadable, not a database, a newer version).
+
+    The message is one line that names the file and what is wrong with it."""
+
+
 class SqliteOrderStore:
     """Orders in a SQLite file. Each write is one transaction; a commit is on disk when it returns.
 
-    The JSON ``document`` column holds the order and is what reads return; ``status``,
-    ``expires_at``, ``claim_run_id`` and ``claim_expires_at`` copy fields of it so that conditions
-    and the pending-orders index work in SQL. Every write sets them together.
+    The JSON ``document`` column holds the order and is what reads return; the other columns copy
+    fields of it so that conditions and indexes work in SQL. Every write sets them together.
 
     Safe for the local stack's request threads and for another process (``run-pipeline``) using the
-    same file: writers wait up to ``busy_timeout`` seconds, then ``StorageUnavailable``.
+    same file: writers wait up to ``busy_timeout`` seconds, then ``StorageUnavailable``. A database
+    written by an earlier version is migrated when it is opened.
+
+    Raises
+    ------
+    LocalStoreError
+        The file or its folder cannot be used (on open).
     """
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self.migrate()
+        except (OSError, sqlite3.Error) as err:
+            raise LocalStoreError(f"cannot use the order database {path}: {_reason(err)}") from None
+
+    def migrate(self) -> None:
+        """Create the schema, or bring a database of an earlier version up to :data:`SCHEMA_VERSION`."""
+        with self._transaction_unmapped() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LocalStoreError(
+                    f"the order database {self.path} was written by a newer energy-auction "
+                    f"(schema {version}; this one knows {SCHEMA_VERSION})"
+                )
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchone()
+            if exists and version < SCHEMA_VERSION:
+                columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
+                for statement in _MIGRATION_1_2:
+                    if statement.split()[5] not in columns:  # "... ADD COLUMN <name> ..."
+                        db.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction_unmapped(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (if SQLite has not done so itself)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls a transaction back by itself on some errors (a full disk, an I/O
+                # error); a second ROLLBACK would replace the real error with "no transaction".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as err:
-                raise StorageUnavailable(f"the order database is busy: {err}") from None
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as err:
-                self._db.execute("ROLLBACK")
-                raise StorageUnavailable(f"the order database is busy: {err}") from None
+        """A write transaction; SQLite's failures (busy, full disk, I/O) become ``StorageUnavailable``."""
+        try:
+            with self._transaction_unmapped() as db:
+                yield db
+        except sqlite3.Error as err:
+            reason = _reason(err)
+            logger.error("the order database failed", extra={"database": str(self.path), "error": reason})
+            raise StorageUnavailable(f"the order database is unavailable: {reason}") from None
 
     @staticmethod
     def _write(db: sqlite3.Connection, orders: Sequence[Order]) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO orders"
-            " (record_id, status, expires_at, document, claim_run_id, claim_expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO orders (record_id, status, expires_at, document, claim_run_id,"
+            " claim_expires_at, decided, notice_due_at, notice_lease_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     o.record_id,
                     o.status.value,
                     o.expires_at,
-                    codec.dumps(o.model_dump()),
+                    codec.dumps(o.model_dump(exclude_none=True)),
                     o.claim_run_id,
                     o.claim_expires_at,
+                    int(o.decision is not None),
+                    o.notice_due_at,
+                    o.notice_lease_until,
                 )
                 for o in orders
             ],
@@ -109,65 +184,89 @@ class SqliteOrderStore:
                 found[order.record_id] = order
         return found
 
+    def _read_one(self, db: sqlite3.Connection, record_id: str) -> Order | None:
+        return self._read(db, [record_id]).get(record_id)
+
+    def _select(self, query: str, parameters: dict[str, Any]) -> list[Order]:
+        try:
+            # One SELECT is a consistent snapshot by itself; BEGIN IMMEDIATE would only block writers.
+            with self._lock:
+                rows = self._db.execute(query, parameters).fetchall()
+        except sqlite3.Error as err:
+            raise StorageUnavailable(f"the order database is unavailable: {_reason(err)}") from None
+        return [Order.model_validate(codec.loads(row[0])) for row in rows]
+
     def put_orders(self, orders: Sequence[Order], now: int) -> None:
         if not orders:
             return
-        ids = [o.record_id for o in orders]
         with self._transaction() as db:
-            marks = ",".join("?" * len(ids))
-            # Kept: live orders that are processed, or pending and held by a run (a claim not lapsed).
-            query = (
-                f"SELECT record_id FROM orders WHERE record_id IN ({marks}) AND expires_at > ?"  # noqa: S608
-                " AND (status != ? OR (claim_run_id IS NOT NULL AND claim_expires_at > ?))"
-            )
-            processed = db.execute(query, [*ids, now, OrderStatus.PENDING.value, now]).fetchall()
-            if processed:
-                raise OrdersAlreadyProcessed([row[0] for row in processed])
+            stored = self._read(db, [o.record_id for o in orders])
+            kept = [r for r, order in stored.items() if not order.is_replaceable(now)]
+            if kept:
+                raise OrdersAlreadyProcessed(kept)
             self._write(db, orders)
 
     def get_order(self, record_id: str) -> Order | None:
-        with self._lock:
-            row = self._db.execute("SELECT document FROM orders WHERE record_id = ?", (record_id,)).fetchone()
-        return Order.model_validate(codec.loads(row[0])) if row else None
+        found = self._select("SELECT document FROM orders WHERE record_id = :id", {"id": record_id})
+        return found[0] if found else None
 
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Live pending orders no run (other than ``run_id``) holds, by expiry then record_id."""
-        # One SELECT is a consistent snapshot by itself; BEGIN IMMEDIATE would only block writers.
-        with self._lock:
-            rows = self._db.execute(_PENDING_SQL, {"now": now, "run": run_id}).fetchall()
-        return [Order.model_validate(codec.loads(row[0])) for row in rows]
+        """Claimable orders (live, or decided), by expiry then record_id."""
+        return self._select(_PENDING_SQL, {"now": now, "run": run_id})
 
     def claim_orders(
-        self, record_ids: Sequence[str], run_id: str, now: int, lease_seconds: int
+        self,
+        record_ids: Sequence[str],
+        run_id: str,
+        now: int,
+        lease_seconds: int,
+        decisions: Mapping[str, Decision] | None = None,
     ) -> list[Order]:
         """Claim the claimable ones of these orders in one transaction; returns them in input order."""
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         unique = list(dict.fromkeys(record_ids))
+        given = decisions or {}
         with self._transaction() as db:
             found = self._read(db, unique)
-            claimed = [
-                found[r].model_copy(update={"claim_run_id": run_id, "claim_expires_at": now + lease_seconds})
-                for r in unique
-                if r in found and _claimable(found[r], run_id, now)
-            ]
+            claimed = []
+            for record_id in unique:
+                order = found.get(record_id)
+                if order is None or not order.is_claimable(run_id, now):
+                    continue
+                update: dict[str, Any] = {"claim_run_id": run_id, "claim_expires_at": now + lease_seconds}
+                decision = given.get(record_id)
+                if order.decision is None and decision is not None:
+                    if decision.submitted_at != order.submitted_at:
+                        continue  # replaced since the market was asked: a new order, for the next run
+                    update["decision"] = decision
+                claimed.append(order.model_copy(update=update))
             self._write(db, claimed)
         return claimed
 
     def complete_order(
-        self, record_id: str, run_id: str, status: OrderStatus, outcome: dict[str, Any]
+        self,
+        record_id: str,
+        run_id: str,
+        status: OrderStatus,
+        outcome: dict[str, Any],
+        *,
+        notice_due_at: int | None = None,
     ) -> None:
-        """Record the outcome if ``run_id`` holds the order (stored with ``run_id``, added when missing)."""
-        stored_outcome = settled_outcome(run_id, status, outcome)
+        """Record the outcome, and for a rejection its owed notice, if ``run_id`` holds the order."""
         with self._transaction() as db:
-            order = self._read(db, [record_id]).get(record_id)
+            order = self._read_one(db, record_id)
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
+                owed = notice_due_at if status is OrderStatus.REJECTED else None
                 done = order.model_copy(
                     update={
                         "status": status,
-                        "outcome": stored_outcome,
+                        "outcome": outcome,
                         "claim_run_id": None,
                         "claim_expires_at": None,
+                        "notice_due_at": owed,
+                        "notice_lease_until": None,
+                        "notice_redeliveries": None,
                     }
                 )
                 self._write(db, [done])
@@ -176,27 +275,66 @@ class SqliteOrderStore:
 
     def release_order(self, record_id: str, run_id: str) -> None:
         with self._transaction() as db:
-            order = self._read(db, [record_id]).get(record_id)
+            order = self._read_one(db, record_id)
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
                 self._write(db, [order.model_copy(update={"claim_run_id": None, "claim_expires_at": None})])
 
-    def purge_expired(self, now: int) -> int:
-        """Delete expired orders (what DynamoDB's TTL sweep does); returns how many."""
+    def claim_notice(self, record_id: str, run_id: str, now: int, lease_seconds: int) -> NoticeClaim:
         with self._transaction() as db:
-            return db.execute("DELETE FROM orders WHERE expires_at <= ?", (now,)).rowcount
+            order = self._read_one(db, record_id)
+            if order is None or not order.completed_by(run_id, OrderStatus.REJECTED):
+                return NoticeClaim.UNKNOWN
+            if order.notice_due_at is None:
+                return NoticeClaim.DELIVERED
+            if (order.notice_lease_until or 0) > now:
+                return NoticeClaim.BUSY
+            self._write(db, [order.model_copy(update={"notice_lease_until": now + lease_seconds})])
+            return NoticeClaim.CLAIMED
+
+    def finish_notice(self, record_id: str, run_id: str, *, delivered: bool) -> None:
+        with self._transaction() as db:
+            order = self._read_one(db, record_id)
+            if order is None or not order.owes_notice(run_id):
+                return
+            update: dict[str, Any] = {"notice_lease_until": None}
+            if delivered:
+                update |= {"notice_due_at": None, "notice_redeliveries": None}
+            self._write(db, [order.model_copy(update=update)])
+
+    def overdue_notices(self, now: int, limit: int) -> list[Order]:
+        return self._select(_OVERDUE_SQL, {"now": now, "limit": limit})
+
+    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+        with self._transaction() as db:
+            order = self._read_one(db, record_id)
+            if order is not None and order.owes_notice(run_id):
+                count = (order.notice_redeliveries or 0) + 1
+                self._write(
+                    db, [order.model_copy(update={"notice_due_at": due_at, "notice_redeliveries": count})]
+                )
+
+    def purge_expired(self, now: int) -> int:
+        """Delete expired orders, as DynamoDB's TTL sweep does; returns how many.
+
+        An expired order that still owes work (a decision not settled, a notice not delivered) is
+        kept until :data:`TTL_LAG_SECONDS` after its expiry, as long as DynamoDB may keep it."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM orders WHERE expires_at <= :now AND (expires_at <= :now - :lag OR NOT"
+                " ((status = 'pending' AND decided = 1) OR notice_due_at IS NOT NULL))",
+                {"now": now, "lag": TTL_LAG_SECONDS},
+            ).rowcount
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-def _claimable(order: Order, run_id: str, now: int) -> bool:
-    """Live, pending, and free for ``run_id``: never claimed, claim lapsed, or already its own."""
-    return (
-        order.is_live(now)
-        and order.status is OrderStatus.PENDING
-        and (not order.is_claimed(now) or order.claim_run_id == run_id)
-    )
+def _reason(err: BaseException) -> str:
+    """What went wrong, in one line: SQLite's message or the OS error's text (never a traceback)."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror} ({err.filename})" if err.filename else err.strerror
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 class FolderResultStore:
@@ -221,19 +359,191 @@ class FolderResultStore:
 
 
 class JsonlNotifier:
-    """Appends every notice, one JSON object a line, to a file (the local stack's notifications.jsonl)."""
+    """Appends every notice, one JSON object a line, to a file (the local stack's notifications.jsonl).
+
+    A notice with a ``key`` is written once: a redelivery of it (after a crash, or a retry because
+    another channel failed) finds its line and adds nothing. Safe across processes: the check and
+    the append happen under an exclusive lock on the file.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._keys: set[str] = set()
+        self._read_up_to = 0
 
     def notify(self, notice: Notice) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         line = codec.dumps(notice.as_dict()) + "\n"
-        with self._lock, self._path.open("a") as handle:
-            handle.write(line)
+        with self._lock, self._path.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            self._catch_up(handle)
+            if notice.key is not None and notice.key in self._keys:
+                return
+            handle.write(line.encode())
             handle.flush()
             os.fsync(handle.fileno())
+            self._read_up_to = handle.tell()
+            if notice.key is not None:
+                self._keys.add(notice.key)
+
+    def _catch_up(self, handle: Any) -> None:
+        """Learn the keys of the lines written since this notifier last looked (by any process)."""
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < self._read_up_to:  # truncated or replaced: read it again
+            self._keys, self._read_up_to = set(), 0
+        handle.seek(self._read_up_to)
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break  # a line another process is writing; it holds no lock only if it died mid-write
+            self._read_up_to += len(raw)
+            try:
+                key = codec.loads(raw).get("key")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(key, str):
+                self._keys.add(key)
+        handle.seek(0, os.SEEK_END)
+
+
+@dataclass(frozen=True)
+class TopicMessage:
+    """A message of the local topic, waiting for (another attempt at) delivery to the notifier."""
+
+    message_id: str
+    subject: str | None
+    message: str
+    kind: str | None
+    published_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TOPIC_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id      TEXT PRIMARY KEY,
+    subject         TEXT,
+    message         TEXT NOT NULL,
+    kind            TEXT,
+    published_at    REAL NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_until     REAL,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_due ON messages (next_attempt_at);
+"""
+_TOPIC_COLUMNS = "message_id, subject, message, kind, published_at, attempts, next_attempt_at, last_error"
+
+
+class LocalTopic:
+    """The local stand-in for the notification topic and its delivery to the notifier Lambda.
+
+    What SNS and Lambda's asynchronous invocation do on AWS, in a SQLite file: a published message
+    is on disk when :meth:`publish` returns; a delivery takes it with a lease (so a process that
+    dies mid-delivery gives it back when the lease lapses), and it is removed only once delivered.
+    A failed delivery is retried later, for as long as it takes; :meth:`undelivered` shows what
+    waits, like the notifier's dead-letter queue and its alarm on AWS.
+
+    Raises
+    ------
+    LocalStoreError
+        The file or its folder cannot be used (on open).
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_TOPIC_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise LocalStoreError(f"cannot use the notice queue {path}: {_reason(err)}") from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as err:
+                raise StorageUnavailable(f"the notice queue is unavailable: {_reason(err)}") from None
+
+    def publish(self, subject: str | None, message: str, kind: str | None) -> None:
+        """Queue a message for the notifier, durably (it is on disk when this returns)."""
+        message_id = str(uuid.uuid4())
+        now = self._clock()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO messages (message_id, subject, message, kind, published_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, subject, message, kind, now, now),
+            )
+
+    def take(self, lease_seconds: float) -> TopicMessage | None:
+        """The message due longest, held for this delivery for ``lease_seconds``; None if none is due."""
+        now = self._clock()
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_TOPIC_COLUMNS} FROM messages WHERE next_attempt_at <= :now"  # noqa: S608
+                " AND (lease_until IS NULL OR lease_until <= :now) ORDER BY next_attempt_at LIMIT 1",
+                {"now": now},
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE messages SET lease_until = ? WHERE message_id = ?", (now + lease_seconds, row[0])
+            )
+        return TopicMessage(*row)
+
+    def delivered(self, message_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+
+    def failed(self, message_id: str, error: str, retry_in: float) -> None:
+        """Record a failed attempt; the message is due again ``retry_in`` seconds from now."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,"
+                " last_error = ? WHERE message_id = ?",
+                (self._clock() + retry_in, error, message_id),
+            )
+
+    def undelivered(self) -> list[TopicMessage]:
+        """Every message not delivered yet, oldest first."""
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_TOPIC_COLUMNS} FROM messages ORDER BY published_at, message_id"  # noqa: S608
+            ).fetchall()
+        return [TopicMessage(*row) for row in rows]
+
+    def next_due(self) -> float | None:
+        """When the next message is due (a clock reading), or None when nothing waits."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM messages"
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def load_or_create_secret(path: Path) -> str:

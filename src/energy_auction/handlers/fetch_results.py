@@ -1,7 +1,8 @@
 """FetchResults (Lambda A): is the auction ready? If so, claim the pending orders and stage their results.
 
 ``{"action": "release_run", "run_id": ...}`` gives back the orders of a run whose FetchResults
-kept failing.
+kept failing; ``{"action": "redeliver", "run_id": ...}`` (the first state of every run) publishes
+again the rejection notices that are owed and overdue.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from energy_auction.adapters.transient import is_transient
 from energy_auction.bootstrap import container
 from energy_auction.errors import TransientFailure
 from energy_auction.observability import logger, metrics, tracer
-from energy_auction.pipeline import fetch_results, release_run
+from energy_auction.pipeline import fetch_results, redeliver_notices, release_run
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,6 +32,21 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         released = release_run(run_id, store=deps.order_store, now=deps.clock())
         logger.warning("released the orders of a failed run", extra={"released": released["released"]})
         return released
+    if event.get("action") == "redeliver":
+        logger.append_keys(run_id=run_id)
+        redelivered = redeliver_notices(
+            run_id,
+            store=deps.order_store,
+            publisher=deps.notice_publisher,
+            now=deps.clock(),
+            redelivery_seconds=deps.settings.notice_redelivery_seconds,
+        )
+        if redelivered["redelivered"]:
+            metrics.add_metric(
+                name="NoticesRedelivered", unit=MetricUnit.Count, value=redelivered["redelivered"]
+            )
+            logger.warning("published owed rejection notices again", extra=redelivered)
+        return redelivered
     attempt = int(event["attempt"])
     logger.append_keys(run_id=run_id, attempt=attempt)
     try:

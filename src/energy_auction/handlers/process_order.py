@@ -33,7 +33,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             metrics.add_metric(name="OrdersFailed", unit=MetricUnit.Count, value=1)
             logger.warning("order released after failed processing")
             return released
-        settled = process_order(result, run_id, store=deps.order_store, results=deps.result_store)
+        settled = process_order(
+            result,
+            run_id,
+            store=deps.order_store,
+            results=deps.result_store,
+            now=deps.clock(),
+            notice_delay_seconds=deps.settings.notice_redelivery_seconds,
+        )
     except OrderRejected:
         metrics.add_metric(name="OrdersRejected", unit=MetricUnit.Count, value=1)
         logger.info("order rejected")

@@ -4,15 +4,16 @@ moto executes the ASL (Task, Choice, Wait, Distributed Map reading from S3, Retr
 started with ``execute_state_machine``. Its Lambda tasks would run through Docker; instead a
 ``before-call.lambda.Invoke`` hook on boto3's default session answers each invoke by calling our
 handler in this process, the way Lambda would (JSON in, JSON out, ``FunctionError`` on an
-exception). SNS publishes go through to moto and are also delivered to the notifier handler, as
-the topic's subscription does on AWS. Transient run data (the work bucket) lives in moto's S3.
+exception). SNS publishes go through to moto and are also put in the local topic (a queue on
+disk), from which a background thread delivers them to the notifier handler, as the topic's
+subscription does on AWS: delivery never holds up a run, and what is not delivered when the
+process ends is delivered by the next one. Transient run data (the work bucket) lives in moto's S3.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import queue
 import threading
 import time
 import uuid
@@ -29,8 +30,9 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 
 from energy_auction import workflow
 from energy_auction.bootstrap import Container
+from energy_auction.local import moto_compat
+from energy_auction.local.delivery import NoticeDelivery
 from energy_auction.local.lambdas import Handler, LocalFunction
-from energy_auction.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -58,6 +60,8 @@ class RunSummary:
     cause: str | None = None
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     duration_seconds: float = 0.0
+    notices_undelivered: int = 0
+    """Notices of any run still waiting in the local topic when this run ended (Slack down or slow)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -82,19 +86,20 @@ class PipelineEngine:
         fetch_results: Handler | None = None,
         process_order: Handler | None = None,
         notify: Handler | None = None,
+        delivery_grace_seconds: float = 10.0,
     ) -> None:
         defaults = _default_functions() if None in (fetch_results, process_order, notify) else None
         settings = container.settings
-        # The tasks' work store must point at the engine's bucket in moto's S3.
+        # The tasks' work store must point at the engine's bucket in moto's S3; components a caller
+        # built or injected are kept.
         self.container = Container(
             replace(
                 settings, work_bucket=settings.work_bucket or WORK_BUCKET, region=settings.region or REGION
             ),
-            clock=container.clock,
+            container.clock,
+            **container.given(),
         )
-        for name in ("order_store", "result_store", "work_store", "notifier", "market"):
-            if name in container.__dict__:  # components a caller built or injected are kept
-                self.container.__dict__[name] = container.__dict__[name]
+        self.delivery_grace_seconds = delivery_grace_seconds
         self.region = self.container.settings.region or REGION
         arn = f"arn:aws:lambda:{self.region}:{DEFAULT_ACCOUNT_ID}:function:"
         self._functions = {
@@ -104,8 +109,9 @@ class PipelineEngine:
         # SNS delivers to the notifier asynchronously: a worker thread does it here, so a slow Slack
         # never holds up the state machine or the API.
         self._notify = LocalFunction("energy-auction-notify", notify or defaults[2], 180, exclusive=False)  # type: ignore[index]
-        self._notices: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._notice_worker: threading.Thread | None = None
+        self.delivery = NoticeDelivery(
+            self.container.topic, self._notify, self.container.settings.notice_delivery_lease_seconds
+        )
         self._runs: dict[str, RunSummary] = {}
         self._lock = threading.Lock()
         self._mock: Any = None
@@ -123,8 +129,8 @@ class PipelineEngine:
         self.close()
 
     def open(self) -> None:
-        self._notice_worker = threading.Thread(target=self._deliver_notices, name="sns-delivery", daemon=True)
-        self._notice_worker.start()
+        moto_compat.apply()
+        self.delivery.start()
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
         boto3.setup_default_session(region_name=self.region)
@@ -158,11 +164,9 @@ class PipelineEngine:
             roleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{STATE_MACHINE}",
         )["stateMachineArn"]
 
-    def close(self) -> None:
-        if self._notice_worker is not None:
-            self._notices.put(None)
-            self._notice_worker.join(timeout=200)
-            self._notice_worker = None
+    def close(self, grace_seconds: float = 5.0) -> None:
+        """Stop; a notice being delivered gets ``grace_seconds`` to finish, or is delivered later."""
+        self.delivery.stop(grace_seconds)
         if self._mock is None:
             return
         events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
@@ -188,6 +192,11 @@ class PipelineEngine:
         self._sfn.start_execution(stateMachineArn=self.state_machine_arn, name=run_id, input="{}")
         return run_id
 
+    def stop_run(self, run_id: str) -> None:
+        """Stop an execution, as StopExecution does on AWS: its Map starts no further child."""
+        assert self._sfn is not None, "the engine is not open"
+        self._sfn.stop_execution(executionArn=self._execution_arn(run_id))
+
     def wait(self, run_id: str, timeout: float | None = None) -> RunSummary:
         """Block until the run ends (or ``timeout`` seconds pass) and return its summary."""
         assert self._sfn is not None, "the engine is not open"
@@ -199,13 +208,16 @@ class PipelineEngine:
             if described["status"] != "RUNNING" or time.monotonic() - started > limit:
                 break
             time.sleep(0.05)
-        self._notices.join()  # the run's notices are delivered (or given up on) too
+        duration = round(time.monotonic() - started, 3)
+        # The run's notices have been delivered as it went; give the last ones a moment, no more.
+        undelivered = self.delivery.settle(self.delivery_grace_seconds)
         with self._lock:
             summary = self._runs[run_id]
             summary.status = described["status"]
             summary.error = described.get("error")
             summary.cause = described.get("cause")
-            summary.duration_seconds = round(time.monotonic() - started, 3)
+            summary.duration_seconds = duration
+            summary.notices_undelivered = undelivered
             return replace(summary)
 
     def run(self, timeout: float | None = None) -> RunSummary:
@@ -252,7 +264,7 @@ class PipelineEngine:
         with self._lock:
             summary = self._runs.setdefault(run_id, RunSummary(run_id))
             if function == FETCH_RESULTS:
-                summary.attempts += 1
+                summary.attempts += "action" not in event  # not the redelivery or the release
                 return
             if event.get("action") == "release":
                 summary.failed += 1
@@ -263,6 +275,8 @@ class PipelineEngine:
             summary.orders = summary.accepted + summary.rejected + summary.failed
 
     def _deliver_notification(self, params: dict[str, Any], **_: Any) -> None:
+        """SNS Publish: the message is put in the local topic (on disk) before moto answers, so a
+        publish that succeeded is never lost; the delivery thread takes it from there."""
         body = params.get("body")
         fields: dict[str, Any] = body if isinstance(body, dict) else {}
         kind = next(
@@ -273,27 +287,5 @@ class PipelineEngine:
             ),
             None,
         )
-        record = {
-            "EventSource": "aws:sns",
-            "EventVersion": "1.0",
-            "Sns": {
-                "Type": "Notification",
-                "MessageId": str(uuid.uuid4()),
-                "TopicArn": fields.get("TopicArn", self.topic_arn),
-                "Subject": fields.get("Subject"),
-                "Message": fields.get("Message", ""),
-                "Timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "MessageAttributes": {"kind": {"Type": "String", "Value": kind}} if kind else {},
-            },
-        }
-        self._notices.put({"Records": [record]})
-
-    def _deliver_notices(self) -> None:
-        while (event := self._notices.get()) is not None:
-            try:
-                self._notify.invoke(event)
-            except Exception as err:  # a failed subscriber never fails the publish (SNS is async)
-                logger.error("notification delivery failed", extra={"error": type(err).__name__})
-            finally:
-                self._notices.task_done()
-        self._notices.task_done()
+        self.container.topic.publish(fields.get("Subject"), fields.get("Message", ""), kind)
+        self.delivery.wake()

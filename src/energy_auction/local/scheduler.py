@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from energy_auction.observability import logger
 
@@ -23,16 +24,26 @@ def parse_interval(text: str) -> int:
     return seconds
 
 
+class _Summary(Protocol):
+    status: str
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
 class Scheduler:
-    """Calls ``start_run`` every ``interval`` seconds in a background thread, like a rate schedule.
+    """Calls ``start_run`` every ``interval`` seconds in a background thread, like a rate schedule,
+    and logs each run's summary (``wait_run``) when it ends.
 
     Runs are started, not awaited, so they may overlap as on AWS; the pipeline's claims keep each
     order in one run.
     """
 
-    def __init__(self, interval_seconds: int, start_run: Callable[[], str]) -> None:
+    def __init__(
+        self, interval_seconds: int, start_run: Callable[[], str], wait_run: Callable[[str], _Summary]
+    ) -> None:
         self.interval = interval_seconds
         self._start_run = start_run
+        self._wait_run = wait_run
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pipeline-schedule", daemon=True)
 
@@ -51,3 +62,16 @@ class Scheduler:
                 logger.info("scheduled pipeline run started", extra={"run_id": run_id})
             except Exception:
                 logger.exception("could not start a scheduled pipeline run")
+                continue
+            threading.Thread(
+                target=self._report, args=(run_id,), name=f"report-{run_id}", daemon=True
+            ).start()
+
+    def _report(self, run_id: str) -> None:
+        try:
+            summary = self._wait_run(run_id)
+        except Exception:
+            logger.exception("could not follow a scheduled pipeline run", extra={"run_id": run_id})
+            return
+        log = logger.info if summary.status == "SUCCEEDED" else logger.error
+        log("scheduled pipeline run ended", extra=summary.as_dict())

@@ -1,0 +1,250 @@
+"""Exactly once, whatever dies: the ASL file on moto with the real handlers, on SQLite and DynamoDB.
+
+A run is killed between ProcessOrder's write and what must follow it (the order's marking, the
+rejection notice): the killed invocation never returns, the parent execution is stopped (on AWS a
+stopped or timed-out parent stops its children the same way), and the next run takes over after
+the claim lease. Whatever the market would answer the second time, every order ends settled once,
+every rejection is notified once, and no result object contradicts its order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from energy_auction import codec
+from energy_auction.adapters.aws import DynamoDbOrderStore
+from energy_auction.adapters.local import FolderResultStore, SqliteOrderStore
+from energy_auction.bootstrap import Container
+from energy_auction.market import OrderResult, SimulatedMarket
+from energy_auction.orders import Order, OrderStatus
+from tests.adapters.stores import TABLE, create_orders_table, fast_moto_transactions
+from tests.conftest import FakeClock
+
+from .conftest import notifications, settings_for, submit
+
+LEASE = 4500
+REDELIVERY = 900
+
+
+class LambdaDied(Exception):
+    """What a ProcessOrder invocation that crashed or timed out looks like to the state machine."""
+
+
+@dataclass
+class Tripwire:
+    """Stops the run (StopExecution) at one point of one invocation: the state machine then runs
+    nothing more of that child. ``die`` also ends the invocation there, as a crash would."""
+
+    die: bool
+    engine: Any = None
+    fired: threading.Event = field(default_factory=threading.Event)
+
+    def trip(self, run_id: str) -> None:
+        if self.fired.is_set():
+            return
+        self.fired.set()
+        self.engine.stop_run(run_id)
+        if self.die:
+            raise LambdaDied("Runtime exited without providing a reason")
+
+
+class StoppedAfterResultWrite:
+    """The results folder; the run stops, and ProcessOrder dies, right after ``target``'s object is
+    written: before the order is marked accepted."""
+
+    def __init__(self, inner: FolderResultStore, target: str, tripwire: Tripwire) -> None:
+        self.inner, self.target, self.tripwire = inner, target, tripwire
+
+    def put_result(self, key: str, document: dict[str, Any]) -> str:
+        location = self.inner.put_result(key, document)
+        if key.endswith(f"/{self.target}.json"):
+            self.tripwire.trip(document["run_id"])
+        return location
+
+
+class StoppedAfterRejection:
+    """An order store; the run stops right after ``target`` is marked rejected: before its notice."""
+
+    def __init__(self, inner: Any, target: str, tripwire: Tripwire) -> None:
+        self.inner, self.target, self.tripwire = inner, target, tripwire
+
+    def complete_order(self, record_id: str, run_id: str, status: OrderStatus, *args: Any, **kw: Any) -> None:
+        self.inner.complete_order(record_id, run_id, status, *args, **kw)
+        if record_id == self.target and status is OrderStatus.REJECTED:
+            self.tripwire.trip(run_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class ChangingMarket:
+    """Always ready; decides every order of the first run that asks one way, any later run the other
+    way: what a market whose answer is not stable would do to an order asked twice."""
+
+    first: str = "accepted"
+    asked: list[str] = field(default_factory=list)
+    inner: SimulatedMarket = field(default_factory=lambda: SimulatedMarket(1.0, 1.0, seed=5))
+
+    def is_ready(self, run_id: str, attempt: int) -> bool:
+        return True
+
+    def decide(self, orders: Sequence[Order], run_id: str, now: float) -> list[OrderResult]:
+        if run_id not in self.asked:
+            self.asked.append(run_id)
+        status = (
+            self.first
+            if self.asked.index(run_id) == 0
+            else {"accepted": "rejected"}.get(self.first, "accepted")
+        )
+        return [
+            OrderResult(
+                **{
+                    **r.__dict__,
+                    "status": status,
+                    "power": r.parameter_2 if status == "accepted" else Decimal(0),
+                    "reason": None if status == "accepted" else "changed its mind",
+                }
+            )
+            for r in self.inner.decide(orders, run_id, now)
+        ]
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def order_store(request: pytest.FixtureRequest, home: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        store = SqliteOrderStore(home / "orders.sqlite3")
+        yield store
+        store.close()
+        return
+    with mock_aws(), fast_moto_transactions():  # the engine's own mock nests inside this one
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        create_orders_table(client, TABLE)
+        yield DynamoDbOrderStore(client, TABLE)
+
+
+def _settled(container: Container, ids: list[str]) -> dict[str, Order]:
+    orders = {}
+    for record_id in ids:
+        order = container.order_store.get_order(record_id)
+        assert order is not None
+        orders[record_id] = order
+    return orders
+
+
+def _result_objects(home: Path) -> dict[str, dict[str, Any]]:
+    root = home / "results"
+    return {p.stem: codec.loads(p.read_text()) for p in root.rglob("*.json")} if root.exists() else {}
+
+
+def assert_exactly_once(home: Path, container: Container, ids: list[str]) -> dict[str, Order]:
+    """Every order settled once; one notice per rejection; result objects only for accepted orders,
+    each agreeing with its order's outcome."""
+    orders = _settled(container, ids)
+    assert {o.status for o in orders.values()} <= {OrderStatus.ACCEPTED, OrderStatus.REJECTED}
+    assert all(o.claim_run_id is None for o in orders.values())
+    accepted = {r for r, o in orders.items() if o.status is OrderStatus.ACCEPTED}
+    rejected = {r for r, o in orders.items() if o.status is OrderStatus.REJECTED}
+    objects = _result_objects(home)
+    assert set(objects) == accepted
+    for record_id in accepted:
+        outcome = orders[record_id].outcome or {}
+        assert objects[record_id]["outcome"]["status"] == "accepted"
+        assert objects[record_id]["run_id"] == outcome["run_id"]
+    notices = [n for n in notifications(home) if n["kind"] == "order_rejected"]
+    assert sorted(n["fields"]["record_id"] for n in notices) == sorted(rejected)
+    for notice in notices:
+        assert notice["fields"]["run_id"] == (orders[notice["fields"]["record_id"]].outcome or {})["run_id"]
+    assert all(orders[r].notice_due_at is None for r in rejected)  # every rejection's notice delivered
+    return orders
+
+
+def _stop_first_run(engine: Any, tripwire: Tripwire) -> str:
+    tripwire.engine = engine
+    summary = engine.run(timeout=60)
+    assert tripwire.fired.is_set(), "the run never reached the point where it is stopped"
+    assert summary.status == "ABORTED"
+    return str(summary.run_id)
+
+
+def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
+    home: Path, engine_for: Any, order_store: Any
+) -> None:
+    # Given three orders, a market that accepts them in the first run and would reject them in any
+    # later one, and a first run stopped right after it writes o1's result object, its ProcessOrder
+    # dying before it marks the order
+    tripwire = Tripwire(die=True)
+    clock = FakeClock()
+    settings = settings_for(home, pipeline_max_concurrency=1, claim_lease_seconds=LEASE)
+    container = Container(
+        settings,
+        clock,
+        order_store=order_store,
+        market=ChangingMarket(first="accepted"),
+        result_store=StoppedAfterResultWrite(FolderResultStore(settings.results_dir), "o1", tripwire),
+    )
+    ids = submit(container, 3)
+    engine = engine_for(container)
+    _stop_first_run(engine, tripwire)
+    assert "o1" in _result_objects(home)  # the dead run's object says accepted
+    assert container.order_store.get_order("o1").status is OrderStatus.PENDING
+
+    # When the next run takes over once the claim lease has lapsed
+    clock.advance(LEASE + 1)
+    second = engine.run()
+
+    # Then o1 is settled as first decided (accepted), by the second run, and its object agrees
+    assert second.status == "SUCCEEDED"
+    orders = assert_exactly_once(home, container, ids)
+    assert orders["o1"].status is OrderStatus.ACCEPTED
+    assert (orders["o1"].outcome or {})["run_id"] == second.run_id
+
+
+def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
+    home: Path, engine_for: Any, order_store: Any
+) -> None:
+    # Given three orders the market rejects, and a first run stopped right after it marks o0
+    # rejected, before the state machine could publish the notice
+    tripwire = Tripwire(die=False)
+    clock = FakeClock()
+    settings = settings_for(
+        home, pipeline_max_concurrency=1, claim_lease_seconds=LEASE, notice_redelivery_seconds=REDELIVERY
+    )
+    container = Container(
+        settings,
+        clock,
+        order_store=StoppedAfterRejection(order_store, "o0", tripwire),
+        market=ChangingMarket(first="rejected"),
+    )
+    ids = submit(container, 3)
+    engine = engine_for(container)
+    first = _stop_first_run(engine, tripwire)
+    o0 = container.order_store.get_order("o0")
+    assert (o0.status, (o0.outcome or {})["run_id"]) == (OrderStatus.REJECTED, first)
+    assert [n for n in notifications(home) if n["kind"] == "order_rejected"] == []
+
+    # When the next run starts after the lease, and after the notice is overdue
+    clock.advance(max(LEASE, REDELIVERY) + 1)
+    second = engine.run()
+
+    # Then the owed notice went out once (naming the run that rejected it), with the others
+    assert second.status == "SUCCEEDED"
+    orders = assert_exactly_once(home, container, ids)
+    assert {o.status for o in orders.values()} == {OrderStatus.REJECTED}
+    o0_notices = [n for n in notifications(home) if n["fields"].get("record_id") == "o0"]
+    assert [(n["kind"], n["fields"]["run_id"]) for n in o0_notices] == [("order_rejected", first)]
+
+    # And a third run later finds nothing owed and sends nothing again
+    clock.advance(24 * 3600)
+    before = notifications(home)
+    assert engine.run().orders == 0
+    assert notifications(home) == before
