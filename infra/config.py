@@ -61,6 +61,8 @@ class StageConfig:
     market_accept_probability: float = Settings.market_accept_probability
     market_seed: int | None = None
     work_prefix: str = Settings.work_prefix
+    notice_redelivery_seconds: int = Settings.notice_redelivery_seconds
+    notice_delivery_lease_seconds: int = Settings.notice_delivery_lease_seconds
 
     def __post_init__(self) -> None:
         if not STAGE_PATTERN.fullmatch(self.stage):
@@ -120,6 +122,8 @@ class StageConfig:
             market_accept_probability=self.market_accept_probability,
             market_seed=self.market_seed,
             work_prefix=self.work_prefix,
+            notice_redelivery_seconds=self.notice_redelivery_seconds,
+            notice_delivery_lease_seconds=self.notice_delivery_lease_seconds,
         )
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, SecretValue, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -35,7 +36,15 @@ def topic_name(stage: str) -> str:
 class Notifications(Construct):
     """An encrypted, SSL-only SNS topic; the notifier Lambda posts each message to Slack."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, package: LambdaPackage):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        package: LambdaPackage,
+        table: dynamodb.ITable,
+    ):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         # A customer managed key: CloudWatch alarms and EventBridge cannot publish to a topic
@@ -152,13 +161,21 @@ class Notifications(Construct):
             # Retry-After waits (capped at 30 s), before it fails and Lambda retries the event.
             timeout=Duration.minutes(3),
             environment=settings_env(
-                backend="aws", slack_webhook_secret_id=slack_webhook_secret_name(config.stage)
+                backend="aws",
+                slack_webhook_secret_id=slack_webhook_secret_name(config.stage),
+                orders_table=table.table_name,
+                notice_delivery_lease_seconds=config.notice_delivery_lease_seconds,
             ),
             dead_letter_queue=self.dead_letters,
             retry_attempts=NOTIFIER_RETRY_ATTEMPTS,
             max_event_age=NOTIFIER_MAX_EVENT_AGE,
         )
         self.slack_webhook_secret.grant_read(self.notifier.role)
+        # A rejection notice is delivered once: the notifier takes, records or gives back its
+        # delivery on the order with conditional updates (no reads, no other writes).
+        self.notifier.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[table.table_arn])
+        )
         self.topic.add_subscription(subscriptions.LambdaSubscription(self.notifier.function))
         if config.alert_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(config.alert_email))

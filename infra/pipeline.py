@@ -20,7 +20,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from energy_auction import workflow
-from energy_auction.adapters.aws import PENDING_INDEX
+from energy_auction.adapters.aws import NOTICES_INDEX, PENDING_INDEX
 from infra import REPO_ROOT
 from infra.config import StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
@@ -121,7 +121,8 @@ class AuctionPipeline(Construct):
             config=config,
             package=package,
             handler="fetch_results",
-            description="Lambda A: asks the market; claims the pending orders and stages their results",
+            description="Lambda A: asks the market; claims the pending orders and stages their results; "
+            "republishes overdue rejection notices",
             memory_size=1024,
             timeout=Duration.minutes(2),
             environment=settings_env(
@@ -134,13 +135,25 @@ class AuctionPipeline(Construct):
                 market_ready_probability=config.market_ready_probability,
                 market_accept_probability=config.market_accept_probability,
                 market_seed=config.market_seed,
+                notification_topic_arn=topic.topic_arn,
+                notice_redelivery_seconds=config.notice_redelivery_seconds,
             ),
         )
         # Finding pending orders, and (action "release_run") the orders a failed run claimed: both
-        # query the pending-orders index; claims and releases are conditional updates.
-        _allow(self.fetch_results.role, ["dynamodb:Query"], f"{table.table_arn}/index/{PENDING_INDEX}")
-        # Claims are transactional conditional updates (authorised as UpdateItem).
+        # query the pending-orders index; claims and releases are conditional updates. The
+        # redelivery of owed notices (action "redeliver") queries the owed-notices index.
+        _allow(
+            self.fetch_results.role,
+            ["dynamodb:Query"],
+            f"{table.table_arn}/index/{PENDING_INDEX}",
+            f"{table.table_arn}/index/{NOTICES_INDEX}",
+        )
+        # Claims are transactional conditional updates (authorised as UpdateItem); the owed notices
+        # are read back (BatchGetItem) and postponed (UpdateItem).
         _allow(self.fetch_results.role, ["dynamodb:UpdateItem", "dynamodb:BatchGetItem"], table.table_arn)
+        _allow(self.fetch_results.role, ["sns:Publish"], topic.topic_arn)
+        if topic.master_key is not None:  # publishing to an encrypted topic encrypts with its key
+            _allow(self.fetch_results.role, ["kms:GenerateDataKey", "kms:Decrypt"], topic.master_key.key_arn)
         _allow(self.fetch_results.role, ["s3:PutObject"], bucket.arn_for_objects(work_runs))
         acknowledge_wildcards(
             self.fetch_results.role,
@@ -161,7 +174,10 @@ class AuctionPipeline(Construct):
             # 5 of its release, with backoff between them, and must end well inside the limit.
             timeout=Duration.seconds(10),
             environment=settings_env(
-                backend="aws", orders_table=table.table_name, results_bucket=bucket.bucket_name
+                backend="aws",
+                orders_table=table.table_name,
+                results_bucket=bucket.bucket_name,
+                notice_redelivery_seconds=config.notice_redelivery_seconds,
             ),
         )
         # It reads the order first (GetItem, strongly consistent), then completes or releases it.

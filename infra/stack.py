@@ -26,8 +26,10 @@ class EnergyAuctionStack(Stack):
         Tags.of(self).add("stage", config.stage)
 
         package = LambdaPackage(self, "LambdaPackage")
-        notifications = Notifications(self, "Notifications", config=config, package=package)
         storage = Storage(self, "Storage", config=config)
+        notifications = Notifications(
+            self, "Notifications", config=config, package=package, table=storage.table
+        )
         api = OrdersApi(self, "Api", config=config, package=package, table=storage.table)
         pipeline = AuctionPipeline(
             self,

@@ -22,9 +22,22 @@ BASE_ACTIONS = {
 EXPECTED_ACTIONS = {
     "api": {"dynamodb:PutItem", "dynamodb:GetItem"},
     "authorizer": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
-    "fetch_results": {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:BatchGetItem", "s3:PutObject"},
+    "fetch_results": {
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:BatchGetItem",
+        "s3:PutObject",
+        "sns:Publish",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+    },
     "process_order": {"dynamodb:GetItem", "dynamodb:UpdateItem", "s3:PutObject"},
-    "notify": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "sqs:SendMessage"},
+    "notify": {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+        "sqs:SendMessage",
+        "dynamodb:UpdateItem",
+    },
 }
 EXPECTED_SETTINGS = {
     "api": {"backend", "orders_table"},
@@ -38,9 +51,11 @@ EXPECTED_SETTINGS = {
         "pipeline_timeout_seconds",
         "market_ready_probability",
         "market_accept_probability",
+        "notification_topic_arn",
+        "notice_redelivery_seconds",
     },
-    "process_order": {"backend", "orders_table", "results_bucket"},
-    "notify": {"backend", "slack_webhook_secret_id"},
+    "process_order": {"backend", "orders_table", "results_bucket", "notice_redelivery_seconds"},
+    "notify": {"backend", "slack_webhook_secret_id", "orders_table", "notice_delivery_lease_seconds"},
 }
 POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
@@ -114,8 +129,9 @@ def test_pipeline_functions_write_only_under_their_prefixes(dev: Synthesized) ->
     assert [text(r).endswith('"/orders/*"]]}') for r in resources_for(dev, process_role, "s3:PutObject")] == [
         True
     ]
-    assert ["/index/pending-orders" in text(r) for r in resources_for(dev, fetch_role, "dynamodb:Query")] == [
-        True
+    assert sorted(text(r).split("/index/")[1] for r in resources_for(dev, fetch_role, "dynamodb:Query")) == [
+        'owed-notices"]]}',
+        'pending-orders"]]}',
     ]
 
 
@@ -146,10 +162,28 @@ def test_fetch_results_can_release_the_claims_of_a_run(stage_stack: Synthesized)
     # {"action": "release_run"}: query the pending-orders index for the run's claims, update each.
     (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
     role = logical_id(functions(stage_stack)["fetch_results"][1]["Properties"]["Role"])
-    (query,) = resources_for(stage_stack, role, "dynamodb:Query")
-    assert text(query) == text(
-        {"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/pending-orders"]]}
-    )
+    queries = [text(q) for q in resources_for(stage_stack, role, "dynamodb:Query")]
+    assert text({"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/pending-orders"]]}) in queries
+    assert resources_for(stage_stack, role, "dynamodb:UpdateItem") == [{"Fn::GetAtt": [table_id, "Arn"]}]
+
+
+def test_fetch_results_can_redeliver_owed_notices_to_the_topic_only(stage_stack: Synthesized) -> None:
+    # {"action": "redeliver"}: query the owed-notices index, read and postpone those orders,
+    # publish each notice to the stage's (encrypted) topic.
+    (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
+    (topic_id,) = stage_stack.resources("AWS::SNS::Topic")
+    role = logical_id(functions(stage_stack)["fetch_results"][1]["Properties"]["Role"])
+    queries = [text(q) for q in resources_for(stage_stack, role, "dynamodb:Query")]
+    assert text({"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/owed-notices"]]}) in queries
+    assert resources_for(stage_stack, role, "sns:Publish") == [{"Ref": topic_id}]
+    (key,) = resources_for(stage_stack, role, "kms:GenerateDataKey")
+    assert key["Fn::GetAtt"][1] == "Arn"
+    assert stage_stack.template["Resources"][key["Fn::GetAtt"][0]]["Type"] == "AWS::KMS::Key"
+
+
+def test_the_notifier_records_deliveries_on_the_orders_table_only(stage_stack: Synthesized) -> None:
+    (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
+    role = logical_id(functions(stage_stack)["notify"][1]["Properties"]["Role"])
     assert resources_for(stage_stack, role, "dynamodb:UpdateItem") == [{"Fn::GetAtt": [table_id, "Arn"]}]
 
 

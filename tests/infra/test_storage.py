@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from energy_auction.adapters.aws import ORDERS_KEY, PENDING_INDEX, PENDING_SHARD_ATTRIBUTE, TTL_ATTRIBUTE
+from energy_auction.adapters.aws import (
+    NOTICE_DUE_ATTRIBUTE,
+    NOTICE_SHARD_ATTRIBUTE,
+    NOTICES_INDEX,
+    ORDERS_KEY,
+    PENDING_INDEX,
+    PENDING_SHARD_ATTRIBUTE,
+    TTL_ATTRIBUTE,
+)
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import logical_id, text
 
@@ -27,17 +35,29 @@ def test_orders_table_is_on_demand_with_ttl_pitr_and_encryption(stage_stack: Syn
     assert props["SSESpecification"]["SSEEnabled"] is True
 
 
-def test_pending_orders_index_is_what_fetch_results_queries(stage_stack: Synthesized) -> None:
+def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> None:
+    # The same indexes as tests.adapters.stores.create_orders_table, which the store tests run on
     _, table = stage_stack.one("AWS::DynamoDB::Table")
-    (index,) = table["Properties"]["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == PENDING_INDEX
-    assert index["KeySchema"] == [
+    indexes = {i["IndexName"]: i for i in table["Properties"]["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX}
+    assert indexes[PENDING_INDEX]["KeySchema"] == [
         {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
         {"AttributeName": TTL_ATTRIBUTE, "KeyType": "RANGE"},
     ]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[NOTICES_INDEX]["KeySchema"] == [
+        {"AttributeName": NOTICE_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": NOTICE_DUE_ATTRIBUTE, "KeyType": "RANGE"},
+    ]
+    assert indexes[NOTICES_INDEX]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     types = {a["AttributeName"]: a["AttributeType"] for a in table["Properties"]["AttributeDefinitions"]}
-    assert types == {ORDERS_KEY: "S", PENDING_SHARD_ATTRIBUTE: "S", TTL_ATTRIBUTE: "N"}
+    assert types == {
+        ORDERS_KEY: "S",
+        PENDING_SHARD_ATTRIBUTE: "S",
+        TTL_ATTRIBUTE: "N",
+        NOTICE_SHARD_ATTRIBUTE: "S",
+        NOTICE_DUE_ATTRIBUTE: "N",
+    }
 
 
 def test_prod_data_is_retained_and_dev_data_is_destroyed(dev: Synthesized, prod: Synthesized) -> None:
