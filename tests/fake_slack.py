@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,12 +21,14 @@ SECRET_PATH = "/services/T0SECRET/B0SECRET/xoxSecretWebhookToken"
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer. ``drop`` closes the connection without answering."""
+    """One scripted answer. ``drop`` closes the connection without answering; ``delay`` answers that
+    many seconds late (a Slack that hangs)."""
 
     status: int = 200
     body: str = "ok"
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.accepted: list[Received] = []
+        """The requests answered with a 2xx status (what Slack would have posted to the channel)."""
         self.otherwise = Reply()
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -66,6 +71,11 @@ class FakeSlack:
         """The JSON bodies of the POSTs received, in order."""
         return [r.json() for r in self.received if r.method == "POST"]
 
+    def posted(self) -> list[Any]:
+        """The JSON bodies of the POSTs answered with a 2xx status, in order."""
+        with self._lock:
+            return [r.json() for r in self.accepted if r.method == "POST"]
+
     def _next(self, request: Received) -> Reply:
         with self._lock:
             self.received.append(request)
@@ -78,7 +88,10 @@ class FakeSlack:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                reply = fake._next(Received(self.command, self.path, dict(self.headers.items()), body))
+                request = Received(self.command, self.path, dict(self.headers.items()), body)
+                reply = fake._next(request)
+                if reply.delay:
+                    time.sleep(reply.delay)
                 if reply.drop:
                     self.close_connection = True
                     return
@@ -89,6 +102,9 @@ class FakeSlack:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                if 200 <= reply.status < 300:
+                    with fake._lock:
+                        fake.accepted.append(request)
 
             do_POST = do_GET = _serve  # the names http.server dispatches to
 

@@ -5,12 +5,14 @@ notices still waiting for delivery)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +163,8 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-    import contextlib
-    import logging
-
     from energy_auction.bootstrap import Container
     from energy_auction.local.engine import PipelineEngine
-    from energy_auction.observability import logger
-
-    # stdout carries only the JSON summary: logs and EMF metric lines go to stderr.
-    handler = logger.registered_handler
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stderr)
 
     settings = local_settings(
         args.home,
@@ -183,7 +176,7 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
     )
     container = Container(settings)
     _open_local_files(container)
-    with contextlib.redirect_stdout(sys.stderr), PipelineEngine(container) as engine:
+    with _json_on_stdout(), PipelineEngine(container, delivery_grace_seconds=args.notice_wait) as engine:
         summary = engine.run()
     if summary.notices_undelivered:
         print(
@@ -215,7 +208,8 @@ def cmd_notices(args: argparse.Namespace) -> int:
             LocalFunction("energy-auction-notify", notify.handler, 180),
             container.settings.notice_delivery_lease_seconds,
         )
-        delivered = delivery.deliver_due()
+        with _json_on_stdout():
+            delivered = delivery.deliver_due()
     waiting = container.topic.undelivered()
     owed = container.order_store.overdue_notices(int(container.clock()), 1000)
     report: dict[str, Any] = {
@@ -240,6 +234,23 @@ def cmd_notices(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _json_on_stdout() -> Iterator[None]:
+    """While it lasts, stdout carries only the command's JSON: log and EMF metric lines go to stderr."""
+    import logging
+
+    from energy_auction.observability import logger
+
+    handler = logger.registered_handler
+    previous = handler.setStream(sys.stderr) if isinstance(handler, logging.StreamHandler) else None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if previous is not None and isinstance(handler, logging.StreamHandler):
+            handler.setStream(previous)
+
+
 def _iso(epoch_seconds: float) -> str:
     from datetime import UTC, datetime
 
@@ -253,6 +264,16 @@ def _interval(value: str) -> int:
         return parse_interval(value)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 <= number <= 3600:
+        raise argparse.ArgumentTypeError("a wait is between 0 and 3600 seconds")
+    return number
 
 
 def _probability(value: str) -> float:
@@ -302,6 +323,14 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--retry-seconds", type=int, default=None, help="wait between attempts (default 30)")
     run.add_argument("--max-attempts", type=int, default=None, help="attempts before giving up (default 10)")
+    run.add_argument(
+        "--notice-wait",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="after the run, wait at most this long for its notices to be delivered; what is left "
+        "stays queued and is retried (default 10)",
+    )
     run.set_defaults(func=cmd_run_pipeline)
 
     notices = commands.add_parser(

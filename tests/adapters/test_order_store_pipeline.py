@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from energy_auction.adapters.aws import PENDING_INDEX, DynamoDbOrderStore, order_to_item
+from energy_auction.adapters.aws import NOTICES_INDEX, PENDING_INDEX, DynamoDbOrderStore, order_to_item
 from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import ORDER_TTL_SECONDS, NoticeClaim, Order, OrderStatus, settled_outcome
@@ -408,18 +408,30 @@ def _raw_item(faulty: FaultyClient, record_id: str) -> dict[str, Any]:
     return item
 
 
-def test_dynamodb_table_has_the_sparse_pending_index(faulty: FaultyClient) -> None:
+def test_dynamodb_table_has_the_sparse_pending_and_owed_notices_indexes(faulty: FaultyClient) -> None:
+    # The table these tests run on is the one tests/infra checks the stack deploys
     table = faulty.real.describe_table(TableName=TABLE)["Table"]
 
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == PENDING_INDEX
-    assert index["KeySchema"] == [
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX}
+    assert indexes[PENDING_INDEX]["KeySchema"] == [
         {"AttributeName": "pending_shard", "KeyType": "HASH"},
         {"AttributeName": "expires_at", "KeyType": "RANGE"},
     ]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[NOTICES_INDEX]["KeySchema"] == [
+        {"AttributeName": "notice_shard", "KeyType": "HASH"},
+        {"AttributeName": "notice_due_at", "KeyType": "RANGE"},
+    ]
+    assert indexes[NOTICES_INDEX]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-    assert types == {"record_id": "S", "pending_shard": "S", "expires_at": "N"}
+    assert types == {
+        "record_id": "S",
+        "pending_shard": "S",
+        "expires_at": "N",
+        "notice_shard": "S",
+        "notice_due_at": "N",
+    }
 
 
 def test_dynamodb_pending_orders_queries_each_shard_and_never_scans(

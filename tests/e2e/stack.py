@@ -36,6 +36,8 @@ class LocalStack:
     home: Path
     env: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ("--no-schedule",)
+    file_size_limit: int | None = None
+    """Bytes any file the stack writes may grow to (RLIMIT_FSIZE): a disk that fills up."""
     process: subprocess.Popen[str] | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
@@ -43,12 +45,19 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         env = {**os.environ, "ENERGY_AUCTION_HOME": str(self.home), "PORT": "0", **self.env}
+        command = [sys.executable, "-m", "energy_auction.cli", "local", *self.args]
+        if self.file_size_limit:
+            # A launcher sets the limit and execs the stack (no preexec_fn in a threaded test run).
+            # SIGXFSZ ignored: a write past the limit fails with EFBIG instead of killing the process.
+            limit = self.file_size_limit
+            launcher = (
+                "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+            )
+            command = [sys.executable, "-c", launcher, *command[1:]]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "energy_auction.cli", "local", *self.args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert self.process.stdout is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -68,6 +77,18 @@ class LocalStack:
         while self.request("GET", "/health").status != 200:
             time.sleep(0.05)
         return self
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The stack's JSON log lines so far (other output left out)."""
+        found = []
+        for line in list(self.output):
+            try:
+                document = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(document, dict) and "level" in document:
+                found.append(document)
+        return found
 
     def _read_output(self) -> None:
         assert self.process is not None

@@ -73,7 +73,11 @@ def test_the_schedule_runs_the_pipeline(tmp_path: Path) -> None:
     stack = LocalStack(
         home=tmp_path / "home",
         args=("--every", "1s"),
-        env={"ENERGY_AUCTION_MARKET_READY_PROBABILITY": "1", "ENERGY_AUCTION_MARKET_ACCEPT_PROBABILITY": "1"},
+        env={
+            "ENERGY_AUCTION_MARKET_READY_PROBABILITY": "1",
+            "ENERGY_AUCTION_MARKET_ACCEPT_PROBABILITY": "1",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        },
     ).start()
     try:
         token = stack.token()
@@ -87,5 +91,15 @@ def test_the_schedule_runs_the_pipeline(tmp_path: Path) -> None:
         assert [stack.get_order(o["record_id"], token).json()["status"] for o in ORDERS[:3]] == [
             "accepted"
         ] * 3
+        # and the stack logs each scheduled run's summary when it ends
+        while time.monotonic() < deadline and not any(
+            line["message"] == "scheduled pipeline run ended" and line.get("accepted") == 3
+            for line in stack.log_lines()
+        ):
+            time.sleep(0.2)
+        ended = [line for line in stack.log_lines() if line["message"] == "scheduled pipeline run ended"]
+        settled = [line for line in ended if line.get("accepted") == 3]
+        assert len(settled) == 1
+        assert (settled[0]["status"], settled[0]["orders"], settled[0]["level"]) == ("SUCCEEDED", 3, "INFO")
     finally:
         stack.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,14 @@ from typing import Any
 import pytest
 
 from energy_auction import bootstrap
+from energy_auction.adapters.local import SqliteOrderStore
 from energy_auction.handlers import notify
 from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.notifications import NotificationFailed
+from energy_auction.orders import OrderStatus
 from energy_auction.settings import Backend, Settings
 
+from ..adapters.stores import pending
 from ..fake_slack import SECRET_PATH, FakeSlack, Reply
 from ..sns import (
     TIMESTAMP,
@@ -146,3 +150,67 @@ def test_every_record_is_tried_before_the_handler_fails(tmp_path: Path, slack: F
         "Order unique_id_2 rejected",
     ]
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1", "unique_id_2"]
+
+
+# --- A rejection is notified once ---------------------------------------------------------------
+
+
+def rejected_order(home: Path, record_id: str, run_id: str = "run-1") -> SqliteOrderStore:
+    """An order ``run_id`` rejected, its notice owed (as ProcessOrder leaves it), in the home's store."""
+    store = SqliteOrderStore(home / "orders.sqlite3")
+    now = int(time.time())
+    store.put_orders([pending(record_id, submitted=now)], now=now)
+    store.claim_orders([record_id], run_id, now, 600)
+    outcome = {"status": "rejected", "power": 0, "run_id": run_id}
+    store.complete_order(record_id, run_id, OrderStatus.REJECTED, outcome, notice_due_at=now + 900)
+    return store
+
+
+def test_a_rejection_delivered_twice_reaches_slack_and_the_file_once(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given an owed rejection notice, published by the state machine and again by a redelivery
+    jsonl = install(tmp_path, slack.url)
+    store = rejected_order(tmp_path, "unique_id_1")
+    copy = sns_record(rejected_message("unique_id_1", "run-1"), "order_rejected")
+
+    # When both copies reach the notifier (two events, as SNS delivers them)
+    first = invoke(sns_event(copy))
+    second = invoke(sns_event(sns_record(rejected_message("unique_id_1", "run-1"), "order_rejected")))
+
+    # Then the first was delivered and the second skipped: one post, one line, nothing owed
+    assert (first, second) == ({"delivered": 1, "skipped": 0}, {"delivered": 0, "skipped": 1})
+    assert len(slack.posts()) == 1
+    assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1"]
+    assert store.get_order("unique_id_1").notice_due_at is None  # type: ignore[union-attr]
+
+
+def test_a_failed_delivery_is_given_back_so_the_retry_delivers_it(tmp_path: Path, slack: FakeSlack) -> None:
+    # Given an owed rejection notice and a Slack that is down for the first delivery
+    jsonl = install(tmp_path, slack.url)
+    store = rejected_order(tmp_path, "unique_id_1")
+    slack.answer(*[Reply(503, "down", {"Retry-After": "0"})] * 5)
+    event = sns_event(sns_record(rejected_message("unique_id_1", "run-1"), "order_rejected"))
+
+    # When the first delivery fails and SNS delivers the event again
+    with pytest.raises(NotificationFailed):
+        invoke(event)
+    still_owed = store.get_order("unique_id_1")
+    assert still_owed is not None
+    assert (still_owed.notice_due_at is not None, still_owed.notice_lease_until) == (True, None)
+    assert invoke(event) == {"delivered": 1, "skipped": 0}
+
+    # Then Slack got it once it was up, the file has it once (written by the first attempt)
+    assert [post["blocks"][0]["text"]["text"] for post in slack.posts()][-1] == "Order unique_id_1 rejected"
+    assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1"]
+    assert store.get_order("unique_id_1").notice_due_at is None  # type: ignore[union-attr]
+
+
+def test_a_rejection_the_store_does_not_track_is_still_delivered(tmp_path: Path, slack: FakeSlack) -> None:
+    # A notice for an order that is gone (expired and deleted): better delivered than lost
+    jsonl = install(tmp_path, slack.url)
+    assert invoke(sns_event(sns_record(rejected_message("gone", "run-7"), "order_rejected"))) == {
+        "delivered": 1,
+        "skipped": 0,
+    }
+    assert [line["fields"]["record_id"] for line in written(jsonl)] == ["gone"]

@@ -351,3 +351,69 @@ def test_a_short_jwt_secret_is_refused_before_any_token_is_made(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "at least 32 bytes" in captured.err
+
+
+# --- A home folder that cannot be used, and the notices command
+
+
+def test_run_pipeline_on_a_corrupt_database_says_which_file_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a home whose orders database is not a database
+    (tmp_path / "orders.sqlite3").write_bytes(b"garbage" * 100)
+
+    # When a run is asked for
+    started = time.monotonic()
+    code, out, err = run(["run-pipeline", "--home", str(tmp_path)], capsys)
+
+    # Then it stops at once with one line naming the file and SQLite's reason, and no run
+    assert time.monotonic() - started < 5
+    assert code == 2
+    assert out == ""
+    database = tmp_path / "orders.sqlite3"
+    assert err == f"energy-auction: cannot use the order database {database}: file is not a database\n"
+
+
+@pytest.mark.parametrize("command", ["run-pipeline", "notices"])
+def test_a_home_that_is_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+
+    code, out, err = run([command, "--home", str(home)], capsys)
+
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"energy-auction: cannot use the order database {home}/orders.sqlite3: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_notices_shows_what_waits_and_delivers_it_on_demand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a notice waiting in the local topic (published while Slack was down)
+    from energy_auction.adapters.local import LocalTopic
+
+    LocalTopic(tmp_path / "notices.sqlite3").publish("Energy Auction: something", "plain text notice", None)
+
+    # When the operator looks
+    code, out, _ = run(["notices", "--home", str(tmp_path)], capsys)
+
+    # Then it is listed, with its attempts so far
+    report = json.loads(out)
+    assert code == 0
+    assert (report["undelivered"], report["overdue_rejections"]) == (1, 0)
+    assert [(n["subject"], n["attempts"], n["last_error"]) for n in report["notices"]] == [
+        ("Energy Auction: something", 0, None)
+    ]
+
+    # When they deliver it now (no Slack webhook here: the notice goes to the file and the log)
+    code, out, _ = run(["notices", "--home", str(tmp_path), "--deliver"], capsys)
+
+    # Then it is delivered and nothing waits any more
+    report = json.loads(out)
+    assert (code, report["delivered"], report["undelivered"], report["notices"]) == (0, 1, 0, [])
+    lines = (tmp_path / "notifications.jsonl").read_text().splitlines()
+    assert [json.loads(line)["title"] for line in lines] == ["Energy Auction: something"]

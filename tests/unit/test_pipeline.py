@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from energy_auction import codec
+from energy_auction import codec, workflow
 from energy_auction.adapters.local import TTL_LAG_SECONDS, SqliteOrderStore
 from energy_auction.bootstrap import Container
 from energy_auction.errors import ClaimLost, OrderRejected
 from energy_auction.market import REJECTION_REASONS, OrderResult, SimulatedMarket
-from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus, iso_utc
-from energy_auction.pipeline import fetch_results, process_order, release_order, result_key
+from energy_auction.notifications import REJECTION_SUBJECT, notice_from_message
+from energy_auction.orders import ORDER_TTL_SECONDS, NoticeClaim, Order, OrderStatus, iso_utc
+from energy_auction.pipeline import fetch_results, process_order, redeliver_notices, release_order, result_key
 
 from ..conftest import START, FakeClock
 
@@ -459,3 +460,117 @@ def test_release_by_a_run_that_does_not_hold_the_order_changes_nothing(local_con
     before = get(local_container, "held")
     assert release_order(item, RUN, store=local_container.order_store)["status"] == "released"
     assert get(local_container, "held") == before
+
+
+# --- Redelivering owed notices
+
+
+class RecordingPublisher:
+    """The notification topic, as far as redelivery uses it: what was published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, str]] = []
+
+    def publish(self, subject: str, message: str, kind: str) -> None:
+        self.published.append((subject, message, kind))
+
+
+def reject_one(container: Container, record_id: str) -> dict[str, Any]:
+    item = claimed_result(container, record_id, "rejected")
+    with pytest.raises(OrderRejected):
+        settle(container, item)
+    return item
+
+
+def redeliver(container: Container, publisher: RecordingPublisher, limit: int = 500) -> dict[str, Any]:
+    return redeliver_notices(
+        RUN,
+        store=container.order_store,
+        publisher=publisher,
+        now=container.clock(),
+        redelivery_seconds=NOTICE_DELAY,
+        limit=limit,
+    )
+
+
+def test_an_owed_notice_is_republished_once_overdue_as_the_state_machine_publishes_it(
+    local_container: Container, clock: FakeClock
+) -> None:
+    # Given a rejected order whose notice never went out (its run died before publishing)
+    item = reject_one(local_container, "unique_id_3")
+    publisher = RecordingPublisher()
+
+    # When a run starts before the notice is overdue, nothing is published
+    clock.advance(NOTICE_DELAY - 1)
+    assert redeliver(local_container, publisher) == {"run_id": RUN, "redelivered": 0}
+
+    # When a run starts once it is overdue
+    clock.advance(1)
+    assert redeliver(local_container, publisher) == {"run_id": RUN, "redelivered": 1}
+
+    # Then it is published with the state machine's subject and kind, and a message the notifier
+    # reads as the same rejection notice (same key: it is delivered once, whichever copy comes first)
+    ((subject, message, kind),) = publisher.published
+    assert (subject, kind) == (REJECTION_SUBJECT, "order_rejected")
+    redelivered = notice_from_message(message, kind, subject)
+    original = notice_from_message(
+        codec.dumps({"result": item, "run_id": RUN, "error": {"Error": "OrderRejected"}}), kind, subject
+    )
+    assert (redelivered.key, redelivered.order) == (original.key, ("unique_id_3", RUN))
+    assert redelivered.fields == original.fields
+    assert redelivered.title == "Order unique_id_3 rejected"
+
+
+def test_a_redelivered_notice_waits_twice_as_long_each_time(
+    local_container: Container, clock: FakeClock
+) -> None:
+    # Given an owed notice that stays undelivered (Slack is down), overdue after NOTICE_DELAY
+    reject_one(local_container, "unique_id_3")
+    publisher = RecordingPublisher()
+    clock.advance(NOTICE_DELAY)
+
+    # When each run republishes it as soon as it is overdue again
+    waits = []
+    for _ in range(8):
+        assert redeliver(local_container, publisher)["redelivered"] == 1
+        due = get(local_container, "unique_id_3").notice_due_at
+        assert due is not None
+        waits.append(due - int(clock.now))
+        clock.now = due
+
+    # Then the waits double, up to six hours, and each redelivery is counted
+    assert waits == [1800, 3600, 7200, 14400, 21600, 21600, 21600, 21600]
+    assert get(local_container, "unique_id_3").notice_redeliveries == 8
+    assert len(publisher.published) == 8
+
+
+def test_a_delivered_notice_is_never_republished(local_container: Container, clock: FakeClock) -> None:
+    reject_one(local_container, "unique_id_3")
+    store = local_container.order_store
+    now = int(clock.now)
+    assert store.claim_notice("unique_id_3", RUN, now, 60) is NoticeClaim.CLAIMED
+    store.finish_notice("unique_id_3", RUN, delivered=True)
+    publisher = RecordingPublisher()
+
+    clock.advance(30 * 24 * 3600)
+
+    assert redeliver(local_container, publisher)["redelivered"] == 0
+    assert publisher.published == []
+
+
+def test_redelivery_takes_at_most_its_limit_per_run(local_container: Container, clock: FakeClock) -> None:
+    for i in range(5):
+        reject_one(local_container, f"r{i}")
+    clock.advance(NOTICE_DELAY)
+    publisher = RecordingPublisher()
+
+    assert redeliver(local_container, publisher, limit=3)["redelivered"] == 3
+    assert redeliver(local_container, publisher, limit=3)["redelivered"] == 2
+    assert sorted(codec.loads(m)["result"]["record_id"] for _, m, _ in publisher.published) == [
+        f"r{i}" for i in range(5)
+    ]
+
+
+def test_the_rejection_subject_is_the_state_machines() -> None:
+    definition = workflow.template()
+    assert f'"Subject": "{REJECTION_SUBJECT}"' in definition

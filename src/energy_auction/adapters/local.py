@@ -377,25 +377,27 @@ class JsonlNotifier:
         line = codec.dumps(notice.as_dict()) + "\n"
         with self._lock, self._path.open("a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
-            self._catch_up(handle)
+            ended = self._catch_up(handle)
             if notice.key is not None and notice.key in self._keys:
                 return
-            handle.write(line.encode())
+            # Under the lock no writer is mid-line: a line without its end is a dead process's.
+            handle.write(line.encode() if ended else b"\n" + line.encode())
             handle.flush()
             os.fsync(handle.fileno())
             self._read_up_to = handle.tell()
             if notice.key is not None:
                 self._keys.add(notice.key)
 
-    def _catch_up(self, handle: Any) -> None:
-        """Learn the keys of the lines written since this notifier last looked (by any process)."""
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() < self._read_up_to:  # truncated or replaced: read it again
+    def _catch_up(self, handle: Any) -> bool:
+        """Learn the keys of the lines written since this notifier last looked (by any process);
+        returns whether the file ends with a whole line."""
+        end = handle.seek(0, os.SEEK_END)
+        if end < self._read_up_to:  # truncated or replaced: read it again
             self._keys, self._read_up_to = set(), 0
         handle.seek(self._read_up_to)
         for raw in handle:
             if not raw.endswith(b"\n"):
-                break  # a line another process is writing; it holds no lock only if it died mid-write
+                return False  # left unread: it is ended (and skipped) by the next append
             self._read_up_to += len(raw)
             try:
                 key = codec.loads(raw).get("key")
@@ -403,7 +405,7 @@ class JsonlNotifier:
                 continue
             if isinstance(key, str):
                 self._keys.add(key)
-        handle.seek(0, os.SEEK_END)
+        return True
 
 
 @dataclass(frozen=True)

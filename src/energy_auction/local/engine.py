@@ -174,6 +174,7 @@ class PipelineEngine:
         events.unregister("before-call.sns.Publish", self._deliver_notification)
         self._mock.stop()
         self._mock = None
+        moto_compat.forget_clients()
 
     def _execution_arn(self, run_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}"

@@ -1,12 +1,14 @@
-"""One fix to moto's ASL interpreter (5.2.5), applied by the local pipeline engine.
+"""Fixes to moto's ASL interpreter (5.2.5), applied by the local pipeline engine (:func:`apply`).
 
-Each Map worker of the interpreter evaluates its items by recursion: ``_eval_pool`` runs one job,
-takes the next and calls itself for it, as its last statement. A worker therefore dies with
-``RecursionError`` after about 970 items, the Map never finishes, and a run of more than
-~970 x MaxConcurrency orders hangs until its execution timeout. :func:`apply` turns that tail call
-into a loop without copying moto's code: while a worker evaluates its pool, its recursive call only
-records the next job, and the loop evaluates it after the current call returns. What a worker does
-for each job is unchanged.
+1. Each Map worker of the interpreter evaluates its items by recursion: ``_eval_pool`` runs one job,
+   takes the next and calls itself for it, as its last statement. A worker therefore dies with
+   ``RecursionError`` after about 970 items, the Map never finishes, and a run of more than
+   ~970 x MaxConcurrency orders hangs until its execution timeout. The tail call becomes a loop,
+   without copying moto's code: while a worker evaluates its pool, its recursive call only records
+   the next job, and the loop evaluates it after the current call returns.
+2. Speed, nothing else: every Lambda, SNS or S3 task built a new boto3 client (about a third of a
+   local run's CPU), and every JSONPath was parsed anew on each use (a fifth). Clients are kept per
+   boto3 session (each engine has its own, with its own event hooks), and parsed paths are cached.
 """
 
 from __future__ import annotations
@@ -58,9 +60,63 @@ def map_workers() -> list[type]:
     ]
 
 
+_CLIENTS: dict[tuple[int, str, str], tuple[Any, Any]] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _kept_client(boto_client_for: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(boto_client_for)
+    def kept_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        import boto3
+
+        session = boto3.DEFAULT_SESSION
+        key = (id(session), region, service)
+        with _CLIENTS_LOCK:
+            kept = _CLIENTS.get(key)
+            if kept is None or kept[0] is not session:
+                kept = (session, boto_client_for(region, service, state_credentials))
+                _CLIENTS[key] = kept
+            return kept[1]
+
+    kept_client_for.moto_compat = True  # type: ignore[attr-defined]
+    return kept_client_for
+
+
+def forget_clients() -> None:
+    """Drop the kept clients (an engine closing: its session and hooks go with it)."""
+    with _CLIENTS_LOCK:
+        _CLIENTS.clear()
+
+
+def _client_users() -> list[Any]:
+    """The interpreter's modules that build a client for each task they run."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
+        resource_eval_s3 as item_reader,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval import (
+        resource_eval_s3 as result_writer,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_sns,
+    )
+
+    return [lambda_eval_utils, state_task_service_sns, item_reader, result_writer]
+
+
 def apply() -> None:
-    """Make every Map worker loop over its items instead of recursing (idempotent)."""
+    """Apply the fixes (idempotent)."""
     for worker in map_workers():
         eval_pool = worker.__dict__.get("_eval_pool")
         if eval_pool is not None and not getattr(eval_pool, "moto_compat", False):
             worker._eval_pool = _looping(eval_pool)  # type: ignore[attr-defined]
+    for module in _client_users():
+        if not getattr(module.boto_client_for, "moto_compat", False):
+            module.boto_client_for = _kept_client(module.boto_client_for)
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    parse = getattr(json_path, "parse")  # noqa: B009 (the module's import, not its API)
+    if not getattr(parse, "moto_compat", False):
+        cached = functools.lru_cache(maxsize=4096)(parse)
+        cached.moto_compat = True  # type: ignore[attr-defined]
+        setattr(json_path, "parse", cached)  # noqa: B010

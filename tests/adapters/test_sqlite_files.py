@@ -1,0 +1,197 @@
+"""The local stack's SQLite files as an operator meets them: a database from the previous version,
+a corrupt or unusable file, a full disk, and the purge of expired orders."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from energy_auction import codec
+from energy_auction.adapters.local import (
+    SCHEMA_VERSION,
+    TTL_LAG_SECONDS,
+    LocalStoreError,
+    LocalTopic,
+    SqliteOrderStore,
+)
+from energy_auction.orders import ORDER_TTL_SECONDS, Decision, OrderStatus, iso_utc
+from tests.adapters.stores import NOW, pending
+
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE orders (
+    record_id        TEXT PRIMARY KEY,
+    status           TEXT NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    document         TEXT NOT NULL,
+    claim_run_id     TEXT,
+    claim_expires_at INTEGER
+);
+CREATE INDEX orders_by_status ON orders (status, expires_at);
+"""
+
+
+def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_path: Path) -> None:
+    # Given an orders database written by the first release: a pending and an accepted order
+    path = tmp_path / "orders.sqlite3"
+    with sqlite3.connect(path) as raw:
+        raw.executescript(FIRST_RELEASE_SCHEMA)
+        for order in (
+            pending("old-pending"),
+            pending("old-accepted").model_copy(update={"status": OrderStatus.ACCEPTED}),
+        ):
+            document = codec.dumps(order.model_dump())
+            raw.execute(
+                "INSERT INTO orders VALUES (?, ?, ?, ?, NULL, NULL)",
+                (order.record_id, str(order.status), order.expires_at, document),
+            )
+
+    # When this version opens it
+    store = SqliteOrderStore(path)
+
+    # Then every order is there, the pending one is claimable, and the file is at this schema
+    assert store.get_order("old-accepted").status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
+    assert [o.record_id for o in store.pending_orders(NOW)] == ["old-pending"]
+    decided = Decision(
+        status="rejected",
+        power=Decimal(0),
+        auction_date="2027-01-15",
+        decided_at=iso_utc(NOW),
+        submitted_at=iso_utc(NOW),
+        reason="r",
+    )
+    assert store.claim_orders(["old-pending"], "run-1", NOW, 600, {"old-pending": decided})
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    # and opening it again changes nothing
+    assert SqliteOrderStore(path).get_order("old-pending").decision == decided  # type: ignore[union-attr]
+
+
+def test_a_database_of_a_newer_version_is_refused_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "orders.sqlite3"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    with pytest.raises(LocalStoreError) as refused:
+        SqliteOrderStore(path)
+
+    assert str(refused.value) == (
+        f"the order database {path} was written by a newer energy-auction "
+        f"(schema {SCHEMA_VERSION + 1}; this one knows {SCHEMA_VERSION})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"this is not a database, just text" * 100, "file is not a database"),
+        (b"SQLite format 3\x00" + b"\xff" * 84, "file is not a database"),
+    ],
+)
+def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "orders.sqlite3"
+    path.write_bytes(content)
+
+    with pytest.raises(LocalStoreError) as refused:
+        SqliteOrderStore(path)
+
+    assert str(refused.value) == f"cannot use the order database {path}: {reason}"
+
+
+def test_a_home_that_is_a_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+
+    with pytest.raises(
+        LocalStoreError, match=rf"^cannot use the order database {home}/orders.sqlite3: "
+    ) as err:
+        SqliteOrderStore(home / "orders.sqlite3")
+    assert "\n" not in str(err.value)
+    with pytest.raises(LocalStoreError, match=rf"^cannot use the notice queue {home}/notices.sqlite3: "):
+        LocalTopic(home / "notices.sqlite3")
+
+
+def test_an_expired_order_that_still_owes_work_is_purged_only_after_the_ttl_lag(tmp_path: Path) -> None:
+    # Given three orders: expired and done, expired with a decision not yet settled, and expired
+    # with its rejection notice still owed
+    store = SqliteOrderStore(tmp_path / "orders.sqlite3")
+    store.put_orders([pending("done"), pending("decided"), pending("owing")], now=NOW)
+    decision = Decision(
+        status="rejected",
+        power=Decimal(0),
+        auction_date="2027-01-15",
+        decided_at=iso_utc(NOW),
+        submitted_at=iso_utc(NOW),
+        reason="r",
+    )
+    store.claim_orders(
+        ["decided", "owing", "done"], "run-1", NOW, 600, {"decided": decision, "owing": decision}
+    )
+    store.complete_order("owing", "run-1", OrderStatus.REJECTED, {"run_id": "run-1"}, notice_due_at=NOW + 900)
+    store.complete_order("done", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
+    expired = NOW + ORDER_TTL_SECONDS
+
+    # Then at start after their expiry only the finished one goes, the others after the TTL lag
+    assert store.purge_expired(expired) == 1
+    assert store.get_order("done") is None
+    assert {store.get_order(r) is not None for r in ("decided", "owing")} == {True}
+    assert store.purge_expired(expired + TTL_LAG_SECONDS) == 2
+
+
+FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, signal, sys
+    from pathlib import Path
+    from energy_auction.adapters.local import SqliteOrderStore
+    from energy_auction.errors import StorageUnavailable
+    from tests.adapters.stores import NOW, pending
+
+    store = SqliteOrderStore(Path(sys.argv[1]))
+    # The file system refuses to grow the database past 256 KiB, as a full disk would.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+    stored = []
+    for batch in range(10_000):
+        orders = [pending(f"b{batch}-{i}", parameter_1="x" * 200) for i in range(50)]
+        try:
+            store.put_orders(orders, now=NOW)
+        except StorageUnavailable as err:
+            print(json.dumps({"stored": stored, "error": type(err).__name__, "message": err.message}))
+            break
+        stored += [o.record_id for o in orders]
+    """
+)
+
+
+def test_a_full_disk_is_storage_unavailable_and_loses_nothing_stored(tmp_path: Path) -> None:
+    # Given a process whose disk fills up while it stores orders
+    path = tmp_path / "orders.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_SCRIPT, str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+
+    # Then the write that did not fit fails as StorageUnavailable (the API's 503 with Retry-After),
+    # naming SQLite's reason, and the failure is logged
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["error"] == "StorageUnavailable"
+    assert report["message"].startswith("the order database is unavailable: ")
+    assert "no transaction is active" not in report["message"]
+    assert "the order database failed" in done.stdout + done.stderr
+    # And every order acknowledged before is there, the failed batch is not
+    store = SqliteOrderStore(path)
+    assert report["stored"]
+    assert all(store.get_order(r) is not None for r in report["stored"])
+    assert store.get_order(f"b{len(report['stored']) // 50}-0") is None

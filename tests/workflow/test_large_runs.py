@@ -1,0 +1,91 @@
+"""Runs larger than moto's interpreter could finish before local/moto_compat: its Map workers
+recursed once per item and died after ~970 items, so a local run of more than ~970 x
+MaxConcurrency orders hung until its execution timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from energy_auction.bootstrap import Container
+from energy_auction.local import moto_compat
+from energy_auction.orders import OrderStatus
+from energy_auction.settings import Backend, Settings
+
+from .conftest import ScriptedMarket, notifications, submit
+
+DEFAULTS = Settings()
+
+
+def test_a_map_worker_evaluates_thousands_of_items_in_one_loop() -> None:
+    # Given the interpreter with the engine's fixes, and an inline Map of 3,000 items on one worker
+    moto_compat.apply()
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": 1,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "Item",
+                    "States": {"Item": {"Type": "Pass", "End": True}},
+                },
+                "End": True,
+            }
+        },
+    }
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="eu-west-1")
+        arn = sfn.create_state_machine(
+            name="many", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/x"
+        )["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"items": list(range(3000))}))
+
+        # When it runs (bounded: without the fix it never ends)
+        deadline = time.monotonic() + 120
+        while (
+            status := sfn.describe_execution(executionArn=execution["executionArn"])["status"]
+        ) == "RUNNING":
+            assert time.monotonic() < deadline, "the Map never finished"
+            time.sleep(0.2)
+
+        # Then it succeeds with every item's output
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+    assert status == "SUCCEEDED"
+    assert json.loads(described["output"]) == list(range(3000))
+
+
+def test_more_than_8000_orders_settle_in_one_run_with_the_default_settings(
+    home: Path, engine_for: Any
+) -> None:
+    # Given 8,100 pending orders (more than 970 x the default MaxConcurrency of 8), every 100th of
+    # which the market rejects, and the service's default pipeline settings
+    assert DEFAULTS.pipeline_max_concurrency * 970 < 8100
+    count = 8100
+    rejected = {f"o{i}" for i in range(0, count, 100)}
+    container = Container(
+        Settings(backend=Backend.LOCAL, home=home, jwt_secret="x" * 40),
+        market=ScriptedMarket(reject=rejected),
+    )
+    ids = submit(container, count)
+    engine = engine_for(container)
+
+    # When one run executes
+    summary = engine.run(timeout=900)
+
+    # Then it finishes, every order settled, one notice per rejection
+    assert (summary.status, summary.orders) == ("SUCCEEDED", count)
+    assert (summary.accepted, summary.rejected, summary.failed) == (count - len(rejected), len(rejected), 0)
+    now = int(container.clock())
+    assert container.order_store.pending_orders(now) == []
+    assert {container.order_store.get_order(r).status for r in rejected} == {OrderStatus.REJECTED}  # type: ignore[union-attr]
+    assert container.order_store.get_order(ids[-1]).status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
+    notices = [n["fields"]["record_id"] for n in notifications(home) if n["kind"] == "order_rejected"]
+    assert sorted(notices) == sorted(rejected)
