@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
 from energy_auction.adapters.slack import MAX_RETRY_AFTER, HttpResponse, SlackWebhookNotifier, slack_message
-from energy_auction.notifications import Notice, NoticeKind, NotificationFailed
+from energy_auction.notifications import Notice, NoticeKind, NotificationFailed, notice_from_message
 
 from ..fake_slack import SECRET_PATH, FakeSlack, Reply
 from ..logs import captured_logs
@@ -73,6 +75,10 @@ def mrkdwn_objects(payload: dict[str, Any]) -> list[dict[str, Any]]:
         found += [field for field in block.get("fields", []) if field["type"] == "mrkdwn"]
         found += [element for element in block.get("elements", []) if element["type"] == "mrkdwn"]
     return found
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 NOTICE = Notice(
@@ -432,3 +438,53 @@ def test_user_text_in_mrkdwn_is_posted_verbatim_so_slack_links_nothing(
     assert len(objects) == 3  # the section's text, the field, the context line
     assert all(item.get("verbatim") is True for item in objects), objects
     assert_valid_block_kit(payload)
+
+
+def test_a_notice_with_lone_surrogates_is_posted(
+    slack: FakeSlack, fallback: Fallback, sleeps: Sleeps
+) -> None:
+    # Given a notice built from text holding lone surrogates (JSON allows "\\udc00"; UTF-8 cannot encode it)
+    notice = Notice(
+        NoticeKind.OTHER, "bad \udc00 title", "bad \ud800 text", fields=(("key \udfff", "value \udbff"),)
+    )
+
+    # When it goes out
+    notifier(slack.url, fallback, sleeps).notify(notice)
+
+    # Then Slack got it at the first attempt, each surrogate shown as the replacement character
+    [payload] = slack.posts()
+    assert payload["blocks"][0]["text"]["text"] == "bad \ufffd title"
+    assert payload["text"] == "bad \ufffd text"
+    assert payload["blocks"][1]["fields"] == [
+        {"type": "mrkdwn", "text": "*key \ufffd*\nvalue \ufffd", "verbatim": True}
+    ]
+    assert_valid_block_kit(payload)
+    assert sleeps == []
+    assert fallback.notices == []
+
+
+# Any text, lone surrogates included (JSON can carry them as "\\udXXX" escapes; st.text leaves them out).
+any_text = st.lists(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40).map("".join)
+any_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=12),
+    max_leaves=30,
+)
+
+
+@given(
+    message=any_text | st.builds(json.dumps, any_value),
+    kind=st.none() | st.sampled_from([k.value for k in NoticeKind]),
+    subject=st.none() | any_text,
+)
+def test_any_message_on_the_topic_becomes_a_valid_slack_payload(
+    message: str, kind: str | None, subject: str | None
+) -> None:
+    # When any message becomes a Slack payload
+    notice = notice_from_message(message, kind, subject)
+    payload = slack_message(notice)
+
+    # Then Slack's SDK accepts it, it can be encoded, links nothing, and its fallback is a clean cut
+    assert_valid_block_kit(payload)
+    assert all(item.get("verbatim") is True for item in mrkdwn_objects(payload))
+    assert notice.text.startswith(unescape(payload["text"]).removesuffix("…"))

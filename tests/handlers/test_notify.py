@@ -146,3 +146,22 @@ def test_every_record_is_tried_before_the_handler_fails(tmp_path: Path, slack: F
         "Order unique_id_2 rejected",
     ]
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1", "unique_id_2"]
+
+
+def test_a_message_with_a_lone_surrogate_is_delivered_to_every_channel(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given a rejection whose reason holds a lone surrogate: legal in JSON ("\udc00"), not in UTF-8
+    jsonl = install(tmp_path, slack.url)
+    message = rejected_message("unique_id_1", reason="bad \udc00 byte")
+    assert "\\udc00" in message
+
+    # When it arrives
+    answer = invoke(sns_event(sns_record(message, "order_rejected")))
+
+    # Then it is delivered at once, to the file and to Slack, the surrogate shown as U+FFFD
+    assert answer == {"delivered": 1}
+    [line] = written(jsonl)
+    assert line["fields"]["reason"] == "bad \ufffd byte"
+    [post] = slack.posts()
+    assert "bad \ufffd byte" in post["text"]
