@@ -351,6 +351,8 @@ def _pipeline_failed(document: Mapping[str, Any]) -> Notice | None:
             ("time", _text(document.get("time"))),
         ),
         severity="error",
+        # The event's own time: the SNS timestamp is when the rule published it, which can be later.
+        occurred_at=_text(document.get("time")),
     )
 
 

@@ -165,3 +165,30 @@ def test_a_message_with_a_lone_surrogate_is_delivered_to_every_channel(
     assert line["fields"]["reason"] == "bad \ufffd byte"
     [post] = slack.posts()
     assert "bad \ufffd byte" in post["text"]
+
+
+def test_a_delivery_pipeline_failure_shows_when_it_failed_not_when_it_was_published(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given the delivery pipeline's failure event, published to the topic later than it happened
+    jsonl = install(tmp_path, slack.url)
+    message = json.dumps(
+        {
+            "kind": "pipeline_failed",
+            "pipeline": "energy-auction-delivery",
+            "execution_id": "0c1d2e3f",
+            "state": "FAILED",
+            "time": "2027-01-15T07:58:00Z",
+            "region": "eu-west-1",
+        }
+    )
+
+    # When it arrives (no kind attribute: an EventBridge rule cannot set one)
+    invoke(sns_event(sns_record(message, None)))
+
+    # Then its time is the event's, in the file and in Slack's date token
+    [line] = written(jsonl)
+    assert line["kind"] == "pipeline_failed"
+    assert line["occurred_at"] == "2027-01-15T07:58:00Z" != TIMESTAMP
+    [post] = slack.posts()
+    assert "|2027-01-15T07:58:00Z>" in post["blocks"][2]["elements"][0]["text"]

@@ -527,3 +527,5 @@ def test_a_delivery_pipeline_failure_is_its_own_kind() -> None:
     assert notice.severity == "error"
     assert "energy-auction-delivery" in notice.title
     assert notice.as_dict()["fields"]["execution_id"] == "0c1d2e3f"
+    # and it happened when the event says, not when it was published
+    assert notice.occurred_at == "2026-11-21T23:00:00Z"
