@@ -31,7 +31,7 @@ CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETR
 	node_modules/.bin/cdk --no-notices -c stage=$(STAGE) $(if $(REGION),-c region=$(REGION))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test unit lint typecheck check-locks bench lock clean bundle \
+.PHONY: help install run test unit lint typecheck check-locks bench bench-first-run lock clean bundle \
 	synth deploy deploy-pipeline destroy
 
 help: ## list the targets
@@ -97,6 +97,10 @@ check-locks: ## check that local.lock and bootstrap.lock pin the versions dev.lo
 
 bench: $(STAMP) ## benchmarks -> benchmarks/report.json
 	$(BIN)/python -m benchmarks.run --out benchmarks/report.json
+
+# Not part of make bench: it clones and installs from scratch, twice (about 2.5 minutes).
+bench-first-run: ## fresh clone to GET /health, the old full install vs make run -> build/first-run.json
+	$(PYTHON) benchmarks/first_run.py --out build/first-run.json $(ARGS)
 
 lock: $(UV_STAMP) ## re-resolve every lock file after changing pyproject.toml
 	@echo "==> $(LOCK): the package with its dev extra (local, infra, test and lint tools)"
