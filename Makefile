@@ -98,9 +98,10 @@ check-locks: ## check that local.lock and bootstrap.lock pin the versions dev.lo
 bench: $(STAMP) ## benchmarks -> benchmarks/report.json
 	$(BIN)/python -m benchmarks.run --out benchmarks/report.json
 
-# Not part of make bench: it clones and installs from scratch, twice (about 2.5 minutes).
+# Not part of make bench: it clones and installs from scratch, twice (about 3 minutes).
+# BENCH_ARGS='--repeat 3' or '--cache warm' (see benchmarks/first_run.py --help).
 bench-first-run: ## fresh clone to GET /health, the old full install vs make run -> build/first-run.json
-	$(PYTHON) benchmarks/first_run.py --out build/first-run.json $(ARGS)
+	$(PYTHON) benchmarks/first_run.py --out build/first-run.json $(BENCH_ARGS)
 
 lock: $(UV_STAMP) ## re-resolve every lock file after changing pyproject.toml
 	@echo "==> $(LOCK): the package with its dev extra (local, infra, test and lint tools)"

@@ -93,8 +93,9 @@ def measure(way: str, commit: str, work: Path, cache: str, timeout: float) -> di
     """One first run: clone, install and start the local stack ``way``, until /health answers."""
     clone = work / f"{way}-{time.monotonic_ns()}"
     port = _free_port()
-    # As a newcomer's shell: no active venv, and not inside the make that started this script.
-    dropped = {"VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    # As a newcomer's shell: no active venv, not inside the make that started this script, and
+    # none of its command-line variables (make exports them: ARGS=... would reach make run).
+    dropped = {"VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "BENCH_ARGS"}
     env = {key: value for key, value in os.environ.items() if key not in dropped}
     env.update(PORT=str(port), PYTHON=sys.executable)
     if cache == "cold":
