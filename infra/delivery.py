@@ -1,11 +1,14 @@
 """The delivery pipeline stack (CDK Pipelines): GitHub through CodeConnections, `make test` and
-synth, dev deployed automatically, prod after a manual approval, failures sent to Slack."""
+synth, dev deployed automatically, prod after a manual approval, failures sent to Slack (and kept
+in a dead-letter queue with an alarm when they cannot be published)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aws_cdk import ArnFormat, Duration, Environment, RemovalPolicy, Stack, Stage, pipelines
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_events as events
@@ -13,13 +16,14 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from energy_auction.deployment import stack_name
 from infra.config import PRODUCTION_STAGE, ConfigError, StageConfig
 from infra.nag import acknowledge, acknowledge_wildcards
-from infra.notifications import PIPELINE_FAILED_RULE, topic_name
+from infra.notifications import DEAD_LETTER_RETENTION, PIPELINE_FAILED_RULE, topic_name
 from infra.stack import EnergyAuctionStack
 
 PIPELINE_NAME = "energy-auction-delivery"
@@ -27,6 +31,11 @@ CONNECTION_PARAMETER = "/energy-auction/codeconnections-arn"
 """SSM parameter holding the CodeConnections connection ARN, unless context ``connection_arn`` gives it."""
 DEFAULT_BRANCH = "main"
 SYNTH_COMMANDS = ["make test", "make synth"]
+FAILURE_NOTICE_MAX_EVENT_AGE = Duration.hours(2)
+"""How long EventBridge keeps retrying to publish a failure notice before it goes to the DLQ."""
+FAILURE_NOTICE_RETRY_ATTEMPTS = 10
+FAILURE_NOTICE_DLQ = f"{PIPELINE_NAME}-failure-notices-dlq"
+FAILURE_NOTICE_ALARM = f"{PIPELINE_NAME}-FailureNoticeDeadLetters"
 
 
 class ApplicationStage(Stage):
@@ -139,6 +148,22 @@ class DeliveryPipelineStack(Stack):
                 service="sns", resource=topic_name(alerts_stage), arn_format=ArnFormat.NO_RESOURCE_NAME
             ),
         )
+        # A notice the rule cannot publish (no prod stack yet, a key or topic policy broken, the
+        # topic throttled past the retries) waits here instead of being dropped unseen.
+        self.failure_notice_dead_letters = sqs.Queue(
+            self,
+            "FailureNoticeDeadLetters",
+            queue_name=FAILURE_NOTICE_DLQ,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,  # EventBridge can send to it without a key grant
+            enforce_ssl=True,
+            retention_period=DEAD_LETTER_RETENTION,
+        )
+        acknowledge(
+            self.failure_notice_dead_letters,
+            "SQS3",
+            "This queue is itself the dead-letter queue of the pipeline-failure rule's SNS target; "
+            "cdk-nag only recognises dead-letter queues of SQS queues and Lambda functions",
+        )
         self.failed_rule = events.Rule(
             self,
             "PipelineFailed",
@@ -163,9 +188,31 @@ class DeliveryPipelineStack(Stack):
                             "region": events.EventField.region,
                         }
                     ),
+                    max_event_age=FAILURE_NOTICE_MAX_EVENT_AGE,
+                    retry_attempts=FAILURE_NOTICE_RETRY_ATTEMPTS,
+                    # CDK adds the queue policy: sqs:SendMessage for events.amazonaws.com, only
+                    # from this rule (aws:SourceArn).
+                    dead_letter_queue=self.failure_notice_dead_letters,
                 )
             ],
         )
+        self.failure_notice_alarm = cloudwatch.Alarm(
+            self,
+            "FailureNoticeDeadLettersAlarm",
+            alarm_name=FAILURE_NOTICE_ALARM,
+            alarm_description=f"Delivery pipeline failure notices EventBridge could not publish to the "
+            f"{alerts_stage} topic wait in {FAILURE_NOTICE_DLQ} (README runbook)",
+            metric=self.failure_notice_dead_letters.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        # To the same topic: it reaches Slack when the topic works and only the rule's publish
+        # failed; when the topic is missing, the alarm shows in the CloudWatch console.
+        self.failure_notice_alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
     def _acknowledge_generated_permissions(
         self, code_pipeline: codepipeline.Pipeline, artifacts: s3.IBucket

@@ -79,8 +79,8 @@ class Notice:
 
     Limits are applied on construction: ``title`` and ``text`` become single lines (``text`` is the
     plain-text fallback), long values are cut with an ellipsis, at most :data:`MAX_FIELDS` fields
-    are kept, and things that look like credentials (Slack webhook URLs, bearer tokens, JWTs) are
-    replaced by ``<redacted>``.
+    are kept, things that look like credentials (Slack webhook URLs, bearer tokens, JWTs) are
+    replaced by ``<redacted>``, and lone surrogates by U+FFFD, so that every channel can encode it.
     """
 
     kind: NoticeKind
@@ -100,10 +100,13 @@ class Notice:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
-        title = _clip(_one_line(_redact(self.title)), TITLE_LIMIT) or _DEFAULT_TITLE
-        text = _clip(_one_line(_redact(self.text)), TEXT_LIMIT) or title
+        title = _clip(_one_line(_redact(_encodable(self.title))), TITLE_LIMIT) or _DEFAULT_TITLE
+        text = _clip(_one_line(_redact(_encodable(self.text))), TEXT_LIMIT) or title
         pairs = tuple(
-            (_clip(_one_line(str(label)), LABEL_LIMIT) or "-", _clip(_redact(str(value)), VALUE_LIMIT) or "-")
+            (
+                _clip(_one_line(_encodable(str(label))), LABEL_LIMIT) or "-",
+                _clip(_redact(_encodable(str(value))), VALUE_LIMIT) or "-",
+            )
             for label, value in self.fields
         )
         if len(pairs) > MAX_FIELDS:
@@ -115,7 +118,8 @@ class Notice:
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "fields", pairs)
         if self.occurred_at is not None:
-            object.__setattr__(self, "occurred_at", _clip(_one_line(self.occurred_at), 64) or None)
+            occurred_at = _clip(_one_line(_encodable(self.occurred_at)), 64) or None
+            object.__setattr__(self, "occurred_at", occurred_at)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly: kind, severity, title, text, fields (``{label: value}``), occurred_at, key."""
@@ -366,6 +370,8 @@ def _pipeline_failed(document: Mapping[str, Any]) -> Notice | None:
             ("time", _text(document.get("time"))),
         ),
         severity="error",
+        # The event's own time: the SNS timestamp is when the rule published it, which can be later.
+        occurred_at=_text(document.get("time")),
     )
 
 
@@ -403,6 +409,15 @@ def _scrubbed(document: dict[str, Any], depth: int = 0) -> dict[str, Any]:
         else:
             scrubbed[key] = value
     return scrubbed
+
+
+def _encodable(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (a pair written as two halves is joined).
+
+    JSON may carry ``"\\udc00"``, which decodes to a lone surrogate that no UTF-8 channel can
+    encode: left in, the notice would fail on every retry, then again when re-published.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _redact(text: str) -> str:

@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from slack_sdk.models.blocks import Block
 
 from energy_auction.adapters.slack import MAX_RETRY_AFTER, HttpResponse, SlackWebhookNotifier, slack_message
-from energy_auction.notifications import Notice, NoticeKind, NotificationFailed
+from energy_auction.notifications import Notice, NoticeKind, NotificationFailed, notice_from_message
 
 from ..fake_slack import SECRET_PATH, FakeSlack, Reply
 from ..logs import captured_logs
@@ -51,6 +54,33 @@ def notifier(url: str | None, fallback: Fallback, sleeps: Sleeps, **options: Any
     return SlackWebhookNotifier(lambda: url, fallback=fallback, sleep=sleeps, **options)
 
 
+FALLBACK_LIMIT = 3000
+"""Characters of the plain-text fallback, as of a section's text."""
+
+
+def assert_valid_block_kit(payload: dict[str, Any]) -> None:
+    """What Slack's own SDK accepts: each block parses into its Block Kit model and comes back
+    unchanged (no unknown key, nothing dropped; ``to_dict`` checks every length limit), and the
+    whole payload encodes as UTF-8, as it must to be posted."""
+    parsed = [Block.parse(block) for block in payload["blocks"]]
+    assert [block.to_dict() if block else None for block in parsed] == payload["blocks"]
+    json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    assert len(payload["text"]) <= FALLBACK_LIMIT
+
+
+def mrkdwn_objects(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for block in payload["blocks"]:
+        found += [block["text"]] if block.get("text", {}).get("type") == "mrkdwn" else []
+        found += [field for field in block.get("fields", []) if field["type"] == "mrkdwn"]
+        found += [element for element in block.get("elements", []) if element["type"] == "mrkdwn"]
+    return found
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 NOTICE = Notice(
     kind=NoticeKind.ORDER_REJECTED,
     title="Order unique_id_1 rejected",
@@ -83,18 +113,21 @@ def test_a_notice_is_posted_as_block_kit_with_a_plain_text_fallback(
         "text": {"type": "plain_text", "text": "Order unique_id_1 rejected", "emoji": True},
     }
     assert section["type"] == "section"
-    assert section["text"] == {"type": "mrkdwn", "text": payload["text"]}
+    assert section["text"] == {"type": "mrkdwn", "text": payload["text"], "verbatim": True}
     assert section["fields"] == [
-        {"type": "mrkdwn", "text": "*record_id*\nunique_id_1"},
-        {"type": "mrkdwn", "text": "*parameter_2*\n2.1"},
-        {"type": "mrkdwn", "text": "*reason*\na &lt;b&gt; &amp; c"},
+        {"type": "mrkdwn", "text": "*record_id*\nunique_id_1", "verbatim": True},
+        {"type": "mrkdwn", "text": "*parameter_2*\n2.1", "verbatim": True},
+        {"type": "mrkdwn", "text": "*reason*\na &lt;b&gt; &amp; c", "verbatim": True},
     ]
     assert context["type"] == "context"
     [element] = context["elements"]
     assert element["type"] == "mrkdwn"
+    assert element["verbatim"] is True
     assert ":warning: *warning*" in element["text"]
     assert "`order_rejected`" in element["text"]
     assert "<!date^1800000299^{date_short_pretty} {time_secs}|2027-01-15T08:04:59Z>" in element["text"]
+    # and it is Block Kit as Slack's SDK models it
+    assert_valid_block_kit(payload)
     # and nothing else happened
     assert sleeps == []
     assert fallback.notices == []
@@ -107,8 +140,9 @@ def test_a_notice_without_fields_has_a_section_without_fields(
     [payload] = slack.posts()
     assert payload["blocks"][1] == {
         "type": "section",
-        "text": {"type": "mrkdwn", "text": "Deployment finished"},
+        "text": {"type": "mrkdwn", "text": "Deployment finished", "verbatim": True},
     }
+    assert_valid_block_kit(payload)
 
 
 def test_rate_limited_it_waits_as_long_as_retry_after_says_then_delivers(
@@ -368,3 +402,89 @@ def test_escaped_text_is_cut_to_slack_limits_without_breaking_an_entity() -> Non
     assert len(field) <= 2000
     assert text.endswith("&amp;…")
     assert field.endswith("&lt;…")
+
+
+def test_the_plain_text_fallback_is_escaped_then_cut_to_the_limit_without_breaking_an_entity() -> None:
+    # Given a notice whose text is 2999 characters that mrkdwn escapes (5 characters each)
+    notice = Notice(NoticeKind.OTHER, "t", "&" * 2999)
+
+    # When it becomes a Slack message
+    payload = slack_message(notice)
+
+    # Then the fallback fits the limit once escaped, ends in a whole entity, and is the section's text
+    assert len(payload["text"]) <= FALLBACK_LIMIT
+    assert payload["text"].endswith("&amp;…")
+    assert payload["text"] == payload["blocks"][1]["text"]["text"]
+
+
+def test_user_text_in_mrkdwn_is_posted_verbatim_so_slack_links_nothing(
+    slack: FakeSlack, fallback: Fallback, sleeps: Sleeps
+) -> None:
+    # Given a notice whose text and fields hold what Slack would turn into links and mentions
+    notice = Notice(
+        NoticeKind.ORDER_REJECTED,
+        "Order r1 rejected",
+        "see www.example.com, #general and @here",
+        fields=(("reason", "ask @channel in #trading or mail ops@example.com"),),
+        occurred_at="not a time: visit example.com",
+    )
+
+    # When it goes out
+    notifier(slack.url, fallback, sleeps).notify(notice)
+
+    # Then every mrkdwn text object asks Slack to show it as written
+    [payload] = slack.posts()
+    objects = mrkdwn_objects(payload)
+    assert len(objects) == 3  # the section's text, the field, the context line
+    assert all(item.get("verbatim") is True for item in objects), objects
+    assert_valid_block_kit(payload)
+
+
+def test_a_notice_with_lone_surrogates_is_posted(
+    slack: FakeSlack, fallback: Fallback, sleeps: Sleeps
+) -> None:
+    # Given a notice built from text holding lone surrogates (JSON allows "\\udc00"; UTF-8 cannot encode it)
+    notice = Notice(
+        NoticeKind.OTHER, "bad \udc00 title", "bad \ud800 text", fields=(("key \udfff", "value \udbff"),)
+    )
+
+    # When it goes out
+    notifier(slack.url, fallback, sleeps).notify(notice)
+
+    # Then Slack got it at the first attempt, each surrogate shown as the replacement character
+    [payload] = slack.posts()
+    assert payload["blocks"][0]["text"]["text"] == "bad \ufffd title"
+    assert payload["text"] == "bad \ufffd text"
+    assert payload["blocks"][1]["fields"] == [
+        {"type": "mrkdwn", "text": "*key \ufffd*\nvalue \ufffd", "verbatim": True}
+    ]
+    assert_valid_block_kit(payload)
+    assert sleeps == []
+    assert fallback.notices == []
+
+
+# Any text, lone surrogates included (JSON can carry them as "\\udXXX" escapes; st.text leaves them out).
+any_text = st.lists(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40).map("".join)
+any_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=12),
+    max_leaves=30,
+)
+
+
+@given(
+    message=any_text | st.builds(json.dumps, any_value),
+    kind=st.none() | st.sampled_from([k.value for k in NoticeKind]),
+    subject=st.none() | any_text,
+)
+def test_any_message_on_the_topic_becomes_a_valid_slack_payload(
+    message: str, kind: str | None, subject: str | None
+) -> None:
+    # When any message becomes a Slack payload
+    notice = notice_from_message(message, kind, subject)
+    payload = slack_message(notice)
+
+    # Then Slack's SDK accepts it, it can be encoded, links nothing, and its fallback is a clean cut
+    assert_valid_block_kit(payload)
+    assert all(item.get("verbatim") is True for item in mrkdwn_objects(payload))
+    assert notice.text.startswith(unescape(payload["text"]).removesuffix("…"))

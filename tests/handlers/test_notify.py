@@ -152,6 +152,52 @@ def test_every_record_is_tried_before_the_handler_fails(tmp_path: Path, slack: F
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1", "unique_id_2"]
 
 
+def test_a_message_with_a_lone_surrogate_is_delivered_to_every_channel(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given a rejection whose reason holds a lone surrogate: legal in JSON ("\udc00"), not in UTF-8
+    jsonl = install(tmp_path, slack.url)
+    message = rejected_message("unique_id_1", reason="bad \udc00 byte")
+    assert "\\udc00" in message
+
+    # When it arrives
+    answer = invoke(sns_event(sns_record(message, "order_rejected")))
+
+    # Then it is delivered at once, to the file and to Slack, the surrogate shown as U+FFFD
+    assert answer == {"delivered": 1}
+    [line] = written(jsonl)
+    assert line["fields"]["reason"] == "bad \ufffd byte"
+    [post] = slack.posts()
+    assert "bad \ufffd byte" in post["text"]
+
+
+def test_a_delivery_pipeline_failure_shows_when_it_failed_not_when_it_was_published(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    # Given the delivery pipeline's failure event, published to the topic later than it happened
+    jsonl = install(tmp_path, slack.url)
+    message = json.dumps(
+        {
+            "kind": "pipeline_failed",
+            "pipeline": "energy-auction-delivery",
+            "execution_id": "0c1d2e3f",
+            "state": "FAILED",
+            "time": "2027-01-15T07:58:00Z",
+            "region": "eu-west-1",
+        }
+    )
+
+    # When it arrives (no kind attribute: an EventBridge rule cannot set one)
+    invoke(sns_event(sns_record(message, None)))
+
+    # Then its time is the event's, in the file and in Slack's date token
+    [line] = written(jsonl)
+    assert line["kind"] == "pipeline_failed"
+    assert line["occurred_at"] == "2027-01-15T07:58:00Z" != TIMESTAMP
+    [post] = slack.posts()
+    assert "|2027-01-15T07:58:00Z>" in post["blocks"][2]["elements"][0]["text"]
+
+
 # --- A rejection is notified once ---------------------------------------------------------------
 
 

@@ -56,6 +56,7 @@ def assert_within_limits(notice: Notice) -> None:
     assert notice.severity in {"info", "warning", "error"}
     assert notice.occurred_at is None or 0 < len(notice.occurred_at) <= 64
     json.loads(codec.dumps(notice.as_dict()))
+    json.dumps(notice.as_dict(), ensure_ascii=False).encode("utf-8")  # what Slack and log lines need
 
 
 # --- The state machine's messages -------------------------------------------------------------
@@ -368,6 +369,41 @@ def test_as_dict_is_json_with_the_fields_as_an_object() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("message", "kind", "subject"),
+    [
+        (rejected_message("unique_id_1", reason="bad \udc00 byte"), "order_rejected", None),
+        (r'{"AlarmName": "a\ud800", "NewStateValue": "ALARM", "NewStateReason": "x \udfff"}', None, None),
+        (r'{"\udc00key": "\udbff value", "detail-type": "E\udc80vent"}', None, None),
+        ("plain text \udc00", None, "subject \ud800"),
+    ],
+    ids=["order_rejected", "alarm", "generic JSON", "plain text"],
+)
+def test_lone_surrogates_become_replacement_characters_so_every_channel_can_encode_the_notice(
+    message: str, kind: str | None, subject: str | None
+) -> None:
+    # Given a message with lone surrogates: legal JSON escapes that no UTF-8 channel can encode
+
+    # When it is read and logged
+    notice = notice_from_message(message, kind, subject)
+    with captured_logs() as lines:
+        LogNotifier().notify(notice)
+
+    # Then each one shows as U+FFFD, and the notice and its log line encode as UTF-8
+    shown = json.dumps(notice.as_dict(), ensure_ascii=False)
+    assert "\ufffd" in shown
+    shown.encode("utf-8")
+    [line] = lines
+    line.encode("utf-8")
+    assert_within_limits(notice)
+
+
+def test_a_surrogate_pair_written_as_two_halves_is_kept_as_its_character() -> None:
+    notice = Notice(NoticeKind.OTHER, "t", "sun \ud83c\udf1e", fields=(("k", "\ud83c\udf1e"),))
+    assert notice.text == "sun \U0001f31e"
+    assert notice.fields == (("k", "\U0001f31e"),)
+
+
 def test_a_notice_refuses_an_unknown_severity() -> None:
     with pytest.raises(ValueError, match="severity"):
         Notice(NoticeKind.OTHER, "t", "x", severity="critical")  # type: ignore[arg-type]
@@ -375,9 +411,13 @@ def test_a_notice_refuses_an_unknown_severity() -> None:
 
 # --- Never an exception, whatever arrives -----------------------------------------------------
 
+# st.text() never draws surrogates; any_text mixes them in, as JSON's "\\udXXX" escapes can.
+any_text = st.lists(st.characters() | st.integers(0xD800, 0xDFFF).map(chr)).map("".join)
+
+
 kinds = st.one_of(st.none(), st.sampled_from([k.value for k in NoticeKind]), st.text(max_size=20))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | any_text,
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),
@@ -385,7 +425,7 @@ json_values = st.recursive(
 )
 
 
-@given(message=st.text(), kind=kinds, subject=st.none() | st.text())
+@given(message=any_text, kind=kinds, subject=st.none() | any_text)
 def test_any_text_gives_a_notice_within_limits(message: str, kind: str | None, subject: str | None) -> None:
     assert_within_limits(notice_from_message(message, kind, subject))
 
@@ -488,3 +528,5 @@ def test_a_delivery_pipeline_failure_is_its_own_kind() -> None:
     assert notice.severity == "error"
     assert "energy-auction-delivery" in notice.title
     assert notice.as_dict()["fields"]["execution_id"] == "0c1d2e3f"
+    # and it happened when the event says, not when it was published
+    assert notice.occurred_at == "2026-11-21T23:00:00Z"

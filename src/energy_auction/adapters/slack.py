@@ -224,8 +224,14 @@ def _slack_error(body: str) -> str:
 
 
 def slack_message(notice: Notice) -> dict[str, Any]:
-    """The webhook payload: ``text`` (the fallback for notifications and old clients) and ``blocks``."""
-    section: dict[str, Any] = {"type": "section", "text": _mrkdwn_text(notice.text, _SECTION_TEXT_LIMIT)}
+    """The webhook payload: ``text`` (the fallback for notifications and old clients) and ``blocks``.
+
+    The fallback is the section's text: escaped, then cut to :data:`_SECTION_TEXT_LIMIT` characters.
+    Every mrkdwn object is ``verbatim``: the notice's text is shown as written, without Slack
+    turning URLs, channel names or @-mentions in it into links.
+    """
+    text = _clip_escaped(notice.text, _SECTION_TEXT_LIMIT)
+    section: dict[str, Any] = {"type": "section", "text": _mrkdwn(text)}
     if notice.fields:
         section["fields"] = [_field(label, value) for label, value in notice.fields]
     context = " · ".join(
@@ -236,11 +242,11 @@ def slack_message(notice: Notice) -> dict[str, Any]:
         )
     )
     return {
-        "text": escape(notice.text),
+        "text": text,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": notice.title, "emoji": True}},
             section,
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+            {"type": "context", "elements": [_mrkdwn(context)]},
         ],
     }
 
@@ -251,10 +257,10 @@ def escape(text: str) -> str:
 
 
 def _clip_escaped(text: str, limit: int) -> str:
+    """``text`` escaped, at most ``limit`` characters: cut before an entity, never inside one."""
     escaped = escape(text)
     if len(escaped) <= limit:
         return escaped
-    # Cut the text, not its escaped form, so no entity is cut in half.
     kept: list[str] = []
     size = 0
     for char in text:
@@ -266,13 +272,14 @@ def _clip_escaped(text: str, limit: int) -> str:
     return "".join(kept) + "…"
 
 
-def _mrkdwn_text(text: str, limit: int) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": _clip_escaped(text, limit)}
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # Manual markup (``<!date^…>``, *bold*) still works with verbatim; only auto-linking is off.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _field(label: str, value: str) -> dict[str, str]:
+def _field(label: str, value: str) -> dict[str, Any]:
     heading = f"*{escape(label)}*\n"
-    return {"type": "mrkdwn", "text": heading + _clip_escaped(value, _FIELD_LIMIT - len(heading))}
+    return _mrkdwn(heading + _clip_escaped(value, _FIELD_LIMIT - len(heading)))
 
 
 def _time(occurred_at: str | None) -> str:
