@@ -74,8 +74,7 @@ def bench_pipeline(orders: int, accept_probability: float = 0.7) -> dict[str, An
             market_ready_probability=1.0,
             market_accept_probability=accept_probability,
             market_seed=1,
-            pipeline_max_concurrency=40,
-        )
+        )  # the service's default pipeline settings (MaxConcurrency 8), as a user runs it
         container = Container(settings)
         for start in range(0, orders, 100):
             batch = [
