@@ -16,6 +16,7 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
 from constructs import Construct, Node
 
+from energy_auction.pipeline import CLAIM_MARGIN_SECONDS
 from energy_auction.settings import PREFIX, Backend, Settings
 
 DEFAULT_REGION = "eu-west-1"
@@ -23,6 +24,11 @@ DEFAULT_STAGE = "dev"
 PRODUCTION_STAGE = "prod"
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 """Short lowercase names: they go into bucket, function and log group names."""
+EXPRESS_LIMIT_SECONDS = 300
+"""An EXPRESS execution (a Distributed Map child on AWS) runs at most 5 minutes, and may go on for
+that long after its parent timed out or was stopped."""
+NOTIFIER_TIMEOUT_SECONDS = 180
+"""The notifier Lambda's timeout: room for its Slack retries and Retry-After waits."""
 
 
 class ConfigError(ValueError):
@@ -69,6 +75,20 @@ class StageConfig:
             raise ConfigError(f"stage must match {STAGE_PATTERN.pattern}, not {self.stage!r}")
         if self.claim_lease_seconds is None:
             object.__setattr__(self, "claim_lease_seconds", self.pipeline_timeout_seconds + 900)
+        assert self.claim_lease_seconds is not None
+        # A claim must outlive everything its run may still do: the execution, then its children.
+        shortest = self.pipeline_timeout_seconds + EXPRESS_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS
+        if self.claim_lease_seconds < shortest:
+            raise ConfigError(
+                f"claim_lease_seconds must be at least pipeline_timeout_seconds + "
+                f"{EXPRESS_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS} ({shortest}): on AWS the children of a run "
+                "that timed out go on for up to 5 minutes"
+            )
+        if self.notice_delivery_lease_seconds <= NOTIFIER_TIMEOUT_SECONDS:
+            raise ConfigError(
+                "notice_delivery_lease_seconds must exceed the notifier's timeout "
+                f"({NOTIFIER_TIMEOUT_SECONDS} s), so a delivery in progress is never taken over"
+            )
         if not 1 <= self.schedule_minutes <= 1440:
             raise ConfigError("schedule_minutes must be between 1 and 1440")
         if self.log_retention_days not in _RETENTION:

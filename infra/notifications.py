@@ -13,7 +13,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from energy_auction.deployment import slack_webhook_secret_name
-from infra.config import StageConfig, settings_env
+from energy_auction.orders import RETENTION_SECONDS
+from infra.config import NOTIFIER_TIMEOUT_SECONDS, StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge
 
@@ -25,7 +26,9 @@ NOTIFIER_RETRY_ATTEMPTS = 2
 NOTIFIER_MAX_EVENT_AGE = Duration.hours(1)
 """How long Lambda keeps trying an event (throttling included) before it goes to the DLQ: a notice
 an hour late is better re-published by hand from the queue, where it is kept 14 days."""
-DEAD_LETTER_RETENTION = Duration.days(14)
+DEAD_LETTER_RETENTION = Duration.seconds(RETENTION_SECONDS)
+"""14 days, as long as the store keeps a rejected order (so a re-published dead letter is
+recognised as delivered or not)."""
 
 
 def topic_name(stage: str) -> str:
@@ -159,7 +162,7 @@ class Notifications(Construct):
             memory_size=256,
             # Room for the notifier's own retries: 5 attempts of up to 10 s, and Slack's 429
             # Retry-After waits (capped at 30 s), before it fails and Lambda retries the event.
-            timeout=Duration.minutes(3),
+            timeout=Duration.seconds(NOTIFIER_TIMEOUT_SECONDS),
             environment=settings_env(
                 backend="aws",
                 slack_webhook_secret_id=slack_webhook_secret_name(config.stage),

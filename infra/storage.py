@@ -8,6 +8,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from energy_auction.adapters.aws import (
+    EXPIRES_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
     NOTICE_SHARD_ATTRIBUTE,
     NOTICES_INDEX,
@@ -51,7 +52,7 @@ class Storage(Construct):
             partition_key=dynamodb.Attribute(
                 name=PENDING_SHARD_ATTRIBUTE, type=dynamodb.AttributeType.STRING
             ),
-            sort_key=dynamodb.Attribute(name=TTL_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
+            sort_key=dynamodb.Attribute(name=EXPIRES_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
             projection_type=dynamodb.ProjectionType.ALL,
         )
         # The outbox: only a rejected order whose notice is owed carries the shard attribute, so

@@ -197,6 +197,7 @@ def cmd_notices(args: argparse.Namespace) -> int:
     from energy_auction.handlers import notify
     from energy_auction.local.delivery import NoticeDelivery
     from energy_auction.local.lambdas import LocalFunction
+    from energy_auction.orders import iso_utc
 
     container = Container(local_settings(args.home))
     _open_local_files(container)
@@ -220,9 +221,9 @@ def cmd_notices(args: argparse.Namespace) -> int:
                 "message_id": m.message_id,
                 "kind": m.kind,
                 "subject": m.subject,
-                "published_at": _iso(m.published_at),
+                "published_at": iso_utc(m.published_at),
                 "attempts": m.attempts,
-                "next_attempt_at": _iso(m.next_attempt_at),
+                "next_attempt_at": iso_utc(m.next_attempt_at),
                 "last_error": m.last_error,
             }
             for m in waiting
@@ -249,12 +250,6 @@ def _json_on_stdout() -> Iterator[None]:
     finally:
         if previous is not None and isinstance(handler, logging.StreamHandler):
             handler.setStream(previous)
-
-
-def _iso(epoch_seconds: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
 
 
 def _interval(value: str) -> int:

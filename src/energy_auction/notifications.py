@@ -10,6 +10,7 @@ Channels (Slack, a log line, the local stack's JSONL file) implement
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -492,18 +493,21 @@ def deliver_notice(
         notifier.notify(notice)
         return True
     record_id, run_id = notice.order
-    claim = store.claim_notice(record_id, run_id, int(now), lease_seconds)
+    delivery = uuid.uuid4().hex  # this delivery's token: only it may finish what it took
+    claim = store.claim_notice(record_id, run_id, int(now), lease_seconds, delivery)
     if claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
         logger.info("duplicate notice skipped", extra={"notice_key": notice.key, "because": claim.value})
         return False
+    if claim is NoticeClaim.UNKNOWN:
+        logger.warning("rejection notice delivered untracked", extra={"notice_key": notice.key})
     try:
         notifier.notify(notice)
     except Exception:
         if claim is NoticeClaim.CLAIMED:
-            store.finish_notice(record_id, run_id, delivered=False)
+            store.finish_notice(record_id, run_id, delivery, delivered=False)
         raise
     if claim is NoticeClaim.CLAIMED:
-        store.finish_notice(record_id, run_id, delivered=True)
+        store.finish_notice(record_id, run_id, delivery, delivered=True)
     return True
 
 

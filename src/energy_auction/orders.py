@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 ORDER_TTL_SECONDS = 24 * 60 * 60
 """An order is kept, and its record_id reserved, for 24 hours after its (latest) submission."""
+RETENTION_SECONDS = 14 * 24 * 60 * 60
+"""How long after its expiry the store keeps an order that still matters to the pipeline: one the
+market decided and no run settled yet, and a rejected one, so that every copy of its notice is
+recognised (as long as the notifier's dead-letter queue keeps a notice)."""
 
 RECORD_ID_MAX_LENGTH = 64
 RECORD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -162,6 +166,8 @@ class Order(BaseModel):
     """A delivery of the owed notice is in progress until then (epoch seconds)."""
     notice_redeliveries: int | None = None
     """How many times the owed notice was published again (each wait doubles)."""
+    notice_delivery: str | None = None
+    """Which delivery holds the owed notice until ``notice_lease_until`` (its own token)."""
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -181,12 +187,22 @@ class Order(BaseModel):
     def is_replaceable(self, now: float) -> bool:
         """Whether a new submission with this record_id may replace this stored order.
 
-        An expired order is free, unless the market decided it and it is not settled yet; a live
-        one only while it is pending, undecided and not held by a run.
+        An expired order is free, unless the market decided it and it is not settled yet, or its
+        rejection notice is still owed; a live one only while it is pending, undecided and not
+        held by a run.
         """
         if not self.is_live(now):
-            return not (self.status is OrderStatus.PENDING and self.decision is not None)
+            unsettled = self.status is OrderStatus.PENDING and self.decision is not None
+            return not unsettled and self.notice_due_at is None
         return self.status is OrderStatus.PENDING and self.decision is None and not self.is_claimed(now)
+
+    def purge_at(self) -> int:
+        """When the store may delete this order (the DynamoDB TTL attribute): at its expiry, or
+        :data:`RETENTION_SECONDS` later if it was decided and not settled yet, or rejected."""
+        retained = self.status is OrderStatus.REJECTED or (
+            self.status is OrderStatus.PENDING and self.decision is not None
+        )
+        return self.expires_at + (RETENTION_SECONDS if retained else 0)
 
     def owes_notice(self, run_id: str) -> bool:
         """Whether this order's rejection by ``run_id`` still has to be notified."""
@@ -209,6 +225,7 @@ PIPELINE_FIELDS = frozenset(
         "notice_due_at",
         "notice_lease_until",
         "notice_redeliveries",
+        "notice_delivery",
     }
 )
 """Fields of a stored order that only the pipeline uses; the API never shows them."""

@@ -38,8 +38,13 @@ if TYPE_CHECKING:
 
 MAX_REDELIVERY_WAIT_SECONDS = 6 * 3600
 """The longest wait between two redeliveries of one owed notice (each wait doubles until then)."""
-REDELIVERIES_PER_RUN = 500
-"""Owed notices one run publishes again at most; the next run takes the rest."""
+REDELIVERIES_PER_RUN = 100
+"""Owed notices one run publishes again at most (Slack takes about one message a second); the
+next run takes the rest."""
+CLAIM_MARGIN_SECONDS = 10
+"""ProcessOrder settles an order only while its run's claim has at least this long left (the
+function's own timeout): a run whose claim is about to lapse leaves the order to the run that
+will take it over, rather than race it."""
 
 
 def fetch_results(
@@ -95,6 +100,7 @@ def process_order(
     results: ResultStore,
     now: float,
     notice_delay_seconds: int,
+    claim_margin_seconds: float = CLAIM_MARGIN_SECONDS,
 ) -> dict[str, str]:
     """Lambda B for one order result (an item of the run's results).
 
@@ -109,7 +115,8 @@ def process_order(
     OrderRejected
         The order was rejected (after it was marked rejected).
     ClaimLost
-        This run does not hold the order (it expired, was replaced, or another run holds it).
+        This run does not hold the order (it expired, was replaced, or another run holds it), or
+        its claim lapses in less than ``claim_margin_seconds``.
     """
     record_id = str(result["record_id"])
     order = store.get_order(record_id)
@@ -121,6 +128,8 @@ def process_order(
     already_done = order.completed_by(run_id, status)
     if not already_done and order.claim_run_id != run_id:
         raise ClaimLost(f"run {run_id} does not hold order {record_id}")
+    if not already_done and (order.claim_expires_at or 0) - now < claim_margin_seconds:
+        raise ClaimLost(f"the claim of run {run_id} on order {record_id} lapses too soon to settle it")
     outcome = _outcome(decided.as_item() if decided else result, run_id, status)
 
     if status is OrderStatus.ACCEPTED:

@@ -145,14 +145,19 @@ class OrderStore(Protocol):
         The order keeps its decision: the next run settles it the same way."""
         ...
 
-    def claim_notice(self, record_id: str, run_id: str, now: int, lease_seconds: int) -> NoticeClaim:
-        """Take the owed rejection notice of ``record_id`` (rejected by ``run_id``) for one delivery,
-        until ``now + lease_seconds``; says what the notifier should do (see ``NoticeClaim``)."""
+    def claim_notice(
+        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
+    ) -> NoticeClaim:
+        """Take the owed rejection notice of ``record_id`` (rejected by ``run_id``) for the delivery
+        ``delivery`` (a token of its own), until ``now + lease_seconds``; says what the notifier
+        should do (see ``NoticeClaim``). Taking it again with the same token (a retried call whose
+        first attempt committed) answers CLAIMED."""
         ...
 
-    def finish_notice(self, record_id: str, run_id: str, *, delivered: bool) -> None:
-        """End a delivery taken with ``claim_notice``: delivered, the notice is no longer owed;
-        not delivered, it is given back for the next attempt."""
+    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+        """End the delivery ``delivery`` took with ``claim_notice``: delivered, the notice is no
+        longer owed; not delivered, it is given back for the next attempt. A no-op when another
+        delivery holds the notice now (this one outlived its lease)."""
         ...
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:

@@ -19,6 +19,7 @@ from moto.dynamodb import models as moto_dynamodb
 from moto.dynamodb.models.table import Table
 
 from energy_auction.adapters.aws import (
+    EXPIRES_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
     NOTICE_SHARD_ATTRIBUTE,
     NOTICES_INDEX,
@@ -35,7 +36,7 @@ MAX_ATTEMPTS = 4
 
 
 def create_orders_table(client: Any, name: str) -> None:
-    """Create the orders table as the CDK stack does: on demand, key record_id, TTL on expires_at, the
+    """Create the orders table as the CDK stack does: on demand, key record_id, TTL on purge_at, the
     sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL)
     and the sparse owed-notices index (partition notice_shard (S), sort notice_due_at (N), keys only).
     """
@@ -46,7 +47,7 @@ def create_orders_table(client: Any, name: str) -> None:
         AttributeDefinitions=[
             {"AttributeName": ORDERS_KEY, "AttributeType": "S"},
             {"AttributeName": PENDING_SHARD_ATTRIBUTE, "AttributeType": "S"},
-            {"AttributeName": TTL_ATTRIBUTE, "AttributeType": "N"},
+            {"AttributeName": EXPIRES_ATTRIBUTE, "AttributeType": "N"},
             {"AttributeName": NOTICE_SHARD_ATTRIBUTE, "AttributeType": "S"},
             {"AttributeName": NOTICE_DUE_ATTRIBUTE, "AttributeType": "N"},
         ],
@@ -55,7 +56,7 @@ def create_orders_table(client: Any, name: str) -> None:
                 "IndexName": PENDING_INDEX,
                 "KeySchema": [
                     {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
-                    {"AttributeName": TTL_ATTRIBUTE, "KeyType": "RANGE"},
+                    {"AttributeName": EXPIRES_ATTRIBUTE, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             },

@@ -450,7 +450,8 @@ def test_dynamodb_item_shape(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -
     # When it is stored
     dynamo.put_orders([order], now=NOW)
 
-    # Then the raw item has typed attributes: expires_at a Number (the table's TTL attribute)
+    # Then the raw item has typed attributes: expires_at a Number, and purge_at (the table's TTL
+    # attribute) the same time, since a pending undecided order does not outlive its expiry
     item = faulty.real.get_item(TableName=TABLE, Key={"record_id": {"S": "ord-1"}}, ConsistentRead=True)[
         "Item"
     ]
@@ -461,11 +462,12 @@ def test_dynamodb_item_shape(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -
         "status": {"S": "pending"},
         "submitted_at": {"S": iso_utc(NOW)},
         "expires_at": {"N": str(NOW + ORDER_TTL_SECONDS)},
+        "purge_at": {"N": str(NOW + ORDER_TTL_SECONDS)},
         # A pending order is in the sparse pending-orders index, in one of its 8 shards
         "pending_shard": {"S": str(zlib.crc32(b"ord-1") % 8)},
     }
     ttl = faulty.real.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
-    assert ttl["AttributeName"] == "expires_at"
+    assert ttl["AttributeName"] == "purge_at"
 
 
 def test_dynamodb_processed_item_keeps_its_outcome_as_a_map(

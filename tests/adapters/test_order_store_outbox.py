@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from energy_auction.errors import OrdersAlreadyProcessed
+from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed
 from energy_auction.orders import ORDER_TTL_SECONDS, Decision, NoticeClaim, OrderStatus, iso_utc
 from tests.adapters.stores import NOW, StoreUnderTest, pending
 
@@ -167,7 +167,7 @@ def test_an_accepted_order_owes_no_notice(subject: StoreUnderTest) -> None:
 
     assert store.get_order("ord-1").notice_due_at is None
     assert store.overdue_notices(DUE + 1, 10) == []
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.UNKNOWN
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
 
 
 def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subject: StoreUnderTest) -> None:
@@ -176,14 +176,14 @@ def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subje
     reject(store, "ord-1")
 
     # When a delivery takes it, a second delivery at the same time is told it is busy
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.CLAIMED
-    assert store.claim_notice("ord-1", "run-1", NOW + 1, DELIVERY_LEASE) is NoticeClaim.BUSY
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice("ord-1", "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.BUSY
 
     # When the first delivery succeeds
-    store.finish_notice("ord-1", "run-1", delivered=True)
+    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
 
     # Then every later copy is a duplicate, and nothing is owed any more
-    assert store.claim_notice("ord-1", "run-1", NOW + 2, DELIVERY_LEASE) is NoticeClaim.DELIVERED
+    assert store.claim_notice("ord-1", "run-1", NOW + 2, DELIVERY_LEASE, "d-2") is NoticeClaim.DELIVERED
     assert store.get_order("ord-1").notice_due_at is None
     assert store.overdue_notices(DUE + 10**6, 10) == []
 
@@ -191,11 +191,11 @@ def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subje
 def test_a_failed_delivery_gives_the_notice_back_at_once(subject: StoreUnderTest) -> None:
     store = subject.store
     reject(store, "ord-1")
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.CLAIMED
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
 
-    store.finish_notice("ord-1", "run-1", delivered=False)
+    store.finish_notice("ord-1", "run-1", "d-1", delivered=False)
 
-    assert store.claim_notice("ord-1", "run-1", NOW + 1, DELIVERY_LEASE) is NoticeClaim.CLAIMED
+    assert store.claim_notice("ord-1", "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
     assert store.get_order("ord-1").notice_due_at == DUE
 
 
@@ -203,13 +203,19 @@ def test_a_delivery_that_died_gives_the_notice_back_when_its_lease_lapses(subjec
     # Given a delivery that took the notice and never finished (its process was killed)
     store = subject.store
     reject(store, "ord-1", due=NOW)
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.CLAIMED
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
 
     # Then the notice is neither deliverable nor overdue while the lease runs, and both after it
     assert store.overdue_notices(NOW + DELIVERY_LEASE - 1, 10) == []
-    assert store.claim_notice("ord-1", "run-1", NOW + DELIVERY_LEASE - 1, DELIVERY_LEASE) is NoticeClaim.BUSY
+    assert (
+        store.claim_notice("ord-1", "run-1", NOW + DELIVERY_LEASE - 1, DELIVERY_LEASE, "d-2")
+        is NoticeClaim.BUSY
+    )
     assert [o.record_id for o in store.overdue_notices(NOW + DELIVERY_LEASE, 10)] == ["ord-1"]
-    assert store.claim_notice("ord-1", "run-1", NOW + DELIVERY_LEASE, DELIVERY_LEASE) is NoticeClaim.CLAIMED
+    assert (
+        store.claim_notice("ord-1", "run-1", NOW + DELIVERY_LEASE, DELIVERY_LEASE, "d-2")
+        is NoticeClaim.CLAIMED
+    )
 
 
 def test_a_notice_the_store_does_not_track_is_unknown(subject: StoreUnderTest) -> None:
@@ -219,11 +225,11 @@ def test_a_notice_the_store_does_not_track_is_unknown(subject: StoreUnderTest) -
     store.put_orders([pending("ord-2")], now=NOW)
 
     # Then a rejection notice naming another run, a pending order or a missing one is untracked
-    assert store.claim_notice("ord-1", "run-9", NOW, DELIVERY_LEASE) is NoticeClaim.UNKNOWN
-    assert store.claim_notice("ord-2", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.UNKNOWN
-    assert store.claim_notice("missing", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.UNKNOWN
+    assert store.claim_notice("ord-1", "run-9", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notice("ord-2", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notice("missing", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
     # and finishing one changes nothing
-    store.finish_notice("ord-1", "run-9", delivered=True)
+    store.finish_notice("ord-1", "run-9", "d-1", delivered=True)
     assert store.get_order("ord-1").notice_due_at == DUE
 
 
@@ -252,8 +258,8 @@ def test_a_postponed_notice_waits_until_its_new_due_time_and_counts_the_redelive
     assert store.overdue_notices(DUE + 3599, 10) == []
     assert [o.record_id for o in store.overdue_notices(DUE + 3600, 10)] == ["ord-1"]
     # and once delivered, a postponement (a redelivery that crossed it) changes nothing
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE) is NoticeClaim.CLAIMED
-    store.finish_notice("ord-1", "run-1", delivered=True)
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
     store.postpone_notice("ord-1", "run-1", DUE + 7200)
     assert store.get_order("ord-1").notice_due_at is None
 
@@ -261,7 +267,7 @@ def test_a_postponed_notice_waits_until_its_new_due_time_and_counts_the_redelive
 def test_the_pipelines_bookkeeping_never_shows_in_the_api_view(subject: StoreUnderTest) -> None:
     store = subject.store
     reject(store, "ord-1")
-    store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE)
+    store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1")
 
     view = store.get_order("ord-1").public_view()
 
@@ -274,3 +280,66 @@ def test_the_pipelines_bookkeeping_never_shows_in_the_api_view(subject: StoreUnd
         "expires_at",
         "outcome",
     }
+
+
+def test_a_delivery_that_outlived_its_lease_cannot_undo_the_one_that_took_over(
+    subject: StoreUnderTest,
+) -> None:
+    # Given a delivery d-1 that stalled past its lease, and d-2 that took the notice over
+    store = subject.store
+    reject(store, "ord-1", due=NOW)
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    later = NOW + DELIVERY_LEASE
+    assert store.claim_notice("ord-1", "run-1", later, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
+
+    # When d-1 wakes up and gives the notice back (its post failed)
+    store.finish_notice("ord-1", "run-1", "d-1", delivered=False)
+
+    # Then d-2 still holds it: a third delivery is told it is busy, and d-2 can record it delivered
+    assert store.claim_notice("ord-1", "run-1", later + 1, DELIVERY_LEASE, "d-3") is NoticeClaim.BUSY
+    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
+    assert store.get_order("ord-1").notice_due_at is not None  # d-1's word counts for nothing
+    store.finish_notice("ord-1", "run-1", "d-2", delivered=True)
+    assert store.get_order("ord-1").notice_due_at is None
+
+
+def test_taking_a_notice_again_with_the_same_token_is_still_claimed(subject: StoreUnderTest) -> None:
+    # A retried call whose first attempt did commit (the answer was lost) finds its own lease
+    store = subject.store
+    reject(store, "ord-1")
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+
+
+def test_an_expired_rejected_order_whose_notice_is_owed_cannot_be_replaced(subject: StoreUnderTest) -> None:
+    # Given a rejected order whose notice is still owed when the order expires
+    store = subject.store
+    reject(store, "ord-1")
+    expired = NOW + ORDER_TTL_SECONDS + 1
+
+    # When the trader submits the record_id again, it is refused: replacing it would lose the notice
+    with pytest.raises(OrdersAlreadyProcessed):
+        store.put_orders([pending("ord-1", submitted=expired)], now=expired)
+
+    # Then once the notice is delivered, the record_id is free again
+    assert store.claim_notice("ord-1", "run-1", expired, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
+    store.put_orders([pending("ord-1", submitted=expired)], now=expired)
+    assert store.get_order("ord-1").status is OrderStatus.PENDING
+
+
+def test_a_run_that_lost_its_claim_to_another_cannot_complete_the_order(subject: StoreUnderTest) -> None:
+    # Given run-1's claim lapsed and run-2 took the order over and settled it
+    store = subject.store
+    store.put_orders([pending("ord-1")], now=NOW)
+    given = {"ord-1": decision("ord-1")}
+    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions=given)
+    store.claim_orders(["ord-1"], "run-2", now=NOW + LEASE, lease_seconds=LEASE)
+    store.complete_order("ord-1", "run-2", OrderStatus.ACCEPTED, {"run_id": "run-2"})
+
+    # When run-1, still alive, tries to complete it
+    with pytest.raises(ClaimLost):
+        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
+
+    # Then the order stays settled by run-2
+    assert (store.get_order("ord-1").outcome or {})["run_id"] == "run-2"

@@ -23,7 +23,16 @@ from botocore.exceptions import EndpointConnectionError
 from energy_auction.adapters.aws import NOTICES_INDEX, PENDING_INDEX, DynamoDbOrderStore, order_to_item
 from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import ORDER_TTL_SECONDS, NoticeClaim, Order, OrderStatus, settled_outcome
+from energy_auction.orders import (
+    ORDER_TTL_SECONDS,
+    RETENTION_SECONDS,
+    Decision,
+    NoticeClaim,
+    Order,
+    OrderStatus,
+    iso_utc,
+    settled_outcome,
+)
 from tests.adapters.stores import (
     MAX_ATTEMPTS,
     NOW,
@@ -672,7 +681,8 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     assert item["claim_expires_at"] == {"N": str(NOW + LEASE)}
 
     # When the run completes it as rejected, it leaves the pending index and enters the owed-notices
-    # index (the outbox), and the claim is gone; the outcome is a map
+    # index (the outbox), and the claim is gone; the outcome is a map; the TTL keeps it 14 days
+    # longer, so every copy of its notice is recognised
     outcome = {"power": Decimal("0.5"), "run_id": "run-1"}
     dynamo.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome, notice_due_at=NOW + 900)
     item = _raw_item(faulty, "ord-1")
@@ -683,17 +693,19 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
         "status",
         "submitted_at",
         "expires_at",
+        "purge_at",
         "outcome",
         "notice_due_at",
         "notice_shard",
     }
+    assert int(item["purge_at"]["N"]) == int(item["expires_at"]["N"]) + RETENTION_SECONDS
     assert item["status"] == {"S": "rejected"}
     assert item["outcome"] == {"M": {"power": {"N": "0.5"}, "run_id": {"S": "run-1"}}}
     assert (item["notice_due_at"], item["notice_shard"]) == ({"N": str(NOW + 900)}, shard)
 
     # When the notifier has delivered its notice, it leaves the owed-notices index too
-    assert dynamo.claim_notice("ord-1", "run-1", NOW + 1, 300) is NoticeClaim.CLAIMED
-    dynamo.finish_notice("ord-1", "run-1", delivered=True)
+    assert dynamo.claim_notice("ord-1", "run-1", NOW + 1, 300, "delivery-1") is NoticeClaim.CLAIMED
+    dynamo.finish_notice("ord-1", "run-1", "delivery-1", delivered=True)
     assert set(_raw_item(faulty, "ord-1")) == set(item) - {"notice_due_at", "notice_shard"}
 
 
@@ -777,3 +789,27 @@ def test_sqlite_runs_in_two_processes_claim_each_order_once(sqlite_path: Path) -
     finally:
         for store in stores:
             store.close()
+
+
+def test_dynamodb_keeps_a_decided_order_past_its_expiry_until_it_is_settled(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given a pending order: the TTL may delete it at its expiry
+    dynamo.put_orders([pending("ord-1")], now=NOW)
+    expires = int(_raw_item(faulty, "ord-1")["expires_at"]["N"])
+    assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires
+
+    # When a run claims it with the market's decision, the TTL keeps it until 14 days past expiry
+    decision = Decision(
+        status="accepted",
+        power=Decimal("12.5"),
+        auction_date="2027-01-15",
+        decided_at=iso_utc(NOW),
+        submitted_at=iso_utc(NOW),
+    )
+    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision})
+    assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires + RETENTION_SECONDS
+
+    # And once it is settled as accepted, at its expiry again
+    dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
+    assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires

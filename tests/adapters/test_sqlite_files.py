@@ -16,12 +16,11 @@ import pytest
 from energy_auction import codec
 from energy_auction.adapters.local import (
     SCHEMA_VERSION,
-    TTL_LAG_SECONDS,
     LocalStoreError,
     LocalTopic,
     SqliteOrderStore,
 )
-from energy_auction.orders import ORDER_TTL_SECONDS, Decision, OrderStatus, iso_utc
+from energy_auction.orders import ORDER_TTL_SECONDS, RETENTION_SECONDS, Decision, OrderStatus, iso_utc
 from tests.adapters.stores import NOW, pending
 
 FIRST_RELEASE_SCHEMA = """
@@ -57,6 +56,7 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
 
     # Then every order is there, the pending one is claimable, and the file is at this schema
     assert store.get_order("old-accepted").status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
+    assert store.purge_expired(NOW) == 0  # the migrated rows got their purge time: not yet
     assert [o.record_id for o in store.pending_orders(NOW)] == ["old-pending"]
     decided = Decision(
         status="rejected",
@@ -118,9 +118,11 @@ def test_a_home_that_is_a_file_is_one_line_naming_it(tmp_path: Path) -> None:
         LocalTopic(home / "notices.sqlite3")
 
 
-def test_an_expired_order_that_still_owes_work_is_purged_only_after_the_ttl_lag(tmp_path: Path) -> None:
-    # Given three orders: expired and done, expired with a decision not yet settled, and expired
-    # with its rejection notice still owed
+def test_an_expired_order_that_still_matters_to_the_pipeline_is_purged_only_after_the_retention(
+    tmp_path: Path,
+) -> None:
+    # Given three orders: expired and accepted, expired with a decision not yet settled, and expired
+    # and rejected (its notice still owed)
     store = SqliteOrderStore(tmp_path / "orders.sqlite3")
     store.put_orders([pending("done"), pending("decided"), pending("owing")], now=NOW)
     decision = Decision(
@@ -138,11 +140,12 @@ def test_an_expired_order_that_still_owes_work_is_purged_only_after_the_ttl_lag(
     store.complete_order("done", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
     expired = NOW + ORDER_TTL_SECONDS
 
-    # Then at start after their expiry only the finished one goes, the others after the TTL lag
+    # Then at start after their expiry only the accepted one goes, the others after the retention
     assert store.purge_expired(expired) == 1
     assert store.get_order("done") is None
     assert {store.get_order(r) is not None for r in ("decided", "owing")} == {True}
-    assert store.purge_expired(expired + TTL_LAG_SECONDS) == 2
+    assert store.purge_expired(expired + RETENTION_SECONDS - 1) == 0
+    assert store.purge_expired(expired + RETENTION_SECONDS) == 2
 
 
 FULL_DISK_SCRIPT = textwrap.dedent(

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra.config import StageConfig
+from infra.config import EXPRESS_LIMIT_SECONDS, ConfigError, StageConfig
 from infra.nag import flatten
 from infra.pipeline import RENDERED_ROOT, render_definition, render_tunables
 
 from energy_auction import workflow
+from energy_auction.pipeline import CLAIM_MARGIN_SECONDS
 from energy_auction.settings import Settings
 from infra import REPO_ROOT
 from tests.infra.conftest import Assembly, Synthesized
@@ -152,10 +153,36 @@ def test_state_machine_logs_everything_and_is_traced(stage_stack: Synthesized) -
 
 
 def test_execution_times_out_before_the_claims_lapse(assembly: Assembly, stage_stack: Synthesized) -> None:
+    # A run's claims outlive the run and its EXPRESS children, which go on for up to 5 minutes
+    # after their parent timed out: no run takes over an order another run may still settle.
     timeout = _deployed_definition(assembly, stage_stack)["TimeoutSeconds"]
     _, fetch = functions(stage_stack)["fetch_results"]
     lease = int(fetch["Properties"]["Environment"]["Variables"]["ENERGY_AUCTION_CLAIM_LEASE_SECONDS"])
-    assert 60 <= timeout < lease
+    assert timeout >= 60
+    assert timeout + EXPRESS_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS <= lease
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (
+            {"pipeline_timeout_seconds": 3600, "claim_lease_seconds": 3700},
+            "claim_lease_seconds must be at least",
+        ),
+        ({"notice_delivery_lease_seconds": 180}, "notice_delivery_lease_seconds must exceed the notifier"),
+    ],
+)
+def test_a_stage_refuses_leases_its_functions_could_outlive(values: dict[str, int], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        StageConfig(stage="alice", **values)  # type: ignore[arg-type]
+
+
+def test_the_notifiers_delivery_lease_outlasts_its_timeout(stage_stack: Synthesized) -> None:
+    _, notify = functions(stage_stack)["notify"]
+    lease = int(
+        notify["Properties"]["Environment"]["Variables"]["ENERGY_AUCTION_NOTICE_DELIVERY_LEASE_SECONDS"]
+    )
+    assert notify["Properties"]["Timeout"] < lease
 
 
 def _iter_states(states: dict[str, Any]) -> list[dict[str, Any]]:
@@ -167,8 +194,6 @@ def _iter_states(states: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-EXPRESS_LIMIT_SECONDS = 300
-"""An EXPRESS execution runs at most 5 minutes."""
 SERVICE_CALL_SECONDS = 5
 """An assumed bound on one attempt of a Step Functions service call (sns:Publish) in the estimate."""
 EXPRESS_MARGIN_SECONDS = 45

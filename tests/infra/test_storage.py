@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from energy_auction.adapters.aws import (
+    EXPIRES_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
     NOTICE_SHARD_ATTRIBUTE,
     NOTICES_INDEX,
@@ -42,7 +43,7 @@ def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> 
     assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX}
     assert indexes[PENDING_INDEX]["KeySchema"] == [
         {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
-        {"AttributeName": TTL_ATTRIBUTE, "KeyType": "RANGE"},
+        {"AttributeName": EXPIRES_ATTRIBUTE, "KeyType": "RANGE"},
     ]
     assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "ALL"}
     assert indexes[NOTICES_INDEX]["KeySchema"] == [
@@ -54,7 +55,7 @@ def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> 
     assert types == {
         ORDERS_KEY: "S",
         PENDING_SHARD_ATTRIBUTE: "S",
-        TTL_ATTRIBUTE: "N",
+        EXPIRES_ATTRIBUTE: "N",
         NOTICE_SHARD_ATTRIBUTE: "S",
         NOTICE_DUE_ATTRIBUTE: "N",
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,17 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def topic(tmp_path: Path, clock: FakeClock) -> LocalTopic:
-    return LocalTopic(tmp_path / "notices.sqlite3", clock=clock)
+def topic(tmp_path: Path, clock: FakeClock) -> Iterator[LocalTopic]:
+    opened = LocalTopic(tmp_path / "notices.sqlite3", clock=clock)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def real_time_topic(tmp_path: Path) -> Iterator[LocalTopic]:
+    opened = LocalTopic(tmp_path / "notices.sqlite3")
+    yield opened
+    opened.close()
 
 
 # --- The topic ----------------------------------------------------------------------------------
@@ -35,7 +45,9 @@ def topic(tmp_path: Path, clock: FakeClock) -> LocalTopic:
 
 def test_a_published_message_is_on_disk_for_any_later_process(tmp_path: Path, clock: FakeClock) -> None:
     # Given a message published by one process
-    LocalTopic(tmp_path / "notices.sqlite3", clock=clock).publish("Subject", '{"a": 1}', "order_rejected")
+    first = LocalTopic(tmp_path / "notices.sqlite3", clock=clock)
+    first.publish("Subject", '{"a": 1}', "order_rejected")
+    first.close()
 
     # When another process (another connection) opens the topic
     other = LocalTopic(tmp_path / "notices.sqlite3", clock=clock)
@@ -49,6 +61,7 @@ def test_a_published_message_is_on_disk_for_any_later_process(tmp_path: Path, cl
         0,
     )
     assert other.take(30) is not None
+    other.close()
 
 
 def test_a_taken_message_is_held_for_its_lease_then_offered_again(
@@ -104,14 +117,17 @@ def test_messages_are_taken_in_the_order_they_became_due(topic: LocalTopic, cloc
 
 
 class Notifier:
-    """A notifier function that records what it was given; ``fail`` makes it raise."""
+    """A notifier function that records what it was given; ``fail`` makes it raise, ``hang`` makes
+    it wait (a Slack that does not answer) until the event is set; ``entered`` is set on each call."""
 
     def __init__(self, fail: int = 0, hang: threading.Event | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self.fail = fail
         self.hang = hang
+        self.entered = threading.Event()
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, int]:
+        self.entered.set()
         if self.hang is not None:
             self.hang.wait(30)
         if self.fail:
@@ -121,9 +137,9 @@ class Notifier:
         return {"delivered": 1}
 
 
-def test_each_message_reaches_the_notifier_as_an_sns_event(tmp_path: Path) -> None:
+def test_each_message_reaches_the_notifier_as_an_sns_event(real_time_topic: LocalTopic) -> None:
     # Given the topic and its delivery thread, and a message published with a kind
-    topic = LocalTopic(tmp_path / "notices.sqlite3")
+    topic = real_time_topic
     notifier = Notifier()
     delivery = NoticeDelivery(topic, LocalFunction("notify", notifier, exclusive=False), lease_seconds=30)
     delivery.start()
@@ -152,8 +168,10 @@ def topic_message_id(event: dict[str, Any]) -> str:
     return message_id
 
 
-def test_a_notifier_that_fails_leaves_the_message_queued_with_a_later_retry(tmp_path: Path) -> None:
-    topic = LocalTopic(tmp_path / "notices.sqlite3")
+def test_a_notifier_that_fails_leaves_the_message_queued_with_a_later_retry(
+    real_time_topic: LocalTopic,
+) -> None:
+    topic = real_time_topic
     topic.publish(None, "m", None)
     delivery = NoticeDelivery(topic, LocalFunction("notify", Notifier(fail=10**6), exclusive=False), 30)
 
@@ -165,8 +183,8 @@ def test_a_notifier_that_fails_leaves_the_message_queued_with_a_later_retry(tmp_
     assert delivery.settle(1) == 1  # nothing due any more: it says what is left at once
 
 
-def test_delivery_retries_until_the_notifier_succeeds(tmp_path: Path) -> None:
-    topic = LocalTopic(tmp_path / "notices.sqlite3")
+def test_delivery_retries_until_the_notifier_succeeds(real_time_topic: LocalTopic) -> None:
+    topic = real_time_topic
     notifier = Notifier(fail=1)
     delivery = NoticeDelivery(topic, LocalFunction("notify", notifier, exclusive=False), 30)
     delivery.start()
@@ -182,24 +200,27 @@ def test_delivery_retries_until_the_notifier_succeeds(tmp_path: Path) -> None:
     assert topic.undelivered() == []
 
 
-def test_stopping_does_not_wait_for_a_notifier_that_hangs(tmp_path: Path) -> None:
-    # Given a notifier stuck on a Slack that does not answer, with a message in delivery
-    topic = LocalTopic(tmp_path / "notices.sqlite3")
+def test_stopping_does_not_wait_for_a_notifier_that_hangs(real_time_topic: LocalTopic) -> None:
+    # Given a notifier stuck on a Slack that does not answer (for 30 s), with a message in delivery
+    topic = real_time_topic
     hang = threading.Event()
-    delivery = NoticeDelivery(topic, LocalFunction("notify", Notifier(hang=hang), exclusive=False), 30)
+    notifier = Notifier(hang=hang)
+    delivery = NoticeDelivery(topic, LocalFunction("notify", notifier, exclusive=False), 30)
     delivery.start()
-    topic.publish(None, "m", None)
-    delivery.wake()
-    time.sleep(0.3)
+    try:
+        topic.publish(None, "m", None)
+        delivery.wake()
+        assert notifier.entered.wait(10)
 
-    # When delivery stops with a one-second grace
-    started = time.monotonic()
-    delivery.stop(grace_seconds=1)
+        # When delivery stops with a one-second grace
+        started = time.monotonic()
+        delivery.stop(grace_seconds=1)
 
-    # Then it returns after the grace, and the message is still queued for a later process
-    assert time.monotonic() - started < 3
-    assert [m.message for m in topic.undelivered()] == ["m"]
-    hang.set()
+        # Then it returns after the grace, not after Slack's 30 s, and the message is still queued
+        assert time.monotonic() - started < 15
+        assert [m.message for m in topic.undelivered()] == ["m"]
+    finally:
+        hang.set()
 
 
 def test_the_sns_event_of_a_message_without_kind_has_no_attributes(topic: LocalTopic) -> None:

@@ -16,12 +16,19 @@ import pytest
 from botocore.exceptions import ClientError
 
 from energy_auction import codec, workflow
-from energy_auction.adapters.local import TTL_LAG_SECONDS, SqliteOrderStore
+from energy_auction.adapters.local import SqliteOrderStore
 from energy_auction.bootstrap import Container
 from energy_auction.errors import ClaimLost, OrderRejected
 from energy_auction.market import REJECTION_REASONS, OrderResult, SimulatedMarket
 from energy_auction.notifications import REJECTION_SUBJECT, notice_from_message
-from energy_auction.orders import ORDER_TTL_SECONDS, NoticeClaim, Order, OrderStatus, iso_utc
+from energy_auction.orders import (
+    ORDER_TTL_SECONDS,
+    RETENTION_SECONDS,
+    NoticeClaim,
+    Order,
+    OrderStatus,
+    iso_utc,
+)
 from energy_auction.pipeline import fetch_results, process_order, redeliver_notices, release_order, result_key
 
 from ..conftest import START, FakeClock
@@ -426,7 +433,7 @@ def test_an_order_that_no_longer_exists_is_a_lost_claim(local_container: Contain
     item = claimed_result(local_container, "gone", "accepted")
     store = local_container.order_store
     assert isinstance(store, SqliteOrderStore)
-    assert store.purge_expired(int(START) + ORDER_TTL_SECONDS + TTL_LAG_SECONDS) == 1
+    assert store.purge_expired(int(START) + ORDER_TTL_SECONDS + RETENTION_SECONDS) == 1
 
     # When the run tries to settle it
     with pytest.raises(ClaimLost):
@@ -548,8 +555,8 @@ def test_a_delivered_notice_is_never_republished(local_container: Container, clo
     reject_one(local_container, "unique_id_3")
     store = local_container.order_store
     now = int(clock.now)
-    assert store.claim_notice("unique_id_3", RUN, now, 60) is NoticeClaim.CLAIMED
-    store.finish_notice("unique_id_3", RUN, delivered=True)
+    assert store.claim_notice("unique_id_3", RUN, now, 60, "delivery-1") is NoticeClaim.CLAIMED
+    store.finish_notice("unique_id_3", RUN, "delivery-1", delivered=True)
     publisher = RecordingPublisher()
 
     clock.advance(30 * 24 * 3600)

@@ -86,8 +86,8 @@ def engine_for(home: Path) -> Iterator[Any]:
     """Open an engine for a container (closed after the test)."""
     opened: list[PipelineEngine] = []
 
-    def build(container: Container) -> PipelineEngine:
-        engine = PipelineEngine(container)
+    def build(container: Container, **options: Any) -> PipelineEngine:
+        engine = PipelineEngine(container, **options)
         engine.open()
         opened.append(engine)
         return engine

@@ -10,6 +10,7 @@ every rejection is notified once, and no result object contradicts its order.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +29,7 @@ from energy_auction.market import OrderResult, SimulatedMarket
 from energy_auction.orders import Order, OrderStatus
 from tests.adapters.stores import TABLE, create_orders_table, fast_moto_transactions
 from tests.conftest import FakeClock
+from tests.fake_slack import FakeSlack, Reply
 
 from .conftest import notifications, settings_for, submit
 
@@ -146,9 +148,11 @@ def _result_objects(home: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: codec.loads(p.read_text()) for p in root.rglob("*.json")} if root.exists() else {}
 
 
-def assert_exactly_once(home: Path, container: Container, ids: list[str]) -> dict[str, Order]:
-    """Every order settled once; one notice per rejection; result objects only for accepted orders,
-    each agreeing with its order's outcome."""
+def assert_exactly_once(
+    home: Path, container: Container, ids: list[str], slack: FakeSlack
+) -> dict[str, Order]:
+    """Every order settled once; one notice per rejection, in the file and in Slack; result objects
+    only for accepted orders, each agreeing with its order's outcome."""
     orders = _settled(container, ids)
     assert {o.status for o in orders.values()} <= {OrderStatus.ACCEPTED, OrderStatus.REJECTED}
     assert all(o.claim_run_id is None for o in orders.values())
@@ -165,6 +169,8 @@ def assert_exactly_once(home: Path, container: Container, ids: list[str]) -> dic
     for notice in notices:
         assert notice["fields"]["run_id"] == (orders[notice["fields"]["record_id"]].outcome or {})["run_id"]
     assert all(orders[r].notice_due_at is None for r in rejected)  # every rejection's notice delivered
+    titles = [post["blocks"][0]["text"]["text"] for post in slack.posted()]
+    assert sorted(t.split()[1] for t in titles if t.endswith(" rejected")) == sorted(rejected)
     return orders
 
 
@@ -176,15 +182,23 @@ def _stop_first_run(engine: Any, tripwire: Tripwire) -> str:
     return str(summary.run_id)
 
 
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as server:
+        yield server
+
+
 def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
-    home: Path, engine_for: Any, order_store: Any
+    home: Path, engine_for: Any, order_store: Any, slack: FakeSlack
 ) -> None:
     # Given three orders, a market that accepts them in the first run and would reject them in any
     # later one, and a first run stopped right after it writes o1's result object, its ProcessOrder
     # dying before it marks the order
     tripwire = Tripwire(die=True)
     clock = FakeClock()
-    settings = settings_for(home, pipeline_max_concurrency=1, claim_lease_seconds=LEASE)
+    settings = settings_for(
+        home, pipeline_max_concurrency=1, claim_lease_seconds=LEASE, slack_webhook_url=slack.url
+    )
     container = Container(
         settings,
         clock,
@@ -204,20 +218,24 @@ def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
 
     # Then o1 is settled as first decided (accepted), by the second run, and its object agrees
     assert second.status == "SUCCEEDED"
-    orders = assert_exactly_once(home, container, ids)
+    orders = assert_exactly_once(home, container, ids, slack)
     assert orders["o1"].status is OrderStatus.ACCEPTED
     assert (orders["o1"].outcome or {})["run_id"] == second.run_id
 
 
 def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
-    home: Path, engine_for: Any, order_store: Any
+    home: Path, engine_for: Any, order_store: Any, slack: FakeSlack
 ) -> None:
     # Given three orders the market rejects, and a first run stopped right after it marks o0
     # rejected, before the state machine could publish the notice
     tripwire = Tripwire(die=False)
     clock = FakeClock()
     settings = settings_for(
-        home, pipeline_max_concurrency=1, claim_lease_seconds=LEASE, notice_redelivery_seconds=REDELIVERY
+        home,
+        pipeline_max_concurrency=1,
+        claim_lease_seconds=LEASE,
+        notice_redelivery_seconds=REDELIVERY,
+        slack_webhook_url=slack.url,
     )
     container = Container(
         settings,
@@ -238,13 +256,45 @@ def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
 
     # Then the owed notice went out once (naming the run that rejected it), with the others
     assert second.status == "SUCCEEDED"
-    orders = assert_exactly_once(home, container, ids)
+    orders = assert_exactly_once(home, container, ids, slack)
     assert {o.status for o in orders.values()} == {OrderStatus.REJECTED}
     o0_notices = [n for n in notifications(home) if n["fields"].get("record_id") == "o0"]
     assert [(n["kind"], n["fields"]["run_id"]) for n in o0_notices] == [("order_rejected", first)]
 
     # And a third run later finds nothing owed and sends nothing again
     clock.advance(24 * 3600)
-    before = notifications(home)
+    before, posted = notifications(home), len(slack.posted())
     assert engine.run().orders == 0
-    assert notifications(home) == before
+    assert (notifications(home), len(slack.posted())) == (before, posted)
+
+
+def test_a_slack_outage_across_runs_posts_each_rejection_once(
+    home: Path, engine_for: Any, order_store: Any, slack: FakeSlack
+) -> None:
+    # Given three rejected orders, settled while Slack answers every post with 503: their notices
+    # stay queued (retried) and owed
+    slack.otherwise = Reply(503, "down", {"Retry-After": "0"})
+    clock = FakeClock()
+    settings = settings_for(home, notice_redelivery_seconds=REDELIVERY, slack_webhook_url=slack.url)
+    container = Container(settings, clock, order_store=order_store, market=ChangingMarket(first="rejected"))
+    ids = submit(container, 3)
+    engine = engine_for(container, delivery_grace_seconds=0.5)
+    first = engine.run()
+    assert (first.status, first.rejected, first.notices_undelivered) == ("SUCCEEDED", 3, 3)
+    assert slack.posted() == []
+
+    # When Slack is back and the next run, with the notices overdue, publishes them again: each
+    # rejection now has two copies on their way (the retried original and the redelivered one)
+    slack.otherwise = Reply()
+    clock.advance(REDELIVERY + 1)
+    second = engine.run()
+
+    # Then Slack got each rejection once, nothing is owed, and once the retried originals have had
+    # their turn (they are skipped as delivered) nothing is queued and Slack still has one each
+    assert second.status == "SUCCEEDED"
+    assert_exactly_once(home, container, ids, slack)
+    deadline = time.monotonic() + 60
+    while container.topic.undelivered() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert container.topic.undelivered() == []
+    assert len(slack.posted()) == 3

@@ -16,7 +16,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from energy_auction import codec
 from energy_auction.adapters.transient import TRANSIENT_CODES
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
+from energy_auction.orders import RETENTION_SECONDS, Decision, NoticeClaim, Order, OrderStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -35,7 +35,11 @@ _TRANSIENT_CANCELLATIONS = frozenset(
 
 # The orders table (the CDK stack and the tests create it from these names).
 ORDERS_KEY = "record_id"
-TTL_ATTRIBUTE = "expires_at"
+EXPIRES_ATTRIBUTE = "expires_at"
+"""The order's expiry (epoch seconds): the sort key of the pending-orders index."""
+TTL_ATTRIBUTE = "purge_at"
+"""The table's TTL attribute: ``Order.purge_at``, the expiry, or later while the order still
+matters to the pipeline (decided and not settled, or rejected)."""
 PENDING_INDEX = "pending-orders"
 """Sparse GSI over pending orders: partition key ``pending_shard`` (S), sort key ``expires_at`` (N),
 projection ALL. Only pending orders carry ``pending_shard``, so the index holds nothing else."""
@@ -47,8 +51,8 @@ NOTICES_INDEX = "owed-notices"
 (S), sort key ``notice_due_at`` (N), keys only. Only an owed notice carries ``notice_shard``."""
 NOTICE_SHARD_ATTRIBUTE = "notice_shard"
 NOTICE_DUE_ATTRIBUTE = "notice_due_at"
-_STORAGE_ATTRIBUTES = (PENDING_SHARD_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE)
-"""Attributes that only place an item in an index; not part of the order."""
+_STORAGE_ATTRIBUTES = (PENDING_SHARD_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, TTL_ATTRIBUTE)
+"""Attributes that only place an item in an index or schedule its deletion; not part of the order."""
 
 _T = TypeVar("_T")
 _serializer = TypeSerializer()
@@ -98,10 +102,11 @@ def order_to_item(order: Order) -> dict[str, Any]:
     owed rejection notice carries ``notice_shard`` likewise (the owed-notices index)."""
     plain = order.model_dump(mode="python", exclude_none=True)
     plain["status"] = order.status.value
+    plain[TTL_ATTRIBUTE] = order.purge_at()
     if order.status is OrderStatus.PENDING:
-        plain[PENDING_SHARD_ATTRIBUTE] = pending_shard(order.record_id)
+        plain[PENDING_SHARD_ATTRIBUTE] = index_shard(order.record_id)
     if order.notice_due_at is not None:
-        plain[NOTICE_SHARD_ATTRIBUTE] = pending_shard(order.record_id)
+        plain[NOTICE_SHARD_ATTRIBUTE] = index_shard(order.record_id)
     return {key: _serializer.serialize(value) for key, value in plain.items()}
 
 
@@ -112,7 +117,7 @@ def item_to_order(item: dict[str, Any]) -> Order:
     return Order.model_validate(plain)
 
 
-def pending_shard(record_id: str) -> str:
+def index_shard(record_id: str) -> str:
     """The index partition of an order (pending-orders and owed-notices): a stable hash, so it
     survives restarts."""
     return str(zlib.crc32(record_id.encode()) % PENDING_SHARDS)
@@ -139,7 +144,8 @@ _CLAIMABLE = (
 # A stored order a submission may replace (Order.is_replaceable).
 _REPLACEABLE = (
     "attribute_not_exists(record_id) "
-    "OR (expires_at <= :now AND NOT (#status = :pending AND attribute_exists(decision))) "
+    "OR (expires_at <= :now AND NOT (#status = :pending AND attribute_exists(decision)) "
+    f"AND attribute_not_exists({NOTICE_DUE_ATTRIBUTE})) "
     "OR (#status = :pending AND attribute_not_exists(decision) "
     "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now))"
 )
@@ -318,12 +324,17 @@ class DynamoDbOrderStore:
             ":run": {"S": run_id},
         }
         removed = [PENDING_SHARD_ATTRIBUTE, "claim_run_id", "claim_expires_at", "notice_lease_until"]
-        removed.append("notice_redeliveries")
-        update = "SET #status = :status, outcome = :outcome"
+        removed += ["notice_redeliveries", "notice_delivery"]
+        # Order.purge_at: a rejected order is kept past its expiry, an accepted one is not.
+        retained = RETENTION_SECONDS if status is OrderStatus.REJECTED else 0
+        update = (
+            f"SET #status = :status, outcome = :outcome, {TTL_ATTRIBUTE} = {EXPIRES_ATTRIBUTE} + :retained"
+        )
+        values[":retained"] = {"N": str(retained)}
         if status is OrderStatus.REJECTED and notice_due_at is not None:
             update += f", {NOTICE_DUE_ATTRIBUTE} = :due, {NOTICE_SHARD_ATTRIBUTE} = :notice_shard"
             values[":due"] = {"N": str(notice_due_at)}
-            values[":notice_shard"] = {"S": pending_shard(record_id)}
+            values[":notice_shard"] = {"S": index_shard(record_id)}
         else:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE]
         try:
@@ -364,7 +375,9 @@ class DynamoDbOrderStore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
 
-    def claim_notice(self, record_id: str, run_id: str, now: int, lease_seconds: int) -> NoticeClaim:
+    def claim_notice(
+        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
+    ) -> NoticeClaim:
         """One conditional update takes the delivery; when its condition fails, the order as it was
         says why (delivered, busy, or no such notice)."""
         try:
@@ -372,15 +385,16 @@ class DynamoDbOrderStore:
                 self._client.update_item,
                 TableName=self._table,
                 Key={ORDERS_KEY: {"S": record_id}},
-                UpdateExpression="SET notice_lease_until = :until",
-                ConditionExpression=f"{_OWES_NOTICE} AND "
-                "(attribute_not_exists(notice_lease_until) OR notice_lease_until <= :now)",
+                UpdateExpression="SET notice_lease_until = :until, notice_delivery = :delivery",
+                ConditionExpression=f"{_OWES_NOTICE} AND (attribute_not_exists(notice_lease_until) "
+                "OR notice_lease_until <= :now OR notice_delivery = :delivery)",
                 ExpressionAttributeNames=_NOTICE_NAMES,
                 ExpressionAttributeValues={
                     ":rejected": {"S": OrderStatus.REJECTED.value},
                     ":run": {"S": run_id},
                     ":now": {"N": str(now)},
                     ":until": {"N": str(now + lease_seconds)},
+                    ":delivery": {"S": delivery},
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -394,16 +408,22 @@ class DynamoDbOrderStore:
             return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
         return NoticeClaim.CLAIMED
 
-    def finish_notice(self, record_id: str, run_id: str, *, delivered: bool) -> None:
-        removed = ["notice_lease_until"]
+    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+        removed = ["notice_lease_until", "notice_delivery"]
         if delivered:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, "notice_redeliveries"]
-        self._update_owed_notice(record_id, run_id, f"REMOVE {', '.join(removed)}", {})
+        self._update_owed_notice(
+            record_id,
+            run_id,
+            f"REMOVE {', '.join(removed)}",
+            {":delivery": {"S": delivery}},
+            condition="notice_delivery = :delivery",
+        )
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         """Query each shard of the owed-notices index (keys only) for what is due, then read those
         orders (strongly consistent) and keep the ones no delivery holds."""
-        keys: list[str] = []
+        due: list[tuple[int, str]] = []
         for shard in range(PENDING_SHARDS):
             # The index is sorted by due time: a shard's first ``limit`` keys are its most overdue.
             for count, item in enumerate(
@@ -416,11 +436,13 @@ class DynamoDbOrderStore:
                 ),
                 start=1,
             ):
-                keys.append(item[ORDERS_KEY]["S"])
+                due.append((int(item[NOTICE_DUE_ATTRIBUTE]["N"]), item[ORDERS_KEY]["S"]))
                 if count >= limit:
                     break
+        # Read only the most overdue ones (with room for those a delivery holds right now).
+        keys = [record_id for _, record_id in sorted(due)[: 2 * limit]]
         found = self._read_orders(keys)
-        due = [
+        ready = [
             o
             for o in found.values()
             if o.notice_due_at is not None
@@ -428,7 +450,7 @@ class DynamoDbOrderStore:
             and (o.notice_lease_until or 0) <= now
             and o.status is OrderStatus.REJECTED
         ]
-        return sorted(due, key=lambda o: (o.notice_due_at or 0, o.record_id))[:limit]
+        return sorted(ready, key=lambda o: (o.notice_due_at or 0, o.record_id))[:limit]
 
     def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
         self._update_owed_notice(
@@ -439,15 +461,18 @@ class DynamoDbOrderStore:
             {":due": {"N": str(due_at)}, ":zero": {"N": "0"}, ":one": {"N": "1"}},
         )
 
-    def _update_owed_notice(self, record_id: str, run_id: str, update: str, values: dict[str, Any]) -> None:
-        """Apply ``update`` if the order still owes its rejection notice by ``run_id``; else nothing."""
+    def _update_owed_notice(
+        self, record_id: str, run_id: str, update: str, values: dict[str, Any], condition: str | None = None
+    ) -> None:
+        """Apply ``update`` if the order still owes its rejection notice by ``run_id`` (and
+        ``condition`` holds); else nothing."""
         try:
             self._call(
                 self._client.update_item,
                 TableName=self._table,
                 Key={ORDERS_KEY: {"S": record_id}},
                 UpdateExpression=update,
-                ConditionExpression=_OWES_NOTICE,
+                ConditionExpression=f"{_OWES_NOTICE} AND {condition}" if condition else _OWES_NOTICE,
                 ExpressionAttributeNames=_NOTICE_NAMES,
                 ExpressionAttributeValues={
                     ":rejected": {"S": OrderStatus.REJECTED.value},
@@ -530,12 +555,15 @@ class DynamoDbOrderStore:
         update = "SET claim_run_id = :run, claim_expires_at = :until"
         condition = _CLAIMABLE
         if decision is not None:
+            # Order.purge_at: a decided order is kept past its expiry until it is settled.
             update += ", decision = if_not_exists(decision, :decision)"
+            update += f", {TTL_ATTRIBUTE} = {EXPIRES_ATTRIBUTE} + :retained"
             condition += " AND (attribute_exists(decision) OR submitted_at = :submitted)"
             values = {
                 **values,
                 ":decision": _serializer.serialize(decision.model_dump(mode="python", exclude_none=True)),
                 ":submitted": {"S": decision.submitted_at},
+                ":retained": {"N": str(RETENTION_SECONDS)},
             }
         return {
             "Update": {

@@ -11,21 +11,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from energy_auction import codec
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.observability import logger
-from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
+from energy_auction.orders import RETENTION_SECONDS, Decision, NoticeClaim, Order, OrderStatus
 
 if TYPE_CHECKING:
     from energy_auction.notifications import Notice
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of an orders database this code writes. 0 is the first release (no
-decisions, no notice outbox); :meth:`SqliteOrderStore.migrate` brings it forward on open."""
+decisions, no notice outbox), 2 had no purge time; :meth:`SqliteOrderStore.migrate` brings an
+older one forward when it is opened."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -37,16 +38,25 @@ CREATE TABLE IF NOT EXISTS orders (
     claim_expires_at   INTEGER,
     decided            INTEGER NOT NULL DEFAULT 0,
     notice_due_at      INTEGER,
-    notice_lease_until INTEGER
+    notice_lease_until INTEGER,
+    purge_at           INTEGER
 );
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, expires_at);
 CREATE INDEX IF NOT EXISTS owed_notices ON orders (notice_due_at) WHERE notice_due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_by_purge ON orders (purge_at);
 """
-_MIGRATION_1_2 = (
-    "ALTER TABLE orders ADD COLUMN decided INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE orders ADD COLUMN notice_due_at INTEGER",
-    "ALTER TABLE orders ADD COLUMN notice_lease_until INTEGER",
+_ADDED_COLUMNS = {
+    "decided": "INTEGER NOT NULL DEFAULT 0",
+    "notice_due_at": "INTEGER",
+    "notice_lease_until": "INTEGER",
+    "purge_at": "INTEGER",
+}
+"""Columns a database of an earlier version may lack (its documents lack the fields too)."""
+_BACKFILL_PURGE_AT = (
+    "UPDATE orders SET purge_at = expires_at + CASE WHEN status = 'rejected'"
+    " OR (status = 'pending' AND decided = 1) THEN :retention ELSE 0 END WHERE purge_at IS NULL"
 )
+"""``Order.purge_at`` for the rows of an earlier version."""
 _PENDING_SQL = (
     "SELECT document FROM orders INDEXED BY orders_by_status"
     " WHERE status = 'pending' AND (expires_at > :now OR decided = 1)"
@@ -60,9 +70,6 @@ _OVERDUE_SQL = (
     " AND (notice_lease_until IS NULL OR notice_lease_until <= :now)"
     " ORDER BY notice_due_at, record_id LIMIT :limit"
 )
-TTL_LAG_SECONDS = 2 * 24 * 3600
-"""DynamoDB deletes an expired item within about two days; :meth:`SqliteOrderStore.purge_expired`
-keeps an expired order that still has work owed (a decision to settle, a notice to send) as long."""
 
 _IN_CLAUSE_SIZE = 500
 """Record ids per ``IN (...)`` query, well under SQLite's limit on bound parameters."""
@@ -72,6 +79,44 @@ class LocalStoreError(RuntimeError):
     """A file of the local stack cannot be used (unreadable, not a database, a newer version).
 
     The message is one line that names the file and what is wrong with it."""
+
+
+def _connect(path: Path, what: str, busy_timeout: float) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path`` (WAL, ``synchronous=FULL``: a commit is on disk).
+
+    Raises
+    ------
+    LocalStoreError
+        The file or its folder cannot be used; the message names ``what`` and the file.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as err:
+        raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as err:
+        db.close()
+        raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
+    return db
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (unless SQLite has done so itself)."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls a transaction back by itself on some errors (a full disk, an I/O
+            # error); a second ROLLBACK would replace the real error with "no transaction".
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
 
 class SqliteOrderStore:
@@ -93,57 +138,40 @@ class SqliteOrderStore:
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._db = _connect(path, "order database", busy_timeout)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self.migrate()
-        except (OSError, sqlite3.Error) as err:
+        except (LocalStoreError, sqlite3.Error) as err:
+            self._db.close()
+            if isinstance(err, LocalStoreError):
+                raise
             raise LocalStoreError(f"cannot use the order database {path}: {_reason(err)}") from None
 
     def migrate(self) -> None:
         """Create the schema, or bring a database of an earlier version up to :data:`SCHEMA_VERSION`."""
-        with self._transaction_unmapped() as db:
+        with _immediate(self._db, self._lock) as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise LocalStoreError(
                     f"the order database {self.path} was written by a newer energy-auction "
                     f"(schema {version}; this one knows {SCHEMA_VERSION})"
                 )
-            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchone()
-            if exists and version < SCHEMA_VERSION:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchone():
                 columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
-                for statement in _MIGRATION_1_2:
-                    if statement.split()[5] not in columns:  # "... ADD COLUMN <name> ..."
-                        db.execute(statement)
+                for name, kind in _ADDED_COLUMNS.items():
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE orders ADD COLUMN {name} {kind}")
+                db.execute(_BACKFILL_PURGE_AT, {"retention": RETENTION_SECONDS})
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _transaction_unmapped(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (if SQLite has not done so itself)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite rolls a transaction back by itself on some errors (a full disk, an I/O
-                # error); a second ROLLBACK would replace the real error with "no transaction".
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction; SQLite's failures (busy, full disk, I/O) become ``StorageUnavailable``."""
         try:
-            with self._transaction_unmapped() as db:
+            with _immediate(self._db, self._lock) as db:
                 yield db
         except sqlite3.Error as err:
             reason = _reason(err)
@@ -154,8 +182,8 @@ class SqliteOrderStore:
     def _write(db: sqlite3.Connection, orders: Sequence[Order]) -> None:
         db.executemany(
             "INSERT OR REPLACE INTO orders (record_id, status, expires_at, document, claim_run_id,"
-            " claim_expires_at, decided, notice_due_at, notice_lease_until)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " claim_expires_at, decided, notice_due_at, notice_lease_until, purge_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     o.record_id,
@@ -167,6 +195,7 @@ class SqliteOrderStore:
                     int(o.decision is not None),
                     o.notice_due_at,
                     o.notice_lease_until,
+                    o.purge_at(),
                 )
                 for o in orders
             ],
@@ -267,6 +296,7 @@ class SqliteOrderStore:
                         "notice_due_at": owed,
                         "notice_lease_until": None,
                         "notice_redeliveries": None,
+                        "notice_delivery": None,
                     }
                 )
                 self._write(db, [done])
@@ -279,24 +309,27 @@ class SqliteOrderStore:
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
                 self._write(db, [order.model_copy(update={"claim_run_id": None, "claim_expires_at": None})])
 
-    def claim_notice(self, record_id: str, run_id: str, now: int, lease_seconds: int) -> NoticeClaim:
+    def claim_notice(
+        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
+    ) -> NoticeClaim:
         with self._transaction() as db:
             order = self._read_one(db, record_id)
             if order is None or not order.completed_by(run_id, OrderStatus.REJECTED):
                 return NoticeClaim.UNKNOWN
             if order.notice_due_at is None:
                 return NoticeClaim.DELIVERED
-            if (order.notice_lease_until or 0) > now:
+            if (order.notice_lease_until or 0) > now and order.notice_delivery != delivery:
                 return NoticeClaim.BUSY
-            self._write(db, [order.model_copy(update={"notice_lease_until": now + lease_seconds})])
+            update = {"notice_lease_until": now + lease_seconds, "notice_delivery": delivery}
+            self._write(db, [order.model_copy(update=update)])
             return NoticeClaim.CLAIMED
 
-    def finish_notice(self, record_id: str, run_id: str, *, delivered: bool) -> None:
+    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
         with self._transaction() as db:
             order = self._read_one(db, record_id)
-            if order is None or not order.owes_notice(run_id):
+            if order is None or not order.owes_notice(run_id) or order.notice_delivery != delivery:
                 return
-            update: dict[str, Any] = {"notice_lease_until": None}
+            update: dict[str, Any] = {"notice_lease_until": None, "notice_delivery": None}
             if delivered:
                 update |= {"notice_due_at": None, "notice_redeliveries": None}
             self._write(db, [order.model_copy(update=update)])
@@ -314,16 +347,12 @@ class SqliteOrderStore:
                 )
 
     def purge_expired(self, now: int) -> int:
-        """Delete expired orders, as DynamoDB's TTL sweep does; returns how many.
-
-        An expired order that still owes work (a decision not settled, a notice not delivered) is
-        kept until :data:`TTL_LAG_SECONDS` after its expiry, as long as DynamoDB may keep it."""
+        """Delete the orders whose purge time has come (``Order.purge_at``), as DynamoDB's TTL
+        sweep does; returns how many. An order that still matters to the pipeline (decided and not
+        settled, or rejected) is kept :data:`~energy_auction.orders.RETENTION_SECONDS` past its
+        expiry."""
         with self._transaction() as db:
-            return db.execute(
-                "DELETE FROM orders WHERE expires_at <= :now AND (expires_at <= :now - :lag OR NOT"
-                " ((status = 'pending' AND decided = 1) OR notice_due_at IS NOT NULL))",
-                {"now": now, "lag": TTL_LAG_SECONDS},
-            ).rowcount
+            return db.execute("DELETE FROM orders WHERE purge_at <= ?", (now,)).rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -421,9 +450,6 @@ class TopicMessage:
     next_attempt_at: float = 0.0
     last_error: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 _TOPIC_SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -461,31 +487,20 @@ class LocalTopic:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
+        self._db = _connect(path, "notice queue", busy_timeout)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_TOPIC_SCHEMA)
-        except (OSError, sqlite3.Error) as err:
+        except sqlite3.Error as err:
+            self._db.close()
             raise LocalStoreError(f"cannot use the notice queue {path}: {_reason(err)}") from None
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise StorageUnavailable(f"the notice queue is unavailable: {_reason(err)}") from None
+        try:
+            with _immediate(self._db, self._lock) as db:
+                yield db
+        except sqlite3.Error as err:
+            raise StorageUnavailable(f"the notice queue is unavailable: {_reason(err)}") from None
 
     def publish(self, subject: str | None, message: str, kind: str | None) -> None:
         """Queue a message for the notifier, durably (it is on disk when this returns)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from energy_auction.errors import StorageUnavailable
+from energy_auction.errors import StorageUnavailable, TransientFailure
+from energy_auction.observability import logger
 
 TRANSIENT_CODES = frozenset(
     {
@@ -33,3 +37,16 @@ def is_transient(err: BaseException) -> bool:
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return err.response.get("Error", {}).get("Code") in TRANSIENT_CODES or status >= 500
     return False
+
+
+@contextmanager
+def retried_by_the_state_machine(task: str) -> Iterator[None]:
+    """Run a pipeline task's work; an error worth retrying becomes ``TransientFailure``, which the
+    state machine's Retry takes (with backoff), and is logged by its type only."""
+    try:
+        yield
+    except Exception as err:
+        if is_transient(err):
+            logger.warning(f"{task} failed; the state machine retries", extra={"error": type(err).__name__})
+            raise TransientFailure(type(err).__name__) from err
+        raise

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from energy_auction.adapters.transient import is_transient
+from energy_auction.adapters.transient import retried_by_the_state_machine
 from energy_auction.bootstrap import container
-from energy_auction.errors import TransientFailure
 from energy_auction.observability import logger, metrics, tracer
 from energy_auction.pipeline import fetch_results, redeliver_notices, release_run
 
@@ -27,20 +26,22 @@ if TYPE_CHECKING:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id = str(event["run_id"])
     deps = container()
-    if event.get("action") == "release_run":
-        logger.append_keys(run_id=run_id)
-        released = release_run(run_id, store=deps.order_store, now=deps.clock())
+    action = event.get("action")
+    logger.append_keys(run_id=run_id)
+    if action == "release_run":
+        with retried_by_the_state_machine("releasing a run's orders"):
+            released = release_run(run_id, store=deps.order_store, now=deps.clock())
         logger.warning("released the orders of a failed run", extra={"released": released["released"]})
         return released
-    if event.get("action") == "redeliver":
-        logger.append_keys(run_id=run_id)
-        redelivered = redeliver_notices(
-            run_id,
-            store=deps.order_store,
-            publisher=deps.notice_publisher,
-            now=deps.clock(),
-            redelivery_seconds=deps.settings.notice_redelivery_seconds,
-        )
+    if action == "redeliver":
+        with retried_by_the_state_machine("redelivering owed notices"):
+            redelivered = redeliver_notices(
+                run_id,
+                store=deps.order_store,
+                publisher=deps.notice_publisher,
+                now=deps.clock(),
+                redelivery_seconds=deps.settings.notice_redelivery_seconds,
+            )
         if redelivered["redelivered"]:
             metrics.add_metric(
                 name="NoticesRedelivered", unit=MetricUnit.Count, value=redelivered["redelivered"]
@@ -48,8 +49,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             logger.warning("published owed rejection notices again", extra=redelivered)
         return redelivered
     attempt = int(event["attempt"])
-    logger.append_keys(run_id=run_id, attempt=attempt)
-    try:
+    logger.append_keys(attempt=attempt)
+    with retried_by_the_state_machine("fetching results"):
         answer = fetch_results(
             run_id,
             attempt,
@@ -59,13 +60,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             now=deps.clock(),
             lease_seconds=deps.settings.claim_lease_seconds,
         )
-    except Exception as err:
-        if is_transient(err):
-            logger.warning(
-                "fetching results failed; the state machine retries", extra={"error": type(err).__name__}
-            )
-            raise TransientFailure(type(err).__name__) from err
-        raise
     if answer["results"]:
         metrics.add_metric(name="OrdersClaimed", unit=MetricUnit.Count, value=answer["count"])
     logger.info("fetch results", extra={k: v for k, v in answer.items() if k != "items"})

@@ -58,6 +58,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         metrics.add_metric(name="DuplicateNoticesSkipped", unit=MetricUnit.Count, value=skipped)
     if failed:
         metrics.add_metric(name="NotificationsFailed", unit=MetricUnit.Count, value=failed)
-        message = f"{failed} of {delivered + failed} notices were not delivered"
+        message = f"{failed} of {delivered + skipped + failed} notices were not delivered"
         raise NotificationFailed(message) from first_error
     return {"delivered": delivered, "skipped": skipped}

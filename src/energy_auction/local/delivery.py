@@ -22,6 +22,10 @@ RETRY_MAX_SECONDS = 300.0
 """A message that keeps failing is tried again after 1, 2, 4 ... seconds, then every 5 minutes."""
 _IDLE_POLL_SECONDS = 1.0
 """How often an idle worker looks for messages another process published or a retry that is due."""
+LEASE_MARGIN_SECONDS = 5.0
+"""A message is held this much longer than the delivery lease of the notice it carries: after a
+crash, the message comes back only once the notice is free again, so its redelivery is not
+skipped as a delivery still in progress."""
 
 
 def sns_event(message: TopicMessage) -> dict[str, Any]:
@@ -51,9 +55,10 @@ class NoticeDelivery:
     """Delivers the local topic's messages to the notifier function in a background thread."""
 
     def __init__(self, topic: LocalTopic, notify: LocalFunction, lease_seconds: float) -> None:
+        """``lease_seconds``: the notices' delivery lease (``notice_delivery_lease_seconds``)."""
         self._topic = topic
         self._notify = notify
-        self._lease = lease_seconds
+        self._lease = lease_seconds + LEASE_MARGIN_SECONDS
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._busy = threading.Lock()

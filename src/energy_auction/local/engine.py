@@ -129,7 +129,10 @@ class PipelineEngine:
         self.close()
 
     def open(self) -> None:
+        from energy_auction import bootstrap
+
         moto_compat.apply()
+        bootstrap.use(self.container)  # the in-process handlers use this container
         self.delivery.start()
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
@@ -137,10 +140,6 @@ class PipelineEngine:
         events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
         events.register("before-call.lambda.Invoke", self._invoke_lambda)  # type: ignore[arg-type]
         events.register("before-call.sns.Publish", self._deliver_notification)
-
-        from energy_auction import bootstrap
-
-        bootstrap.use(self.container)  # the in-process handlers use this container
         settings = self.container.settings
         s3 = boto3.client("s3", region_name=self.region)
         s3.create_bucket(
@@ -166,7 +165,10 @@ class PipelineEngine:
 
     def close(self, grace_seconds: float = 5.0) -> None:
         """Stop; a notice being delivered gets ``grace_seconds`` to finish, or is delivered later."""
+        from energy_auction import bootstrap
+
         self.delivery.stop(grace_seconds)
+        bootstrap.use(None)
         if self._mock is None:
             return
         events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]

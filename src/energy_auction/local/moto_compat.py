@@ -69,6 +69,8 @@ def _kept_client(boto_client_for: Callable[..., Any]) -> Callable[..., Any]:
     def kept_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         import boto3
 
+        if state_credentials:  # a task that assumes a role of its own: not ours to share
+            return boto_client_for(region, service, state_credentials)
         session = boto3.DEFAULT_SESSION
         key = (id(session), region, service)
         with _CLIENTS_LOCK:
