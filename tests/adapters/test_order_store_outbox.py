@@ -30,6 +30,13 @@ def decision(order_id: str, status: str = "accepted", submitted: int = NOW) -> D
     )
 
 
+def claim_decided(store: object, record_id: str, run_id: str = "run-1") -> None:
+    """Store a pending order and claim it for ``run_id`` with the market's acceptance."""
+    store.put_orders([pending(record_id)], now=NOW)  # type: ignore[attr-defined]
+    given = {record_id: decision(record_id)}
+    assert store.claim_orders([record_id], run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
+
+
 def reject(store: object, record_id: str, run_id: str = "run-1", due: int = DUE) -> None:
     """Store a pending order, claim it for ``run_id`` and complete it as rejected (notice owed)."""
     store.put_orders([pending(record_id)], now=NOW)  # type: ignore[attr-defined]
@@ -60,10 +67,7 @@ def test_a_claim_stores_the_markets_decision_with_it(subject: StoreUnderTest) ->
 def test_a_run_taking_over_a_dead_runs_order_keeps_its_first_decision(subject: StoreUnderTest) -> None:
     # Given run-1 claimed an order with an acceptance, and died (its claim lapsed)
     store = subject.store
-    store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(
-        ["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
-    )
+    claim_decided(store, "ord-1")
 
     # When run-2 claims it, with a rejection the market would give now
     later = NOW + LEASE
@@ -95,10 +99,7 @@ def test_a_decision_for_a_submission_that_was_replaced_claims_nothing(subject: S
 def test_a_decided_order_cannot_be_replaced_even_when_its_run_died(subject: StoreUnderTest) -> None:
     # Given an order a dead run claimed and decided (its claim lapsed)
     store = subject.store
-    store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(
-        ["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
-    )
+    claim_decided(store, "ord-1")
 
     # When the trader submits it again, after the lease and even after the order expired
     for when in (NOW + LEASE, NOW + ORDER_TTL_SECONDS + 1):
@@ -112,10 +113,7 @@ def test_a_decided_order_cannot_be_replaced_even_when_its_run_died(subject: Stor
 
 def test_a_release_keeps_the_decision(subject: StoreUnderTest) -> None:
     store = subject.store
-    store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(
-        ["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
-    )
+    claim_decided(store, "ord-1")
 
     store.release_order("ord-1", "run-1")
 
@@ -159,10 +157,7 @@ def test_a_rejection_owes_its_notice_from_the_moment_it_is_written(subject: Stor
 
 def test_an_accepted_order_owes_no_notice(subject: StoreUnderTest) -> None:
     store = subject.store
-    store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(
-        ["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
-    )
+    claim_decided(store, "ord-1")
     store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"}, notice_due_at=DUE)
 
     assert store.get_order("ord-1").notice_due_at is None

@@ -23,6 +23,16 @@ from energy_auction.adapters.local import (
 from energy_auction.orders import ORDER_TTL_SECONDS, RETENTION_SECONDS, Decision, OrderStatus, iso_utc
 from tests.adapters.stores import NOW, pending
 
+REJECTION = Decision(
+    status="rejected",
+    power=Decimal(0),
+    auction_date="2027-01-15",
+    decided_at=iso_utc(NOW),
+    submitted_at=iso_utc(NOW),
+    reason="insufficient transmission capacity",
+)
+"""The market's rejection of an order submitted at NOW."""
+
 FIRST_RELEASE_SCHEMA = """
 CREATE TABLE orders (
     record_id        TEXT PRIMARY KEY,
@@ -58,14 +68,7 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
     assert store.get_order("old-accepted").status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
     assert store.purge_expired(NOW) == 0  # the migrated rows got their purge time: not yet
     assert [o.record_id for o in store.pending_orders(NOW)] == ["old-pending"]
-    decided = Decision(
-        status="rejected",
-        power=Decimal(0),
-        auction_date="2027-01-15",
-        decided_at=iso_utc(NOW),
-        submitted_at=iso_utc(NOW),
-        reason="r",
-    )
+    decided = REJECTION
     assert store.claim_orders(["old-pending"], "run-1", NOW, 600, {"old-pending": decided})
     store.close()
     with sqlite3.connect(path) as raw:
@@ -125,14 +128,7 @@ def test_an_expired_order_that_still_matters_to_the_pipeline_is_purged_only_afte
     # and rejected (its notice still owed)
     store = SqliteOrderStore(tmp_path / "orders.sqlite3")
     store.put_orders([pending("done"), pending("decided"), pending("owing")], now=NOW)
-    decision = Decision(
-        status="rejected",
-        power=Decimal(0),
-        auction_date="2027-01-15",
-        decided_at=iso_utc(NOW),
-        submitted_at=iso_utc(NOW),
-        reason="r",
-    )
+    decision = REJECTION
     store.claim_orders(
         ["decided", "owing", "done"], "run-1", NOW, 600, {"decided": decision, "owing": decision}
     )

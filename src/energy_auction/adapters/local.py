@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,6 +119,21 @@ def _immediate(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3
             raise
 
 
+@contextmanager
+def _write_transaction(
+    db: sqlite3.Connection, lock: threading.Lock, path: Path, what: str
+) -> Iterator[sqlite3.Connection]:
+    """A write transaction (:func:`_immediate`) whose SQLite failures (busy, full disk, I/O) are
+    logged and become ``StorageUnavailable``."""
+    try:
+        with _immediate(db, lock) as inside:
+            yield inside
+    except sqlite3.Error as err:
+        reason = _reason(err)
+        logger.error(f"the {what} failed", extra={"database": str(path), "error": reason})
+        raise StorageUnavailable(f"the {what} is unavailable: {reason}") from None
+
+
 class SqliteOrderStore:
     """Orders in a SQLite file. Each write is one transaction; a commit is on disk when it returns.
 
@@ -167,16 +182,8 @@ class SqliteOrderStore:
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; SQLite's failures (busy, full disk, I/O) become ``StorageUnavailable``."""
-        try:
-            with _immediate(self._db, self._lock) as db:
-                yield db
-        except sqlite3.Error as err:
-            reason = _reason(err)
-            logger.error("the order database failed", extra={"database": str(self.path), "error": reason})
-            raise StorageUnavailable(f"the order database is unavailable: {reason}") from None
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _write_transaction(self._db, self._lock, self.path, "order database")
 
     @staticmethod
     def _write(db: sqlite3.Connection, orders: Sequence[Order]) -> None:
@@ -494,13 +501,8 @@ class LocalTopic:
             self._db.close()
             raise LocalStoreError(f"cannot use the notice queue {path}: {_reason(err)}") from None
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with _immediate(self._db, self._lock) as db:
-                yield db
-        except sqlite3.Error as err:
-            raise StorageUnavailable(f"the notice queue is unavailable: {_reason(err)}") from None
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _write_transaction(self._db, self._lock, self.path, "notice queue")
 
     def publish(self, subject: str | None, message: str, kind: str | None) -> None:
         """Queue a message for the notifier, durably (it is on disk when this returns)."""
