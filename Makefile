@@ -10,7 +10,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-UV_INSTALL := $(UV) pip install --python $(BIN)/python
+# Compiled at install: this machine sets PYTHONDONTWRITEBYTECODE, so Python never caches what it
+# compiles on import, and every process (each CLI command, each test that starts one) would
+# compile its imports again.
+UV_INSTALL := $(UV) pip install --python $(BIN)/python --compile-bytecode
 BOOTSTRAP_LOCK := requirements/bootstrap.lock
 LOCAL_LOCK := requirements/local.lock
 LOCK := requirements/dev.lock
