@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +81,18 @@ def local_container(local_settings: Settings, clock: FakeClock) -> bootstrap.Con
     container = bootstrap.Container(local_settings, clock=clock)
     bootstrap.use(container)
     return container
+
+
+@pytest.fixture
+def install(local_container: bootstrap.Container) -> Callable[..., bootstrap.Container]:
+    """Install, for the handlers, the local container with some of its components replaced
+    (``install(order_store=...)``); the others are the local container's own."""
+
+    def build(**components: object) -> bootstrap.Container:
+        container = bootstrap.Container(
+            local_container.settings, local_container.clock, **{**local_container.given(), **components}
+        )
+        bootstrap.use(container)
+        return container
+
+    return build

@@ -24,12 +24,22 @@ if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the 
         Notifier,
         OrderStore,
         ResultStore,
+        SecretSource,
         WorkStore,
     )
 
 
 COMPONENTS = frozenset(
-    {"order_store", "market", "result_store", "work_store", "notifier", "notice_publisher", "topic"}
+    {
+        "order_store",
+        "market",
+        "result_store",
+        "work_store",
+        "notifier",
+        "notice_publisher",
+        "topic",
+        "secrets",
+    }
 )
 """The components a caller may give a Container instead of having it build them."""
 
@@ -153,11 +163,7 @@ class Container:
             return self.settings.slack_webhook_url
         if self.settings.backend is Backend.LOCAL or not self.settings.slack_webhook_secret_id:
             return None
-        from energy_auction.adapters.aws import secrets_manager_secret
-
-        value = secrets_manager_secret(
-            self.settings.slack_webhook_secret_id, self.settings.secret_cache_seconds
-        )
+        value = self.secrets.secret(self.settings.slack_webhook_secret_id, self.settings.secret_cache_seconds)
         return value.strip() or None
 
     def _required(self, name: str) -> str:
@@ -177,9 +183,14 @@ class Container:
             return load_or_create_secret(settings.jwt_secret_file)
         if not settings.jwt_secret_id:
             raise RuntimeError("ENERGY_AUCTION_JWT_SECRET_ID is not set")
-        from energy_auction.adapters.aws import secrets_manager_secret
+        return self.secrets.secret(settings.jwt_secret_id, settings.secret_cache_seconds)
 
-        return secrets_manager_secret(settings.jwt_secret_id, settings.secret_cache_seconds)
+    @cached_property
+    def secrets(self) -> SecretSource:
+        """Secrets Manager (the deployed secrets), read in the settings' region."""
+        from energy_auction.adapters.aws import SecretsManagerSecrets
+
+        return SecretsManagerSecrets(self.settings.region)
 
     def token_verifier(self) -> TokenVerifier:
         from energy_auction.auth import TokenVerifier

@@ -124,14 +124,11 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     if args.stage:
         # A deployed stage: its generated secret, read with the caller's AWS credentials.
-        from energy_auction.adapters.aws import secrets_manager_secret
         from energy_auction.deployment import jwt_secret_name
 
         settings = Settings.from_env(backend=Backend.AWS, **({"region": args.region} if args.region else {}))
         try:
-            secret = secrets_manager_secret(
-                jwt_secret_name(args.stage), max_age_seconds=0, region=settings.region
-            )
+            secret = Container(settings).secrets.secret(jwt_secret_name(args.stage), max_age_seconds=0)
         except Exception as err:  # no credentials, no access, no such stage: say which, not the stack trace
             print(
                 f"energy-auction: cannot read the {args.stage} stage's JWT secret: {type(err).__name__}",

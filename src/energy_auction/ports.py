@@ -48,6 +48,14 @@ class NoticePublisher(Protocol):
         ...
 
 
+class SecretSource(Protocol):
+    """Where deployed secrets are read (Secrets Manager on AWS)."""
+
+    def secret(self, secret_id: str, max_age_seconds: int) -> str:
+        """The secret's string value, cached for ``max_age_seconds``."""
+        ...
+
+
 class Notifier(Protocol):
     """Delivers a notice to people (Slack, a log, a file)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -294,9 +294,9 @@ def test_changing_a_processed_order_conflicts_and_stores_nothing(
     assert (unchanged["status"], unchanged["parameter_1"]) == ("accepted", "abc")
 
 
-def test_store_outage_is_service_unavailable_with_retry_after(local_container: bootstrap.Container) -> None:
+def test_store_outage_is_service_unavailable_with_retry_after(install: Callable[..., Any]) -> None:
     # Given the order store keeps failing
-    local_container.__dict__["order_store"] = UnavailableStore()
+    install(order_store=UnavailableStore())
 
     # Then both routes answer 503 and tell the client when to retry
     for response in (post(EXAMPLE), get("unique_id_1")):
@@ -305,12 +305,14 @@ def test_store_outage_is_service_unavailable_with_retry_after(local_container: b
         assert payload["retry_after_seconds"] == 7
 
 
-def test_nothing_is_stored_after_a_store_outage(local_container: bootstrap.Container) -> None:
+def test_nothing_is_stored_after_a_store_outage(
+    local_container: bootstrap.Container, install: Callable[..., Any]
+) -> None:
     real_store = local_container.order_store
-    local_container.__dict__["order_store"] = UnavailableStore()
+    install(order_store=UnavailableStore())
     assert post(EXAMPLE)["statusCode"] == 503
 
-    local_container.__dict__["order_store"] = real_store
+    install(order_store=real_store)
     assert get("unique_id_1")["statusCode"] == 404
 
 

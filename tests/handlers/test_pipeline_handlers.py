@@ -16,7 +16,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from energy_auction import codec
+from energy_auction import bootstrap, codec
 from energy_auction.adapters.transient import is_transient
 from energy_auction.bootstrap import Container
 from energy_auction.errors import (
@@ -78,11 +78,22 @@ class FailingResultStore:
         raise self.error
 
 
-def install(container: Container, *, market: Any = None, work: Any = None) -> MemoryWorkStore:
-    """Inject a market and a work store into the handlers' container; returns the work store."""
-    container.__dict__["market"] = market or SimulatedMarket(1.0, 0.5, seed=3)
+def install(
+    container: Container, *, market: Any = None, work: Any = None, **components: Any
+) -> MemoryWorkStore:
+    """Install, for the handlers, ``container`` with a market and a work store (and any other
+    ``components``) of the test's; returns the work store."""
     work_store = work or MemoryWorkStore()
-    container.__dict__["work_store"] = work_store
+    given = {"order_store": container.order_store, **components}
+    bootstrap.use(
+        Container(
+            container.settings,
+            container.clock,
+            market=market or SimulatedMarket(1.0, 0.5, seed=3),
+            work_store=work_store,
+            **given,
+        )
+    )
     return work_store
 
 
@@ -194,8 +205,7 @@ def test_fetch_turns_a_transient_work_store_failure_into_transient_failure(
 def test_fetch_turns_storage_unavailable_into_transient_failure(local_container: Container) -> None:
     # Given the order store kept failing
     unavailable = StorageUnavailable()
-    local_container.__dict__["order_store"] = FailingOrderStore(local_container.order_store, unavailable)
-    install(local_container)
+    install(local_container, order_store=FailingOrderStore(local_container.order_store, unavailable))
 
     # When the handler runs
     with pytest.raises(TransientFailure) as raised:
@@ -283,7 +293,7 @@ def test_process_turns_a_slow_down_from_the_result_store_into_transient_failure(
     (item,) = fetched_items(local_container, 1, SimulatedMarket(1.0, 1.0, seed=3))
     slow_down = client_error("SlowDown", 503)
     failing = FailingResultStore(slow_down)
-    local_container.__dict__["result_store"] = failing
+    install(local_container, result_store=failing)
 
     # When ProcessOrder runs
     with pytest.raises(TransientFailure) as raised:

@@ -14,7 +14,6 @@ from typing import Any
 import boto3
 import jwt
 import pytest
-from aws_lambda_powertools.utilities.parameters import base as parameters_base
 from moto import mock_aws
 
 from energy_auction.auth import TokenVerifier
@@ -24,12 +23,6 @@ from energy_auction.local.scheduler import Scheduler, parse_interval
 from tests.logs import captured_logs
 
 STAGE_SECRET = "stage-secret-generated-at-deploy-0123456789abcdef"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_secret_providers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Powertools keeps one Secrets Manager provider (and client) per process: start each test afresh."""
-    monkeypatch.setattr(parameters_base, "DEFAULT_PROVIDERS", {})
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -8,16 +8,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from energy_auction.adapters.local import FolderResultStore
 from energy_auction.bootstrap import Container
 from energy_auction.orders import OrderStatus
 
 from .conftest import ScriptedMarket, notifications, settings_for, submit
 
 
-def _container(home: Path, market: Any, **overrides: Any) -> Container:
-    container = Container(settings_for(home, **overrides))
-    container.__dict__["market"] = market
-    return container
+def _container(
+    home: Path, market: Any, components: dict[str, Any] | None = None, **overrides: Any
+) -> Container:
+    return Container(settings_for(home, **overrides), market=market, **(components or {}))
 
 
 def _statuses(container: Container, record_ids: list[str]) -> dict[str, str]:
@@ -136,10 +137,9 @@ class _FlakyResults:
 
 
 def test_an_s3_failure_is_retried_then_succeeds(home: Path, engine_for: Any) -> None:
-    container = _container(home, ScriptedMarket())
+    flaky = _FlakyResults(FolderResultStore(home / "results"), failures=1)
+    container = _container(home, ScriptedMarket(), {"result_store": flaky})
     ids = submit(container, 1)
-    flaky = _FlakyResults(container.result_store, failures=1)
-    container.__dict__["result_store"] = flaky
     engine = engine_for(container)
 
     summary = engine.run()
@@ -151,10 +151,9 @@ def test_an_s3_failure_is_retried_then_succeeds(home: Path, engine_for: Any) -> 
 
 
 def test_a_permanent_failure_leaves_the_order_pending_and_alerts(home: Path, engine_for: Any) -> None:
-    container = _container(home, ScriptedMarket())
+    flaky = _FlakyResults(FolderResultStore(home / "results"), failures=10**6)
+    container = _container(home, ScriptedMarket(), {"result_store": flaky})
     ids = submit(container, 2)
-    flaky = _FlakyResults(container.result_store, failures=10**6)
-    container.__dict__["result_store"] = flaky
     engine = engine_for(container)
 
     summary = engine.run()
@@ -251,9 +250,8 @@ class _BrokenWorkStore:
 
 def test_a_failed_fetch_gives_its_claimed_orders_back_and_alerts(home: Path, engine_for: Any) -> None:
     # Given pending orders, a ready market, and a work location FetchResults cannot write to
-    container = _container(home, ScriptedMarket())
+    container = _container(home, ScriptedMarket(), {"work_store": _BrokenWorkStore()})
     ids = submit(container, 3)
-    container.__dict__["work_store"] = _BrokenWorkStore()
     engine = engine_for(container)
 
     # When a run executes, FetchResults claims the orders and then fails

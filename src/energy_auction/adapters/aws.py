@@ -655,21 +655,25 @@ class SnsNoticePublisher:
         )
 
 
-def secrets_manager_secret(secret_id: str, max_age_seconds: int, region: str | None = None) -> str:
-    """The secret's string value through Powertools Parameters (cached for ``max_age_seconds``).
+class SecretsManagerSecrets:
+    """String secrets from Secrets Manager through Powertools Parameters, cached per secret.
 
-    ``region`` reads from that region with a provider of its own (the CLI's ``--region``);
-    otherwise Powertools' shared provider uses the process's AWS configuration.
+    Each instance has a provider (and client) of its own, built on first use, rather than
+    Powertools' process-wide default: a container owns its secrets source like any other adapter.
     """
-    from aws_lambda_powertools.utilities import parameters
 
-    if region:
-        from botocore.config import Config
+    def __init__(self, region: str | None = None) -> None:
+        self._region = region
+        self._provider: Any = None
 
-        provider = parameters.SecretsProvider(boto_config=Config(region_name=region))
-        value: object = provider.get(secret_id, max_age=max_age_seconds)
-    else:
-        value = parameters.get_secret(secret_id, max_age=max_age_seconds)
-    if not isinstance(value, str):
-        raise TypeError("the secret must be a string secret")
-    return value
+    def secret(self, secret_id: str, max_age_seconds: int) -> str:
+        if self._provider is None:
+            from aws_lambda_powertools.utilities import parameters
+            from botocore.config import Config
+
+            config = Config(region_name=self._region) if self._region else None
+            self._provider = parameters.SecretsProvider(boto_config=config)
+        value: object = self._provider.get(secret_id, max_age=max_age_seconds)
+        if not isinstance(value, str):
+            raise TypeError("the secret must be a string secret")
+        return value
