@@ -17,7 +17,7 @@ from pydantic_core import core_schema
 
 from energy_auction.deployment import jwt_secret_name
 from energy_auction.errors import GATEWAY_RESPONSES
-from energy_auction.orders import OrderRequest
+from energy_auction.orders import ORDER_FIELDS, OrderRequest
 from energy_auction.settings import MAX_ORDERS_CEILING
 from infra.config import StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
@@ -35,7 +35,7 @@ _DRAFT_4_KEYWORDS = frozenset(
 VALIDATION_FAILED_BODY = {
     "error": "validation_failed",
     "message": f"the body must be a JSON array of 1 to {MAX_ORDERS_CEILING} orders, each with exactly "
-    "record_id, parameter_1 and parameter_2; nothing was stored",
+    f"{', '.join(ORDER_FIELDS[:-1])} and {ORDER_FIELDS[-1]}; nothing was stored",
 }
 """API Gateway's answer (422, like the service's own validation errors) when the model refuses a body."""
 

@@ -8,8 +8,8 @@ draw is seeded from (seed, run id, attempt or record_id), independent of order a
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -27,8 +27,6 @@ class OrderResult:
     """The auction outcome of one order, with the order's own fields (one item of a run's results)."""
 
     record_id: str
-    parameter_1: str
-    parameter_2: Decimal
     status: Literal["accepted", "rejected"]
     power: Decimal
     """Cleared power (MW): the order's volume when accepted, 0 when rejected."""
@@ -37,6 +35,8 @@ class OrderResult:
     decided_at: str
     """ISO 8601 UTC time the market reported the result."""
     reason: str | None = None
+    order_fields: Mapping[str, Any] = field(default_factory=dict)
+    """The order's other fields (``ORDER_FIELDS`` but ``record_id``), as the trader submitted them."""
 
     @classmethod
     def of(cls, order: Order) -> OrderResult:
@@ -52,13 +52,12 @@ class OrderResult:
         d = order.decision
         return cls(
             record_id=order.record_id,
-            parameter_1=order.parameter_1,
-            parameter_2=order.parameter_2,
             status=d.status,
             power=d.power,
             auction_date=d.auction_date,
             decided_at=d.decided_at,
             reason=d.reason,
+            order_fields=_fields_of(order),
         )
 
     def decision(self, submitted_at: str) -> Decision:
@@ -78,18 +77,16 @@ class OrderResult:
         Numbers are decimal strings: Step Functions and Lambda's runtime parse JSON numbers as
         floats, which would round an exact value such as 2.1000000000000000000001.
         """
-        item: dict[str, Any] = {
-            "record_id": self.record_id,
-            "status": self.status,
-            "power": str(self.power),
-            "parameter_1": self.parameter_1,
-            "parameter_2": str(self.parameter_2),
-            "auction_date": self.auction_date,
-            "decided_at": self.decided_at,
-        }
+        item: dict[str, Any] = {"record_id": self.record_id, "status": self.status, "power": str(self.power)}
+        item.update({k: str(v) if isinstance(v, Decimal) else v for k, v in self.order_fields.items()})
+        item.update({"auction_date": self.auction_date, "decided_at": self.decided_at})
         if self.reason:
             item["reason"] = self.reason
         return item
+
+
+def _fields_of(order: Order) -> dict[str, Any]:
+    return {k: v for k, v in order.request_fields().items() if k != "record_id"}
 
 
 @dataclass(frozen=True)
@@ -121,13 +118,13 @@ class SimulatedMarket:
             results.append(
                 OrderResult(
                     record_id=order.record_id,
-                    parameter_1=order.parameter_1,
-                    parameter_2=order.parameter_2,
                     status="accepted" if accepted else "rejected",
+                    # The order's volume clears in full (parameter_2 is the volume, in MW).
                     power=order.parameter_2 if accepted else Decimal(0),
                     auction_date=auction_date,
                     decided_at=decided_at,
                     reason=reason,
+                    order_fields=_fields_of(order),
                 )
             )
         return results

@@ -179,8 +179,7 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
         text=f"The auction rejected order {record_id}: {reason}" + _in_run(run_id),
         fields=_present(
             ("record_id", record_id),
-            ("parameter_1", _text(result.get("parameter_1"))),
-            ("parameter_2", _text(result.get("parameter_2"))),
+            *_order_fields(result),
             ("auction_date", _text(result.get("auction_date"))),
             ("run_id", run_id),
             ("reason", reason),
@@ -190,6 +189,15 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
         key=rejection_key(record_id, run_id) if run_id else None,
         order=order,
     )
+
+
+_RESULT_KEYS = frozenset({"record_id", "status", "power", "auction_date", "decided_at", "reason"})
+"""The keys of an order result that the notices show in their own way (or not at all)."""
+
+
+def _order_fields(result: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The order's own fields an order result carries (``parameter_1``, ...), as submitted."""
+    return [(str(key), _text(value)) for key, value in result.items() if key not in _RESULT_KEYS]
 
 
 def rejection_key(record_id: str, run_id: str) -> str:
@@ -212,8 +220,7 @@ def _order_processing_failed(document: Mapping[str, Any]) -> Notice | None:
         + _in_run(run_id),
         fields=_present(
             ("record_id", record_id),
-            ("parameter_1", _text(result.get("parameter_1"))),
-            ("parameter_2", _text(result.get("parameter_2"))),
+            *_order_fields(result),
             ("run_id", run_id),
             ("error", error.name),
             ("error_message", error.message),

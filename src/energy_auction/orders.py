@@ -115,6 +115,11 @@ class OrderRequest(BaseModel):
     parameter_2: FiniteNumber = Field(description="A finite JSON number, kept exactly.")
 
 
+ORDER_FIELDS: tuple[str, ...] = tuple(OrderRequest.model_fields)
+"""The fields a trader sends for an order, in order (``record_id`` first): declared once, by
+:class:`OrderRequest`; a stored order, a result, a notice and the API's schema all follow it."""
+
+
 class Decision(BaseModel):
     """The market's answer for one order, decided once and stored with the run's claim.
 
@@ -137,14 +142,12 @@ class Decision(BaseModel):
     reason: str | None = None
 
 
-class Order(BaseModel):
-    """An order as stored: the request plus its status and lifetime."""
+class Order(OrderRequest):
+    """An order as stored: the trader's fields (those of :class:`OrderRequest`) plus its status,
+    lifetime and the pipeline's bookkeeping."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    record_id: str
-    parameter_1: str
-    parameter_2: Decimal
     status: OrderStatus = OrderStatus.PENDING
     submitted_at: str
     """ISO 8601 UTC time of the (latest) submission."""
@@ -211,6 +214,10 @@ class Order(BaseModel):
     def completed_by(self, run_id: str, status: OrderStatus) -> bool:
         """Whether ``run_id`` already settled this order with ``status`` (a retried task's work)."""
         return self.status is status and (self.outcome or {}).get("run_id") == run_id
+
+    def request_fields(self) -> dict[str, Any]:
+        """The trader's fields of this order (:data:`ORDER_FIELDS`), as they were submitted."""
+        return {name: getattr(self, name) for name in ORDER_FIELDS}
 
     def public_view(self) -> dict[str, Any]:
         """The order as the API returns it (without the pipeline's bookkeeping)."""
@@ -287,7 +294,7 @@ def parse_json(body: str | bytes) -> Any:
 
 _MESSAGES = {
     "missing": "is required",
-    "extra_forbidden": "is not a known field (known: record_id, parameter_1, parameter_2)",
+    "extra_forbidden": f"is not a known field (known: {', '.join(ORDER_FIELDS)})",
     "string_type": "must be a string",
     "string_pattern_mismatch": f"must be {RECORD_ID_RULE}",
 }
@@ -381,16 +388,7 @@ def new_orders(requests: Sequence[OrderRequest], now: float) -> list[Order]:
     """Pending orders for these requests, submitted ``now``, expiring 24 hours later."""
     submitted_at = iso_utc(now)
     expires_at = int(now) + ORDER_TTL_SECONDS
-    return [
-        Order(
-            record_id=r.record_id,
-            parameter_1=r.parameter_1,
-            parameter_2=r.parameter_2,
-            submitted_at=submitted_at,
-            expires_at=expires_at,
-        )
-        for r in requests
-    ]
+    return [Order(**r.model_dump(), submitted_at=submitted_at, expires_at=expires_at) for r in requests]
 
 
 def submit_orders(body: str | bytes | None, store: OrderStore, limits: Limits, now: float) -> Receipt:

@@ -167,9 +167,7 @@ def _outcome(item: Mapping[str, Any], run_id: str, status: OrderStatus) -> dict[
 def _result_document(order: Order, outcome: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "order": {
-            "record_id": order.record_id,
-            "parameter_1": order.parameter_1,
-            "parameter_2": order.parameter_2,
+            **order.request_fields(),
             "submitted_at": order.submitted_at,
             "expires_at": order.expires_at,
         },
@@ -226,17 +224,16 @@ def rejection_message(order: Order) -> str:
     """The topic message for a rejected order's notice, in the shape the state machine publishes
     (``States.JsonToString`` of the child's state: the order result and the run id)."""
     outcome = order.outcome or {}
-    item = (
-        OrderResult.of(order).as_item()
-        if order.decision is not None
-        else {
-            "record_id": order.record_id,
-            "status": order.status.value,
-            "parameter_1": order.parameter_1,
-            "parameter_2": str(order.parameter_2),
-            "auction_date": outcome.get("auction_date"),
-            "decided_at": outcome.get("processed_at"),
-            "reason": outcome.get("reason"),
-        }
-    )
-    return codec.dumps({"result": item, "run_id": outcome.get("run_id"), "redelivered": True})
+    if order.decision is not None:
+        result = OrderResult.of(order)
+    else:  # claimed by an earlier version, which stored no decision: the outcome says the same
+        result = OrderResult(
+            record_id=order.record_id,
+            status="rejected",
+            power=Decimal(0),
+            auction_date=str(outcome.get("auction_date")),
+            decided_at=str(outcome.get("processed_at")),
+            reason=outcome.get("reason"),
+            order_fields={k: v for k, v in order.request_fields().items() if k != "record_id"},
+        )
+    return codec.dumps({"result": result.as_item(), "run_id": outcome.get("run_id"), "redelivered": True})

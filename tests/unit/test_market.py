@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from energy_auction.errors import OrdersInvalid
 from energy_auction.market import REJECTION_REASONS, OrderResult, SimulatedMarket
-from energy_auction.orders import ORDER_TTL_SECONDS, Order, iso_utc
+from energy_auction.notifications import notice_from_message
+from energy_auction.orders import ORDER_FIELDS, ORDER_TTL_SECONDS, Limits, Order, iso_utc, parse_orders
 
 from ..conftest import START
 
@@ -158,9 +160,9 @@ def test_an_accepted_result_clears_exactly_the_orders_volume() -> None:
     assert all(isinstance(r.power, Decimal) for r in results)
     assert str(results[0].power) == exact
     assert [r.reason for r in results] == [None, None]
-    assert [(r.parameter_1, r.parameter_2) for r in results] == [
-        ("lot", Decimal(exact)),
-        ("lot", Decimal("9.99E+125")),
+    assert [r.order_fields for r in results] == [
+        {"parameter_1": "lot", "parameter_2": Decimal(exact)},
+        {"parameter_1": "lot", "parameter_2": Decimal("9.99E+125")},
     ]
 
 
@@ -229,3 +231,18 @@ def test_as_item_of_a_rejected_result_carries_the_reason() -> None:
     assert item["power"] == "0"
     assert item["parameter_2"] == "2.1"
     assert item["reason"] in REJECTION_REASONS
+
+
+def test_a_result_carries_every_field_the_trader_sent() -> None:
+    # Each of the order's fields (declared once, by OrderRequest) travels with its result: into the
+    # run's S3 item and the rejection notice, and the validation message names them all.
+    (result,) = SimulatedMarket(accept_probability=0.0, seed=5).decide([order("o1")], "run-1", START)
+    item = result.as_item()
+    assert set(ORDER_FIELDS) <= set(item)
+    message = json.dumps({"result": item, "run_id": "run-1"})
+    notice = notice_from_message(message, "order_rejected", None)
+    assert set(ORDER_FIELDS) <= {label for label, _ in notice.fields}
+    with pytest.raises(OrdersInvalid) as refused:
+        parse_orders('[{"record_id": "a", "parameter_1": "x", "parameter_2": 1, "zzz": 1}]', Limits())
+    (problem,) = refused.value.problems
+    assert all(name in problem.message for name in ORDER_FIELDS)

@@ -103,13 +103,12 @@ def claimed_result(
     accepted = status == "accepted"
     result = OrderResult(
         record_id=record_id,
-        parameter_1="abc",
-        parameter_2=Decimal(parameter_2),
         status="accepted" if accepted else "rejected",
         power=Decimal(parameter_2) if accepted else Decimal(0),
         auction_date=iso_utc(now)[:10],
         decided_at=iso_utc(now + 1.5),
         reason=None if accepted else REJECTION_REASONS[1],
+        order_fields={"parameter_1": "abc", "parameter_2": Decimal(parameter_2)},
     )
     # FetchResults stores the market's decision with the claim
     decisions = {record_id: result.decision(stored.submitted_at)}

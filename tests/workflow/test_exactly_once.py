@@ -113,7 +113,7 @@ class ChangingMarket:
                 **{
                     **r.__dict__,
                     "status": status,
-                    "power": r.parameter_2 if status == "accepted" else Decimal(0),
+                    "power": r.order_fields["parameter_2"] if status == "accepted" else Decimal(0),
                     "reason": None if status == "accepted" else "changed its mind",
                 }
             )
