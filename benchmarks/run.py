@@ -96,7 +96,8 @@ def bench_dynamodb_writes(requests: int) -> dict[str, Any]:
     from moto import mock_aws
 
     from energy_auction.adapters.aws import DynamoDbOrderStore
-    from energy_auction.orders import Limits, submit_orders
+    from energy_auction.intake import submit_orders
+    from energy_auction.orders import Limits
 
     calls: dict[str, int] = {}
 

@@ -146,8 +146,8 @@ class Container:
 
     @cached_property
     def notifier(self) -> Notifier:
+        from energy_auction.adapters.channels import FanOutNotifier, LogNotifier
         from energy_auction.adapters.slack import SlackWebhookNotifier
-        from energy_auction.notifications import FanOutNotifier, LogNotifier
 
         notifiers: list[Notifier] = []
         if self.settings.backend is Backend.LOCAL:

@@ -10,19 +10,13 @@ Channels (Slack, a log line, the local stack's JSONL file) implement
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from energy_auction import codec
-from energy_auction.observability import logger
-from energy_auction.orders import NoticeClaim
-
-if TYPE_CHECKING:
-    from energy_auction.ports import Notifier, OrderStore
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
@@ -475,81 +469,3 @@ def _one_line(text: str) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(_ELLIPSIS)] + _ELLIPSIS
-
-
-# --- Delivering once ----------------------------------------------------------------------------
-
-
-def deliver_notice(
-    notice: Notice, *, notifier: Notifier, store: OrderStore, now: float, lease_seconds: int
-) -> bool:
-    """Deliver ``notice`` through ``notifier`` unless it was delivered already; True if it was sent now.
-
-    A rejection notice is delivered once: its delivery is taken on the order (the outbox written
-    with the rejection), recorded there when the notifier succeeds, and given back when it fails
-    (then this raises, so the topic delivers the message again). A copy of a notice that was
-    delivered, or that another delivery holds right now, is skipped. Any other notice, and a
-    rejection the store no longer tracks, is simply delivered.
-
-    Raises
-    ------
-    Exception
-        Whatever the notifier raised: the notice was not delivered.
-    """
-    if notice.order is None:
-        notifier.notify(notice)
-        return True
-    record_id, run_id = notice.order
-    delivery = uuid.uuid4().hex  # this delivery's token: only it may finish what it took
-    claim = store.claim_notice(record_id, run_id, int(now), lease_seconds, delivery)
-    if claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
-        logger.info("duplicate notice skipped", extra={"notice_key": notice.key, "because": claim.value})
-        return False
-    if claim is NoticeClaim.UNKNOWN:
-        logger.warning("rejection notice delivered untracked", extra={"notice_key": notice.key})
-    try:
-        notifier.notify(notice)
-    except Exception:
-        if claim is NoticeClaim.CLAIMED:
-            store.finish_notice(record_id, run_id, delivery, delivered=False)
-        raise
-    if claim is NoticeClaim.CLAIMED:
-        store.finish_notice(record_id, run_id, delivery, delivered=True)
-    return True
-
-
-# --- Notifiers that need no outside service ---------------------------------------------------
-
-
-class LogNotifier:
-    """Writes each notice as one structured log line (the channel when no Slack webhook is configured)."""
-
-    def notify(self, notice: Notice) -> None:
-        log = {"info": logger.info, "warning": logger.warning, "error": logger.error}[notice.severity]
-        log(notice.title, extra={"notice": notice.as_dict()})
-
-
-class FanOutNotifier:
-    """Delivers each notice to every notifier in order.
-
-    When one raises, the rest still get the notice; then the first error is raised, so the caller
-    (the notifier Lambda, which SNS retries) knows a channel missed it.
-    """
-
-    def __init__(self, notifiers: Iterable[Notifier]) -> None:
-        self._notifiers: Sequence[Notifier] = tuple(notifiers)
-
-    def notify(self, notice: Notice) -> None:
-        first_error: Exception | None = None
-        for notifier in self._notifiers:
-            try:
-                notifier.notify(notice)
-            except Exception as err:
-                # The type and channel only: an error's text may hold what a channel keeps secret.
-                logger.warning(
-                    "a notifier failed",
-                    extra={"notifier": type(notifier).__name__, "error": type(err).__name__},
-                )
-                first_error = first_error or err
-        if first_error is not None:
-            raise first_error

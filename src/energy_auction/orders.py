@@ -1,6 +1,6 @@
-"""Orders: the request model, validation rules, expiry policy and the intake use cases.
+"""Orders: the request model, the stored order, validation rules and the expiry policy.
 
-No AWS here: storage goes through the :class:`~energy_auction.ports.OrderStore` port.
+A model module: no storage, no AWS. The intake use cases are in :mod:`energy_auction.intake`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
@@ -20,15 +20,11 @@ from energy_auction import codec
 from energy_auction.errors import (
     BodyTooLarge,
     InvalidJson,
-    OrderNotFound,
     OrdersInvalid,
     Problem,
     TooManyOrders,
 )
 from energy_auction.settings import MAX_ORDERS_CEILING
-
-if TYPE_CHECKING:
-    from energy_auction.ports import OrderStore
 
 ORDER_TTL_SECONDS = 24 * 60 * 60
 """An order is kept, and its record_id reserved, for 24 hours after its (latest) submission."""
@@ -46,6 +42,12 @@ RECORD_ID_RULE = (
 PARAMETER_1_MAX_LENGTH = 256
 
 _RECORD_ID_RE = re.compile(RECORD_ID_PATTERN)
+
+
+def is_record_id(text: str) -> bool:
+    """Whether ``text`` is a record_id an order could have (so a lookup of anything else can stop)."""
+    return len(text) <= RECORD_ID_MAX_LENGTH and _RECORD_ID_RE.fullmatch(text) is not None
+
 
 # DynamoDB numbers: up to 38 significant digits, magnitude between 1e-130 and 1e126.
 _MAX_DIGITS = 38
@@ -246,22 +248,6 @@ class Limits:
     max_body_bytes: int = 256 * 1024
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """What a successful submission stored."""
-
-    orders: Sequence[Order]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stored": len(self.orders),
-            "orders": [
-                {"record_id": o.record_id, "status": o.status.value, "expires_at": o.expires_at}
-                for o in self.orders
-            ],
-        }
-
-
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -389,24 +375,3 @@ def new_orders(requests: Sequence[OrderRequest], now: float) -> list[Order]:
     submitted_at = iso_utc(now)
     expires_at = int(now) + ORDER_TTL_SECONDS
     return [Order(**r.model_dump(), submitted_at=submitted_at, expires_at=expires_at) for r in requests]
-
-
-def submit_orders(body: str | bytes | None, store: OrderStore, limits: Limits, now: float) -> Receipt:
-    """Validate and durably store a submission: every order of it, or none.
-
-    An unchanged or changed pending order is replaced (its expiry renewed); an order the auction
-    has already processed makes the whole request fail with ``OrdersAlreadyProcessed``.
-    """
-    orders = new_orders(parse_orders(body, limits), now)
-    store.put_orders(orders, now=int(now))
-    return Receipt(orders)
-
-
-def find_order(store: OrderStore, record_id: str, now: float) -> Order:
-    """The live order with this record_id; expired orders do not exist, even before TTL deletion."""
-    if len(record_id) > RECORD_ID_MAX_LENGTH or not _RECORD_ID_RE.fullmatch(record_id):
-        raise OrderNotFound(record_id)  # it could never have been stored
-    order = store.get_order(record_id)
-    if order is None or not order.is_live(now):
-        raise OrderNotFound(record_id)
-    return order

@@ -1,15 +1,16 @@
-"""Ports: what the domain needs from the outside world. Adapters live in ``energy_auction.adapters``."""
+"""Ports: what the domain needs from the outside world. Adapters live in ``energy_auction.adapters``.
+
+This module imports only the model modules (orders, market, notifications); none of them imports it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from energy_auction.market import OrderResult
+from energy_auction.notifications import Notice
 from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
-
-if TYPE_CHECKING:
-    from energy_auction.market import OrderResult
-    from energy_auction.notifications import Notice
 
 
 class AuctionMarket(Protocol):

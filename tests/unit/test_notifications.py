@@ -10,14 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from energy_auction import codec
+from energy_auction.adapters.channels import FanOutNotifier, LogNotifier
 from energy_auction.notifications import (
     LABEL_LIMIT,
     MAX_FIELDS,
     TEXT_LIMIT,
     TITLE_LIMIT,
     VALUE_LIMIT,
-    FanOutNotifier,
-    LogNotifier,
     Notice,
     NoticeKind,
     notice_from_message,

@@ -23,16 +23,15 @@ from energy_auction.errors import (
     Problem,
     TooManyOrders,
 )
+from energy_auction.intake import find_order, submit_orders
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     Limits,
     Order,
     OrderStatus,
-    find_order,
     new_orders,
     parse_orders,
     settled_outcome,
-    submit_orders,
 )
 
 from ..conftest import START

@@ -13,8 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from energy_auction import codec, errors
 from energy_auction.bootstrap import container
+from energy_auction.intake import find_order, submit_orders
 from energy_auction.observability import logger, metrics, tracer
-from energy_auction.orders import find_order, submit_orders
 
 app = APIGatewayRestResolver(serializer=codec.dumps)
 

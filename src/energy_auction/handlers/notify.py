@@ -14,8 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
 
 from energy_auction.bootstrap import container
-from energy_auction.notifications import NotificationFailed, deliver_notice, notice_from_message
+from energy_auction.notifications import NotificationFailed, notice_from_message
 from energy_auction.observability import logger, metrics, tracer
+from energy_auction.pipeline import deliver_notice
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
