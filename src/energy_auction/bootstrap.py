@@ -81,7 +81,8 @@ class Container:
             from energy_auction.adapters.local import SqliteOrderStore
 
             return SqliteOrderStore(self.settings.orders_db)
-        from energy_auction.adapters.aws import Backoff, DynamoDbOrderStore
+        from energy_auction.adapters.aws import DynamoDbOrderStore
+        from energy_auction.backoff import Backoff
 
         if not self.settings.orders_table:
             raise RuntimeError("ENERGY_AUCTION_ORDERS_TABLE is not set")

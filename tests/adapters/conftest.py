@@ -11,8 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from energy_auction.adapters.aws import Backoff, DynamoDbOrderStore
+from energy_auction.adapters.aws import DynamoDbOrderStore
 from energy_auction.adapters.local import SqliteOrderStore
+from energy_auction.backoff import Backoff
 from tests.adapters.stores import (
     MAX_ATTEMPTS,
     TABLE,

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from energy_auction.adapters.aws import Backoff, DynamoDbOrderStore
+from energy_auction.adapters.aws import DynamoDbOrderStore
 from energy_auction.adapters.local import SqliteOrderStore
+from energy_auction.backoff import Backoff
 from energy_auction.errors import OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
@@ -389,14 +390,13 @@ def test_dynamodb_backoff_pauses_stay_within_their_exponential_bounds(faulty: Fa
         assert all(0 <= pause <= bound for pause, bound in zip(pauses, bounds, strict=True))
 
 
-def test_dynamodb_backoff_grows_exponentially_up_to_the_cap(
-    faulty: FaultyClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given the jitter always picks the top of its range
-    monkeypatch.setattr("energy_auction.adapters.aws.random.uniform", lambda low, high: high)
+def test_dynamodb_backoff_grows_exponentially_up_to_the_cap(faulty: FaultyClient) -> None:
+    # Given a backoff without jitter (its waits are the top of the jittered ranges)
     pauses: list[float] = []
     store = DynamoDbOrderStore(
-        faulty, TABLE, Backoff(max_attempts=6, base_delay=0.1, max_delay=0.5, sleep=pauses.append)
+        faulty,
+        TABLE,
+        Backoff(max_attempts=6, base_delay=0.1, max_delay=0.5, sleep=pauses.append, jitter=False),
     )
     faulty.fail("transact_write_items", error_code="ThrottlingException", times=6)
 
@@ -574,8 +574,15 @@ def test_dynamodb_write_retries_stop_at_the_time_budget(faulty: FaultyClient) ->
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
+    # (no jitter, so the waits are known: 0.4 s each)
     backoff = Backoff(
-        max_attempts=100, base_delay=0.4, max_delay=0.4, sleep=sleep, budget_seconds=1.0, clock=lambda: now[0]
+        max_attempts=100,
+        base_delay=0.4,
+        max_delay=0.4,
+        sleep=sleep,
+        jitter=False,
+        budget_seconds=1.0,
+        clock=lambda: now[0],
     )
     store = DynamoDbOrderStore(faulty, TABLE, backoff)  # type: ignore[arg-type]
 
@@ -583,6 +590,6 @@ def test_dynamodb_write_retries_stop_at_the_time_budget(faulty: FaultyClient) ->
     with pytest.raises(StorageUnavailable):
         store.put_orders([pending("budget-1")], now=NOW)
 
-    # Then it gave up within the budget, long before max_attempts
-    assert now[0] <= 1.0
-    assert faulty.calls["transact_write_items"] < 10
+    # Then it gave up within the budget, long before max_attempts: a third wait would overrun it
+    assert now[0] == pytest.approx(0.8)
+    assert faulty.calls["transact_write_items"] == 3

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +13,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from energy_auction import codec
 from energy_auction.adapters.transient import TRANSIENT_CODES
+from energy_auction.backoff import Backoff
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import RETENTION_SECONDS, Decision, NoticeClaim, Order, OrderStatus
 
@@ -57,43 +56,6 @@ _STORAGE_ATTRIBUTES = (PENDING_SHARD_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, TTL_ATTR
 _T = TypeVar("_T")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-
-
-class Backoff:
-    """Bounded retries with exponential backoff and full jitter, within an optional time budget."""
-
-    def __init__(
-        self,
-        max_attempts: int = 5,
-        base_delay: float = 0.05,
-        max_delay: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
-        *,
-        budget_seconds: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_attempts = max_attempts
-        self._base = base_delay
-        self._max = max_delay
-        self._sleep = sleep
-        self._budget = budget_seconds
-        self._clock = clock
-
-    def pause(self, attempt: int, started: float | None = None) -> bool:
-        """Sleep before the next attempt; False (no sleep) when that would overrun the time budget
-        counted from ``started`` (a ``clock()`` reading), so the caller gives up in time."""
-        delay = random.uniform(0, min(self._max, self._base * 2**attempt))
-        if (
-            started is not None
-            and self._budget is not None
-            and self._clock() - started + delay > self._budget
-        ):
-            return False
-        self._sleep(delay)
-        return True
-
-    def start(self) -> float:
-        return self._clock()
 
 
 def order_to_item(order: Order) -> dict[str, Any]:

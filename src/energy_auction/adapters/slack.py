@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from energy_auction.backoff import Backoff
 from energy_auction.notifications import Notice, NotificationFailed
 from energy_auction.observability import logger
 
@@ -105,14 +106,12 @@ class SlackWebhookNotifier:
         base_delay: float = 1.0,
         timeout: float = 10,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         self._webhook_url = webhook_url
         self._fallback = fallback
         self._post = post
-        self._sleep = sleep
+        # No jitter: one notifier posts to one webhook at a time; the waits are Slack's to set.
+        self._backoff = Backoff(max_attempts, base_delay, MAX_BACKOFF, sleep, jitter=False)
         self._max_attempts = max_attempts
-        self._base_delay = base_delay
         self._timeout = timeout
 
     def notify(self, notice: Notice) -> None:
@@ -152,12 +151,13 @@ class SlackWebhookNotifier:
                     )
             if attempt == self._max_attempts:
                 break
-            delay = self._delay(attempt, retry_after)
+            asked = _retry_after_seconds(retry_after)
+            delay = min(asked, MAX_RETRY_AFTER) if asked is not None else self._backoff.delay(attempt - 1)
             logger.warning(
                 "posting to Slack failed; retrying",
                 extra={"attempt": attempt, "status": status, "error": last, "retry_in_seconds": delay},
             )
-            self._sleep(delay)
+            self._backoff.pause(attempt - 1, delay=delay)
         logger.error(
             "posting to Slack failed; giving up",
             extra={"attempts": self._max_attempts, "status": status, "error": last},
@@ -167,12 +167,6 @@ class SlackWebhookNotifier:
             attempts=self._max_attempts,
             status=status,
         )
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        asked = _retry_after_seconds(retry_after)
-        if asked is not None:
-            return min(asked, MAX_RETRY_AFTER)
-        return min(self._base_delay * 2.0 ** min(attempt - 1, 16), MAX_BACKOFF)
 
 
 def _error_name(err: BaseException) -> str:
