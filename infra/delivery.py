@@ -16,7 +16,6 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
@@ -24,6 +23,7 @@ from energy_auction.deployment import stack_name
 from infra.config import PRODUCTION_STAGE, ConfigError, StageConfig
 from infra.nag import acknowledge, acknowledge_wildcards
 from infra.notifications import DEAD_LETTER_RETENTION, PIPELINE_FAILED_RULE, topic_name
+from infra.secure import dead_letter_queue, private_bucket
 from infra.stack import EnergyAuctionStack
 
 PIPELINE_NAME = "energy-auction-delivery"
@@ -72,24 +72,17 @@ class DeliveryPipelineStack(Stack):
             removal_policy=RemovalPolicy.DESTROY,
             pending_window=Duration.days(7),
         )
-        access_logs = s3.Bucket(
+        access_logs = private_bucket(
             self,
             "ArtifactsAccessLogs",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
             removal_policy=RemovalPolicy.RETAIN,
         )
-        artifacts = s3.Bucket(
+        artifacts = private_bucket(
             self,
             "Artifacts",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             encryption=s3.BucketEncryption.KMS,
             encryption_key=key,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="artifacts/",
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(30))],
@@ -150,13 +143,8 @@ class DeliveryPipelineStack(Stack):
         )
         # A notice the rule cannot publish (no prod stack yet, a key or topic policy broken, the
         # topic throttled past the retries) waits here instead of being dropped unseen.
-        self.failure_notice_dead_letters = sqs.Queue(
-            self,
-            "FailureNoticeDeadLetters",
-            queue_name=FAILURE_NOTICE_DLQ,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,  # EventBridge can send to it without a key grant
-            enforce_ssl=True,
-            retention_period=DEAD_LETTER_RETENTION,
+        self.failure_notice_dead_letters = dead_letter_queue(
+            self, "FailureNoticeDeadLetters", queue_name=FAILURE_NOTICE_DLQ, retention=DEAD_LETTER_RETENTION
         )
         acknowledge(
             self.failure_notice_dead_letters,

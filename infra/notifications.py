@@ -9,7 +9,6 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from energy_auction.deployment import slack_webhook_secret_name
@@ -17,6 +16,7 @@ from energy_auction.orders import RETENTION_SECONDS
 from infra.config import NOTIFIER_TIMEOUT_SECONDS, StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge
+from infra.secure import dead_letter_queue
 
 PIPELINE_FAILED_RULE = "energy-auction-delivery-failed"
 """Name of the delivery pipeline's EventBridge rule that publishes to a stage's topic."""
@@ -141,13 +141,11 @@ class Notifications(Construct):
         )
         # SNS invokes the notifier asynchronously: an event that still fails after Lambda's
         # retries lands here (the message body is the SNS event) instead of being dropped.
-        self.dead_letters = sqs.Queue(
+        self.dead_letters = dead_letter_queue(
             self,
             "NotifierDeadLetters",
             queue_name=f"{config.resource_prefix}-notifier-dlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,  # no key grant needed to send
-            enforce_ssl=True,
-            retention_period=DEAD_LETTER_RETENTION,
+            retention=DEAD_LETTER_RETENTION,
             removal_policy=config.removal_policy,
         )
         # cdk-nag SQS3 (a queue without a DLQ of its own) sees the function's DeadLetterConfig and

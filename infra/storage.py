@@ -18,6 +18,7 @@ from energy_auction.adapters.aws import (
     TTL_ATTRIBUTE,
 )
 from infra.config import StageConfig
+from infra.secure import private_bucket
 
 RESULTS_PREFIX = "orders/"
 """Accepted results: ``orders/<YYYY-MM-DD>/<record_id>.json``."""
@@ -64,29 +65,22 @@ class Storage(Construct):
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
 
-        self.access_logs = s3.Bucket(
+        self.access_logs = private_bucket(
             self,
             "AccessLogs",
             bucket_name=f"order-results-logs-{config.stage}-{Aws.ACCOUNT_ID}-{Aws.REGION}",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             # SSE-S3: the only encryption a server access log destination supports.
             encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[
                 s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(ACCESS_LOG_DAYS)),
             ],
             removal_policy=config.removal_policy,
         )
-        self.results = s3.Bucket(
+        self.results = private_bucket(
             self,
             "Results",
             bucket_name=f"order-results-{config.stage}-{Aws.ACCOUNT_ID}-{Aws.REGION}",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
             versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="order-results/",
             lifecycle_rules=[
