@@ -27,8 +27,8 @@ from energy_auction.adapters.local import SqliteOrderStore
 from energy_auction.bootstrap import Container
 from energy_auction.orders import OrderStatus
 from energy_auction.settings import Backend, Settings
+from tests.builders import record_ids, store_orders
 from tests.fake_slack import FakeSlack, Reply
-from tests.workflow.conftest import submit
 
 from .stack import LocalStack
 
@@ -56,7 +56,7 @@ RERUN = {
 
 def seed_orders(home: Path, count: int) -> list[str]:
     container = Container(Settings(backend=Backend.LOCAL, home=home, jwt_secret="x" * 40))
-    ids = submit(container, count)
+    ids = record_ids(store_orders(container, count))
     container.order_store.close()  # type: ignore[attr-defined]
     return ids
 

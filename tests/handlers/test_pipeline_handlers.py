@@ -29,7 +29,8 @@ from energy_auction.errors import (
 from energy_auction.handlers import fetch_results, process_order
 from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.market import SimulatedMarket
-from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus, iso_utc
+from energy_auction.orders import Order, OrderStatus
+from tests import builders
 
 RUN = "run-20270115T080000Z-cccc"
 
@@ -98,20 +99,8 @@ def install(
 
 
 def store_orders(container: Container, count: int) -> None:
-    now = container.clock()
-    container.order_store.put_orders(
-        [
-            Order(
-                record_id=f"o{i}",
-                parameter_1="lot",
-                parameter_2=Decimal(f"{i}.1000000000000000000001"),
-                submitted_at=iso_utc(now),
-                expires_at=int(now) + ORDER_TTL_SECONDS,
-            )
-            for i in range(count)
-        ],
-        int(now),
-    )
+    # Volumes with more digits than a float holds: the handlers must keep them exact.
+    builders.store_orders(container, count, volume=lambda i: Decimal(f"{i}.1000000000000000000001"))
 
 
 def invoke_fetch(run_id: str = RUN, attempt: int = 1) -> Any:

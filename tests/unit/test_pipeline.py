@@ -31,6 +31,7 @@ from energy_auction.orders import (
 )
 from energy_auction.pipeline import fetch_results, process_order, redeliver_notices, release_order, result_key
 
+from ..builders import store_orders
 from ..conftest import START, FakeClock
 
 LEASE = 4500
@@ -51,22 +52,6 @@ class MemoryWorkStore:
             raise self.failures.pop(0)
         self.written[run_id] = list(items)
         return {"bucket": "work-bucket", "key": f"work/runs/{run_id}/results.json"}
-
-
-def store_orders(container: Container, count: int, prefix: str = "o") -> list[Order]:
-    now = container.clock()
-    batch = [
-        Order(
-            record_id=f"{prefix}{i}",
-            parameter_1="lot",
-            parameter_2=Decimal(f"{i}.25"),
-            submitted_at=iso_utc(now),
-            expires_at=int(now) + ORDER_TTL_SECONDS,
-        )
-        for i in range(count)
-    ]
-    container.order_store.put_orders(batch, int(now))
-    return batch
 
 
 def fetch(container: Container, market: Any, work: MemoryWorkStore, run_id: str = RUN) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from energy_auction.bootstrap import Container
 from energy_auction.local.engine import PipelineEngine
 from energy_auction.market import OrderResult, SimulatedMarket
-from energy_auction.orders import Limits, Order, new_orders, parse_orders
+from energy_auction.orders import Order
 from energy_auction.settings import Backend, Settings
 
 # Short waits and retries (moto's interpreter sleeps for real); same ASL file as on AWS.
@@ -52,23 +52,6 @@ class ScriptedMarket:
 
 def settings_for(home: Path, **overrides: Any) -> Settings:
     return Settings(backend=Backend.LOCAL, home=home, jwt_secret="x" * 40, **{**FAST, **overrides})
-
-
-def submit(container: Container, count: int, prefix: str = "o", now: float | None = None) -> list[str]:
-    """Store ``count`` pending orders through the intake rules, 100 a request."""
-    at = container.clock() if now is None else now
-    record_ids = []
-    for start in range(0, count, 100):
-        body = json.dumps(
-            [
-                {"record_id": f"{prefix}{i}", "parameter_1": "lot", "parameter_2": i + 0.25}
-                for i in range(start, min(count, start + 100))
-            ]
-        )
-        orders = new_orders(parse_orders(body, Limits()), at)
-        container.order_store.put_orders(orders, int(at))
-        record_ids += [o.record_id for o in orders]
-    return record_ids
 
 
 def notifications(home: Path) -> list[dict[str, Any]]:

@@ -28,10 +28,11 @@ from energy_auction.bootstrap import Container
 from energy_auction.market import OrderResult, SimulatedMarket
 from energy_auction.orders import Order, OrderStatus
 from tests.adapters.stores import TABLE, create_orders_table, fast_moto_transactions
+from tests.builders import record_ids, store_orders
 from tests.conftest import FakeClock
 from tests.fake_slack import FakeSlack, Reply
 
-from .conftest import notifications, settings_for, submit
+from .conftest import notifications, settings_for
 
 LEASE = 4500
 REDELIVERY = 900
@@ -206,7 +207,7 @@ def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
         market=ChangingMarket(first="accepted"),
         result_store=StoppedAfterResultWrite(FolderResultStore(settings.results_dir), "o1", tripwire),
     )
-    ids = submit(container, 3)
+    ids = record_ids(store_orders(container, 3))
     engine = engine_for(container)
     _stop_first_run(engine, tripwire)
     assert "o1" in _result_objects(home)  # the dead run's object says accepted
@@ -243,7 +244,7 @@ def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
         order_store=StoppedAfterRejection(order_store, "o0", tripwire),
         market=ChangingMarket(first="rejected"),
     )
-    ids = submit(container, 3)
+    ids = record_ids(store_orders(container, 3))
     engine = engine_for(container)
     first = _stop_first_run(engine, tripwire)
     o0 = container.order_store.get_order("o0")
@@ -277,7 +278,7 @@ def test_a_slack_outage_across_runs_posts_each_rejection_once(
     clock = FakeClock()
     settings = settings_for(home, notice_redelivery_seconds=REDELIVERY, slack_webhook_url=slack.url)
     container = Container(settings, clock, order_store=order_store, market=ChangingMarket(first="rejected"))
-    ids = submit(container, 3)
+    ids = record_ids(store_orders(container, 3))
     engine = engine_for(container, delivery_grace_seconds=0.5)
     first = engine.run()
     assert (first.status, first.rejected, first.notices_undelivered) == ("SUCCEEDED", 3, 3)

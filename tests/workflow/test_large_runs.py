@@ -16,8 +16,9 @@ from energy_auction.bootstrap import Container
 from energy_auction.local import moto_compat
 from energy_auction.orders import OrderStatus
 from energy_auction.settings import Backend, Settings
+from tests.builders import record_ids, store_orders
 
-from .conftest import ScriptedMarket, notifications, submit
+from .conftest import ScriptedMarket, notifications
 
 DEFAULTS = Settings()
 
@@ -74,7 +75,7 @@ def test_more_than_8000_orders_settle_in_one_run_with_the_default_settings(
         Settings(backend=Backend.LOCAL, home=home, jwt_secret="x" * 40),
         market=ScriptedMarket(reject=rejected),
     )
-    ids = submit(container, count)
+    ids = record_ids(store_orders(container, count))
     engine = engine_for(container)
 
     # When one run executes

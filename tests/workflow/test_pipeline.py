@@ -11,8 +11,9 @@ from botocore.exceptions import ClientError
 from energy_auction.adapters.local import FolderResultStore
 from energy_auction.bootstrap import Container
 from energy_auction.orders import OrderStatus
+from tests.builders import record_ids, store_orders
 
-from .conftest import ScriptedMarket, notifications, settings_for, submit
+from .conftest import ScriptedMarket, notifications, settings_for
 
 
 def _container(
@@ -38,7 +39,7 @@ def _result_files(home: Path) -> dict[str, dict[str, Any]]:
 def test_results_ready_at_once_settle_every_order(home: Path, engine_for: Any) -> None:
     # Given three pending orders and a market that is ready at the first attempt
     container = _container(home, ScriptedMarket())
-    ids = submit(container, 3)
+    ids = record_ids(store_orders(container, 3))
     engine = engine_for(container)
 
     # When one run executes
@@ -59,7 +60,7 @@ def test_results_ready_at_once_settle_every_order(home: Path, engine_for: Any) -
 
 def test_not_ready_twice_then_ready(home: Path, engine_for: Any) -> None:
     container = _container(home, ScriptedMarket(ready_after={"*": 3}), pipeline_max_attempts=5)
-    ids = submit(container, 2)
+    ids = record_ids(store_orders(container, 2))
     engine = engine_for(container)
 
     summary = engine.run()
@@ -70,7 +71,7 @@ def test_not_ready_twice_then_ready(home: Path, engine_for: Any) -> None:
 
 def test_never_ready_gives_up_with_an_alert_after_max_attempts(home: Path, engine_for: Any) -> None:
     container = _container(home, ScriptedMarket(ready_after={"*": 99}), pipeline_max_attempts=3)
-    ids = submit(container, 2)
+    ids = record_ids(store_orders(container, 2))
     engine = engine_for(container)
 
     summary = engine.run()
@@ -90,7 +91,7 @@ def test_never_ready_gives_up_with_an_alert_after_max_attempts(home: Path, engin
 def test_mixed_outcomes(home: Path, engine_for: Any) -> None:
     # Given orders the market will partly reject
     container = _container(home, ScriptedMarket(reject={"o0", "o3"}))
-    ids = submit(container, 5)
+    ids = record_ids(store_orders(container, 5))
     engine = engine_for(container)
 
     summary = engine.run()
@@ -139,7 +140,7 @@ class _FlakyResults:
 def test_an_s3_failure_is_retried_then_succeeds(home: Path, engine_for: Any) -> None:
     flaky = _FlakyResults(FolderResultStore(home / "results"), failures=1)
     container = _container(home, ScriptedMarket(), {"result_store": flaky})
-    ids = submit(container, 1)
+    ids = record_ids(store_orders(container, 1))
     engine = engine_for(container)
 
     summary = engine.run()
@@ -153,7 +154,7 @@ def test_an_s3_failure_is_retried_then_succeeds(home: Path, engine_for: Any) -> 
 def test_a_permanent_failure_leaves_the_order_pending_and_alerts(home: Path, engine_for: Any) -> None:
     flaky = _FlakyResults(FolderResultStore(home / "results"), failures=10**6)
     container = _container(home, ScriptedMarket(), {"result_store": flaky})
-    ids = submit(container, 2)
+    ids = record_ids(store_orders(container, 2))
     engine = engine_for(container)
 
     summary = engine.run()
@@ -173,7 +174,7 @@ def test_overlapping_runs_process_each_order_once(home: Path, engine_for: Any) -
     # Given a first run that waits for results while a second run starts and finds them ready
     market = ScriptedMarket(ready_after={"*": 2}, reject={"o1"})
     container = _container(home, market, pipeline_max_attempts=4)
-    ids = submit(container, 6)
+    ids = record_ids(store_orders(container, 6))
     engine = engine_for(container)
 
     first = engine.start_run()
@@ -193,7 +194,7 @@ def test_overlapping_runs_process_each_order_once(home: Path, engine_for: Any) -
 
 def test_a_rerun_finds_nothing_to_do(home: Path, engine_for: Any) -> None:
     container = _container(home, ScriptedMarket())
-    submit(container, 2)
+    record_ids(store_orders(container, 2))
     engine = engine_for(container)
     assert engine.run().accepted == 2
 
@@ -210,7 +211,7 @@ def test_parent_history_does_not_grow_with_the_number_of_orders(
         container = _container(
             tmp_path / f"home-{count}", ScriptedMarket(reject={"o3"}), pipeline_max_concurrency=50
         )
-        submit(container, count)
+        record_ids(store_orders(container, count))
         engine = engine_for(container)
         summary = engine.run()
         assert (summary.status, summary.orders) == ("SUCCEEDED", count)
@@ -222,7 +223,7 @@ def test_parent_history_does_not_grow_with_the_number_of_orders(
 
 def test_statuses_show_in_the_order_view(home: Path, engine_for: Any) -> None:
     container = _container(home, ScriptedMarket(reject={"o1"}))
-    submit(container, 2)
+    record_ids(store_orders(container, 2))
     engine_for(container).run()
 
     accepted, rejected = container.order_store.get_order("o0"), container.order_store.get_order("o1")
@@ -251,7 +252,7 @@ class _BrokenWorkStore:
 def test_a_failed_fetch_gives_its_claimed_orders_back_and_alerts(home: Path, engine_for: Any) -> None:
     # Given pending orders, a ready market, and a work location FetchResults cannot write to
     container = _container(home, ScriptedMarket(), {"work_store": _BrokenWorkStore()})
-    ids = submit(container, 3)
+    ids = record_ids(store_orders(container, 3))
     engine = engine_for(container)
 
     # When a run executes, FetchResults claims the orders and then fails

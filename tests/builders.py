@@ -1,0 +1,40 @@
+"""Test data built the way the service builds it: orders through the intake rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from energy_auction import codec
+from energy_auction.orders import Limits, Order, new_orders, parse_orders
+
+
+def store_orders(
+    container: Any,
+    count: int,
+    *,
+    prefix: str = "o",
+    now: float | None = None,
+    volume: Callable[[int], Decimal] = lambda i: Decimal(i) + Decimal("0.25"),
+) -> list[Order]:
+    """Store ``count`` pending orders ``<prefix>0``, ``<prefix>1`` ... in the container's order store,
+    submitted ``now`` (default: the container's clock), 100 a request, through the intake rules;
+    ``parameter_1`` is "lot" and ``parameter_2`` is ``volume(i)``, kept exact."""
+    at = container.clock() if now is None else now
+    stored: list[Order] = []
+    for start in range(0, count, 100):
+        body = codec.dumps(
+            [
+                {"record_id": f"{prefix}{i}", "parameter_1": "lot", "parameter_2": volume(i)}
+                for i in range(start, min(count, start + 100))
+            ]
+        )
+        orders = new_orders(parse_orders(body, Limits()), at)
+        container.order_store.put_orders(orders, int(at))
+        stored += orders
+    return stored
+
+
+def record_ids(orders: Sequence[Order]) -> list[str]:
+    return [o.record_id for o in orders]
