@@ -32,17 +32,10 @@ from energy_auction.orders import (
     new_orders,
     parse_orders,
 )
-from energy_auction.ports import OrderStore
 from tests.adapters.stores import MAX_ATTEMPTS, NOW, TABLE, StoreUnderTest, pending, processed
 from tests.fakes import FaultyClient
 
 # --- the contract, for both adapters -----------------------------------------------------------
-
-
-def test_both_adapters_implement_the_port(subject: StoreUnderTest) -> None:
-    port: OrderStore = subject.store
-    assert callable(port.put_orders)
-    assert callable(port.get_order)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from energy_auction.auth import TokenVerifier
 from energy_auction.cli import main
 from energy_auction.deployment import jwt_secret_name
 from energy_auction.local.scheduler import Scheduler, parse_interval
+from tests.conftest import FakeClock
 from tests.logs import captured_logs
 
 STAGE_SECRET = "stage-secret-generated-at-deploy-0123456789abcdef"
@@ -272,65 +273,73 @@ def scheduled() -> Iterator[list[Scheduler]]:
         scheduler.stop()
 
 
-def test_the_scheduler_starts_runs_every_interval_until_stopped(scheduled: list[Scheduler]) -> None:
-    # Given a scheduler starting a run every second
-    start_run = RecordingStart()
-    scheduler = Scheduler(1, start_run, finished)
-    scheduled.append(scheduler)
+def test_a_run_is_due_every_interval_of_the_clock() -> None:
+    # Given a schedule of one run every 60 s, on a clock the test moves
+    clock, start_run = FakeClock(0), RecordingStart()
+    scheduler = Scheduler(60, start_run, finished, clock=clock)
 
-    # When it has run for a while
-    assert start_run.count() == 0
-    scheduler.start()
-    assert wait_until(lambda: start_run.count() >= 2, timeout=6)
+    # Then nothing is due before the first interval, one run at each interval, none in between
+    assert scheduler.run_due() is None
+    clock.advance(60)
+    assert scheduler.run_due() == "run-1"
+    assert scheduler.run_due() is None
+    clock.advance(59)
+    assert scheduler.run_due() is None
+    clock.advance(1)
+    assert scheduler.run_due() == "run-2"
+    # and a schedule that fell behind (the machine slept) starts one run, not a burst
+    clock.advance(600)
+    assert scheduler.run_due() == "run-3"
+    assert scheduler.run_due() is None
+    assert start_run.count() == 3
 
-    # Then after stop() no further run starts
-    scheduler.stop()
-    stopped_at = start_run.count()
-    time.sleep(1.3)
-    assert start_run.count() == stopped_at
 
-
-def test_a_failing_start_does_not_stop_the_schedule(scheduled: list[Scheduler]) -> None:
+def test_a_failing_start_does_not_stop_the_schedule() -> None:
     # Given a start_run whose first call raises
-    start_run = RecordingStart(fail_on=frozenset({1}))
-    scheduler = Scheduler(1, start_run, finished)
-    scheduled.append(scheduler)
+    clock, start_run = FakeClock(0), RecordingStart(fail_on=frozenset({1}))
+    scheduler = Scheduler(60, start_run, finished, clock=clock)
 
-    # When the scheduler runs
-    scheduler.start()
+    # When the first run cannot start, the next one is due an interval later all the same
+    clock.advance(60)
+    assert scheduler.run_due() is None
+    clock.advance(60)
+    assert scheduler.run_due() == "run-2"
 
-    # Then it keeps calling after the failure
-    assert wait_until(lambda: start_run.count() >= 2, timeout=6)
 
-
-def test_the_scheduler_logs_each_runs_summary_when_it_ends(scheduled: list[Scheduler]) -> None:
+def test_the_scheduler_logs_each_runs_summary_when_it_ends() -> None:
     # Given a scheduler whose first run succeeds and second fails
-    start_run = RecordingStart()
-    scheduler = Scheduler(1, start_run, finished)
-    scheduled.append(scheduler)
+    clock, start_run = FakeClock(0), RecordingStart()
+    scheduler = Scheduler(60, start_run, finished, clock=clock)
 
     # When two runs have ended
     with captured_logs() as lines:
-        scheduler.start()
+        for _ in range(2):
+            clock.advance(60)
+            scheduler.run_due()
         assert wait_until(lambda: sum("run ended" in line for line in lines) >= 2, timeout=8)
-    scheduler.stop()
 
     # Then each run's summary is one log line, at error level for the failed run
-    ended = [json.loads(line) for line in lines if "run ended" in line]
-    assert [(e["run_id"], e["status"], e["level"], e["orders"]) for e in ended[:2]] == [
+    ended = sorted((json.loads(line) for line in lines if "run ended" in line), key=lambda e: e["run_id"])
+    assert [(e["run_id"], e["status"], e["level"], e["orders"]) for e in ended] == [
         ("run-1", "SUCCEEDED", "INFO", 3),
         ("run-2", "FAILED", "ERROR", 3),
     ]
 
 
-def test_stop_before_the_first_tick_starts_nothing(scheduled: list[Scheduler]) -> None:
+def test_the_schedules_thread_starts_runs_until_stopped(scheduled: list[Scheduler]) -> None:
+    # Given a scheduler on the real clock, one run a second
     start_run = RecordingStart()
     scheduler = Scheduler(1, start_run, finished)
     scheduled.append(scheduler)
+
+    # When it has run for a while, its thread starts runs
     scheduler.start()
+    assert wait_until(lambda: start_run.count() >= 2, timeout=6)
+
+    # Then once stopped its thread has ended: no further run can start
     scheduler.stop()
-    time.sleep(1.2)
-    assert start_run.count() == 0
+    assert not scheduler.running
+    assert scheduler.run_due() is None
 
 
 def test_a_short_jwt_secret_is_refused_before_any_token_is_made(
