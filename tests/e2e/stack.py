@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -89,6 +90,17 @@ class LocalStack:
             if isinstance(document, dict) and "level" in document:
                 found.append(document)
         return found
+
+    def wait_for_log(
+        self, matches: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """The log lines that match, once at least one has arrived (the logs come in on a thread)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.log_lines() if matches(line)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def _read_output(self) -> None:
         assert self.process is not None

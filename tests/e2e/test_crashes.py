@@ -335,7 +335,7 @@ def test_a_full_disk_answers_503_with_retry_after_and_loses_no_acknowledged_orde
         assert answer.status == 503, answer.body
         assert answer.json()["error"] == "storage_unavailable"
         assert answer.headers["Retry-After"] == "1"
-        assert any(line["message"] == "the order database failed" for line in stack.log_lines())
+        assert stack.wait_for_log(lambda line: line["message"] == "the order database failed")
     finally:
         stack.stop()
 

@@ -92,13 +92,10 @@ def test_the_schedule_runs_the_pipeline(tmp_path: Path) -> None:
             "accepted"
         ] * 3
         # and the stack logs each scheduled run's summary when it ends
-        while time.monotonic() < deadline and not any(
-            line["message"] == "scheduled pipeline run ended" and line.get("accepted") == 3
-            for line in stack.log_lines()
-        ):
-            time.sleep(0.2)
-        ended = [line for line in stack.log_lines() if line["message"] == "scheduled pipeline run ended"]
-        settled = [line for line in ended if line.get("accepted") == 3]
+        settled = stack.wait_for_log(
+            lambda line: line["message"] == "scheduled pipeline run ended" and line.get("accepted") == 3,
+            timeout=max(deadline - time.monotonic(), 1),
+        )
         assert len(settled) == 1
         assert (settled[0]["status"], settled[0]["orders"], settled[0]["level"]) == ("SUCCEEDED", 3, "INFO")
     finally:
