@@ -12,13 +12,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from energy_auction.settings import Backend, Settings
+from energy_auction.settings import Backend, InvalidSettings, Settings
 
 DEFAULT_PORT = 8000
+PORT_HELP = "a port is a whole number from 0 to 65535 (0 picks a free one)"
 
 
 def local_settings(home: Path | None, **overrides: Any) -> Settings:
@@ -28,11 +29,49 @@ def local_settings(home: Path | None, **overrides: Any) -> Settings:
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _port(value: str) -> int:
-    port = int(value)
+def parse_port(value: str) -> int:
+    """The TCP port ``value`` names: 0 to 65535, where 0 asks the system for a free one.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not such a number; the message quotes it and says what a port is.
+    """
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError("a port is 0-65535")
+        raise ValueError(f"{value!r} is not a port: {PORT_HELP}")
     return port
+
+
+def listen_port(given: int | None, environ: Mapping[str, str]) -> int:
+    """The port ``local`` listens on: ``--port``, else ``PORT`` (unset or empty: the default).
+
+    Read only by ``local``, so that a bad ``PORT`` stops no other command.
+
+    Raises
+    ------
+    InvalidSettings
+        ``PORT`` is not a port; the message names the variable.
+    """
+    if given is not None:
+        return given
+    raw = environ.get("PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        return parse_port(raw)
+    except ValueError as err:
+        raise InvalidSettings(f"PORT={err}") from None
+
+
+def _port(value: str) -> int:
+    try:
+        return parse_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _open_local_files(container: Any) -> None:
@@ -48,6 +87,7 @@ def _open_local_files(container: Any) -> None:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
+    port = listen_port(args.port, os.environ)
     # Local defaults for Powertools; anything the user exported wins. Metrics stay on: they print
     # as EMF lines, as in Lambda (disabled, Powertools never clears them and they pile up).
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
@@ -78,10 +118,10 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     gateway = LocalGateway(LocalFunction("authorizer", authorizer.handler), LocalFunction("api", api.handler))
     try:
-        server = LocalHttpServer((args.host, args.port), gateway)
+        server = LocalHttpServer((args.host, port), gateway)
     except OSError as err:
         engine.close()
-        print(f"energy-auction: cannot listen on {args.host}:{args.port}: {err.strerror}", file=sys.stderr)
+        print(f"energy-auction: cannot listen on {args.host}:{port}: {err.strerror}", file=sys.stderr)
         return 1
     url = f"http://{args.host}:{server.server_address[1]}"
 
@@ -288,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--port",
         type=_port,
-        default=_port(os.environ.get("PORT", str(DEFAULT_PORT))),
+        default=None,
         help=f"port to listen on (default: $PORT or {DEFAULT_PORT}; 0 picks a free one)",
     )
     local.add_argument("--home", type=Path, default=None, help=home_help)
@@ -358,7 +398,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from energy_auction.adapters.local import LocalStoreError
-    from energy_auction.settings import InvalidSettings
 
     args = parser().parse_args(argv)
     if getattr(args, "ttl", 1) <= 0:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.parameters import base as parameters_base
 from moto import mock_aws
 
 from energy_auction.auth import TokenVerifier
-from energy_auction.cli import main
+from energy_auction.cli import DEFAULT_PORT, listen_port, main
 from energy_auction.deployment import jwt_secret_name
 from energy_auction.local.scheduler import Scheduler, parse_interval
 from tests.logs import captured_logs
@@ -186,6 +186,77 @@ def test_an_invalid_setting_exits_2_naming_the_variable(
     assert code == 2
     assert out == ""
     assert "ENERGY_AUCTION_MAX_BODY_BYTES" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["abc", "", "70000"])
+@pytest.mark.parametrize("argv", [["token"], ["--help"], ["local", "--help"], ["run-pipeline", "--help"]])
+def test_port_is_read_by_no_command_but_local(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    port: str,
+    argv: list[str],
+) -> None:
+    # Given a PORT that is not a port
+    monkeypatch.setenv("PORT", port)
+
+    # When a command that does not listen runs, or help is asked for
+    try:
+        code = main([*argv, "--home", str(tmp_path / "home")] if argv == ["token"] else argv)
+    except SystemExit as exited:  # --help prints and exits 0
+        code = int(exited.code or 0)
+
+    # Then it does its job, and says nothing about PORT
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert out
+
+
+@pytest.mark.parametrize("port", ["abc", "70000", "-1", "80.5"])
+def test_local_refuses_a_bad_port_variable_in_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    # Given a PORT that is not a port
+    monkeypatch.setenv("PORT", port)
+
+    # When the local stack is started
+    code, out, err = run(["local", "--home", str(tmp_path / "home")], capsys)
+
+    # Then it stops at once, in one line that names PORT and says what a port is, and creates nothing
+    assert code == 2
+    assert out == ""
+    what = "a port is a whole number from 0 to 65535 (0 picks a free one)"
+    assert err == f"energy-auction: PORT={port!r} is not a port: {what}\n"
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "port"),
+    [
+        ({}, DEFAULT_PORT),
+        ({"PORT": ""}, DEFAULT_PORT),
+        ({"PORT": " "}, DEFAULT_PORT),
+        ({"PORT": "0"}, 0),
+        ({"PORT": "65535"}, 65535),
+    ],
+)
+def test_an_unset_or_empty_port_variable_means_the_default(environ: dict[str, str], port: int) -> None:
+    assert listen_port(None, environ) == port
+
+
+def test_the_port_option_wins_over_the_variable() -> None:
+    assert listen_port(9000, {"PORT": "not a port"}) == 9000
+
+
+@pytest.mark.parametrize("port", ["abc", "65536", "-1", ""])
+def test_a_bad_port_option_says_what_a_port_is(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["local", "--port", port])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --port: {port!r} is not a port: a port is a whole number from 0 to 65535" in err
+    assert "invalid" not in err
     assert "Traceback" not in err
 
 
