@@ -14,9 +14,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from energy_auction.settings import Backend, InvalidSettings, Settings
+
+if TYPE_CHECKING:
+    from energy_auction.bootstrap import Container
 
 DEFAULT_PORT = 8000
 PORT_HELP = "a port is a whole number from 0 to 65535 (0 picks a free one)"
@@ -86,6 +89,32 @@ def _open_local_files(container: Any) -> None:
     container.topic  # noqa: B018
 
 
+def local_signing_secret(deps: Container) -> str:
+    """The local stack's signing secret (the file is created on first use), refused as the stack
+    refuses it, in the same words for ``local`` and ``token``.
+
+    Raises
+    ------
+    LocalStoreError
+        The secret file cannot be used, or holds a secret too short; the message names the file.
+    InvalidSettings
+        ``ENERGY_AUCTION_JWT_SECRET`` is too short.
+    """
+    from energy_auction.adapters.local import LocalStoreError
+    from energy_auction.auth import TokenVerifier
+
+    secret = deps.jwt_secret()
+    try:
+        TokenVerifier(secret)
+    except ValueError as err:
+        if deps.settings.jwt_secret is not None:
+            raise InvalidSettings(f"ENERGY_AUCTION_JWT_SECRET is refused: {err}") from None
+        raise LocalStoreError(
+            f"cannot use the JWT secret file {deps.settings.jwt_secret_file}: {err}"
+        ) from None
+    return secret
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     port = listen_port(args.port, os.environ)
     # Local defaults for Powertools; anything the user exported wins. Metrics stay on: they print
@@ -103,11 +132,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     settings = local_settings(args.home)
     deps = bootstrap.Container(settings)
-    try:
-        deps.token_verifier()  # creates the secret file on first start, and checks the secret
-    except ValueError as err:
-        print(f"energy-auction: {err}", file=sys.stderr)
-        return 2
+    local_signing_secret(deps)  # creates the secret file on first start, and checks it
     _open_local_files(deps)
     store = deps.order_store
     if isinstance(store, SqliteOrderStore):
@@ -178,14 +203,14 @@ def cmd_token(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        try:
+            TokenVerifier(secret)  # a secret the service would refuse makes tokens nobody accepts
+        except ValueError as err:
+            print(f"energy-auction: the {args.stage} stage's JWT secret is refused: {err}", file=sys.stderr)
+            return 2
     else:
         settings = local_settings(args.home)
-        secret = Container(settings).jwt_secret()
-    try:
-        TokenVerifier(secret)  # a secret the service would refuse makes tokens nobody accepts
-    except ValueError as err:
-        print(f"energy-auction: {err}", file=sys.stderr)
-        return 2
+        secret = local_signing_secret(Container(settings))
     print(
         mint_token(
             secret,

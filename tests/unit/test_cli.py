@@ -424,6 +424,62 @@ def test_a_short_jwt_secret_is_refused_before_any_token_is_made(
     assert "at least 32 bytes" in captured.err
 
 
+# --- A JWT secret file that cannot be used
+
+
+SECRET_FILE_PROBLEMS = {
+    "empty": (b"", "it is empty; delete it to have a new secret made"),
+    "whitespace": (b" \n\t\n", "it is empty; delete it to have a new secret made"),
+    "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe", "it is not UTF-8 text"),
+    "folder": (None, "Is a directory"),
+    "too short": (b"short-secret\n", "the JWT secret must be at least 32 bytes"),
+}
+
+
+@pytest.mark.parametrize("problem", SECRET_FILE_PROBLEMS)
+def test_local_and_token_refuse_an_unusable_secret_file_in_the_same_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
+) -> None:
+    # Given a home whose secret file cannot be used
+    content, reason = SECRET_FILE_PROBLEMS[problem]
+    secret = tmp_path / "jwt-secret"
+    if content is None:
+        secret.mkdir()
+    else:
+        secret.write_bytes(content)
+
+    # When a token is asked for, and when the stack is started
+    answers = [run([command, "--home", str(tmp_path)], capsys) for command in ("token", "local")]
+
+    # Then both stop with code 2 and the same one line, naming the file and what is wrong with it
+    line = f"energy-auction: cannot use the JWT secret file {secret}: {reason}"
+    for code, out, err in answers:
+        assert (code, out) == (2, "")
+        assert err.startswith(line)
+        assert err.count("\n") == 1
+    assert answers[0][2] == answers[1][2]
+    # And the file is left as it was, and nothing else was created
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt-secret"]
+    if content is not None:
+        assert secret.read_bytes() == content
+
+
+@pytest.mark.parametrize("command", ["token", "local"])
+def test_a_home_that_is_a_file_is_one_line_for_local_and_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+
+    code, out, err = run([command, "--home", str(home)], capsys)
+
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        f"energy-auction: cannot use the JWT secret file {home}/jwt-secret: Not a directory"
+    )
+    assert err.count("\n") == 1
+
+
 # --- A home folder that cannot be used, and the notices command
 
 

@@ -566,11 +566,26 @@ class LocalTopic:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The local JWT secret: the text of ``path``, created on first use (mode 0600, 48 random bytes)."""
+    """The local JWT secret: the text of ``path``, created on first use (mode 0600, 48 random bytes).
+
+    Raises
+    ------
+    LocalStoreError
+        The file or its folder cannot be used (the home is a file or read-only, the secret is a
+        folder, empty or not UTF-8 text); the message names the file and says why.
+    """
     try:
         return _read_secret(path)
     except FileNotFoundError:
         pass
+    try:
+        _create_secret(path)
+    except OSError as err:
+        raise LocalStoreError(f"cannot use the JWT secret file {path}: {_reason(err)}") from None
+    return _read_secret(path)
+
+
+def _create_secret(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write a private temporary file, then link it into place: readers never see a partial secret,
     # and when two processes race, the first link wins and both read its value.
@@ -586,11 +601,22 @@ def load_or_create_secret(path: Path) -> str:
         pass
     finally:
         temporary.unlink(missing_ok=True)
-    return _read_secret(path)
 
 
 def _read_secret(path: Path) -> str:
-    value = path.read_text().strip()
+    """The secret in ``path``; ``FileNotFoundError`` when there is none yet."""
+    refused = f"cannot use the JWT secret file {path}"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise LocalStoreError(f"{refused}: {_reason(err)}") from None
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise LocalStoreError(f"{refused}: it is not UTF-8 text") from None
     if not value:
-        raise ValueError(f"the JWT secret file {path} is empty")
+        # Never replaced silently: delete it, and the next use makes a new one.
+        raise LocalStoreError(f"{refused}: it is empty; delete it to have a new secret made") from None
     return value
