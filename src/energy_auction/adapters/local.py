@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,11 @@ def _connect(path: Path, what: str, busy_timeout: float) -> sqlite3.Connection:
         The file or its folder cannot be used; the message names ``what`` and the file.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
+        try:
+            path.stat()
+        except FileNotFoundError:
+            _create_database(path)
         db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as err:
         raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
@@ -101,6 +105,46 @@ def _connect(path: Path, what: str, busy_timeout: float) -> sqlite3.Connection:
         db.close()
         raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
     return db
+
+
+def _create_database(path: Path) -> None:
+    """Make the SQLite file ``path``: private (0600; SQLite gives its -wal and -shm files the mode
+    of the database), and in WAL mode before it appears under its name, so that another process
+    opening it meanwhile finds a database, never an empty file. If another process makes it
+    first, theirs is kept."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        db = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # writes the header: the file is a database now
+        finally:
+            db.close()
+        with suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def make_private_folder(path: Path) -> None:
+    """Create the folder ``path`` and its missing parents, each for its owner only (mode 0700).
+
+    A folder that exists keeps its mode: it may be the user's own (``--home ~/auction``), shared
+    on purpose, and only the user can tell.
+    """
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        make_private_folder(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """``os.open`` with ``flags``; a file it creates is for its owner only (mode 0600)."""
+    return os.open(path, flags, 0o600)
 
 
 @contextmanager
@@ -383,10 +427,10 @@ class FolderResultStore:
         target = (self._root / key).resolve()
         if not target.is_relative_to(self._root.resolve()):
             raise ValueError(f"result key {key!r} leaves the results folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(target.parent)
         # Write then rename: a reader never sees half a file, and a retry rewrites the same bytes.
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        with temporary.open("w") as handle:
+        with os.fdopen(_private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as handle:
             handle.write(codec.dumps(document))
             handle.flush()
             os.fsync(handle.fileno())
@@ -409,9 +453,10 @@ class JsonlNotifier:
         self._read_up_to = 0
 
     def notify(self, notice: Notice) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self._path.parent)
         line = codec.dumps(notice.as_dict()) + "\n"
-        with self._lock, self._path.open("a+b") as handle:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+        with self._lock, os.fdopen(_private_file(self._path, flags), "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
             ended = self._catch_up(handle)
             if notice.key is not None and notice.key in self._keys:
@@ -586,11 +631,11 @@ def load_or_create_secret(path: Path) -> str:
 
 
 def _create_secret(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     # Write a private temporary file, then link it into place: readers never see a partial secret,
     # and when two processes race, the first link wins and both read its value.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = _private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
