@@ -501,6 +501,28 @@ def test_run_pipeline_on_a_corrupt_database_says_which_file_at_once(
     assert err == f"energy-auction: cannot use the order database {database}: file is not a database\n"
 
 
+@pytest.mark.parametrize("command", ["local", "run-pipeline", "notices"])
+def test_an_empty_order_database_is_refused_saying_how_to_start_afresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # Given a home whose orders database is 0 bytes
+    database = tmp_path / "orders.sqlite3"
+    database.write_bytes(b"")
+
+    # When a command opens it
+    code, out, err = run(
+        [command, "--home", str(tmp_path), *(["--port", "0"] if command == "local" else [])], capsys
+    )
+
+    # Then it stops at once with one line naming the file and saying what to do, and keeps the file
+    assert (code, out) == (2, "")
+    assert err == (
+        f"energy-auction: cannot use the order database {database}: it is empty (0 bytes), not a "
+        "database; to start afresh, delete it or move it away\n"
+    )
+    assert database.read_bytes() == b""
+
+
 @pytest.mark.parametrize("command", ["run-pipeline", "notices"])
 def test_a_home_that_is_a_file_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str

@@ -6,6 +6,7 @@ import fcntl
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -92,9 +93,18 @@ def _connect(path: Path, what: str, busy_timeout: float) -> sqlite3.Connection:
     try:
         make_private_folder(path.parent)
         try:
-            path.stat()
+            found = path.stat()
         except FileNotFoundError:
             _create_database(path)
+        else:
+            # Every database this code makes has its header before it has its name (see
+            # _create_database), so an empty file was emptied or made by something else: SQLite
+            # would take it for a new database (and delete a -wal file beside it).
+            if stat.S_ISREG(found.st_mode) and found.st_size == 0:
+                raise LocalStoreError(
+                    f"cannot use the {what} {path}: it is empty (0 bytes), not a database; "
+                    "to start afresh, delete it or move it away"
+                )
         db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as err:
         raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
