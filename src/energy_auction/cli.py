@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,9 +89,10 @@ def _open_local_files(container: Any) -> None:
     container.topic  # noqa: B018
 
 
-def local_signing_secret(deps: Container) -> str:
-    """The local stack's signing secret (the file is created on first use), refused as the stack
-    refuses it, in the same words for ``local`` and ``token``.
+def local_signing_secret(deps: Container, created: Callable[[Path], None] | None = None) -> str:
+    """The local stack's signing secret (the file is created on first use, and then ``created`` is
+    called with its path), refused as the stack refuses it, in the same words for ``local`` and
+    ``token``.
 
     Raises
     ------
@@ -103,7 +104,7 @@ def local_signing_secret(deps: Container) -> str:
     from energy_auction.adapters.local import LocalStoreError
     from energy_auction.auth import TokenVerifier
 
-    secret = deps.jwt_secret()
+    secret = deps.jwt_secret(created)
     try:
         TokenVerifier(secret)
     except ValueError as err:
@@ -210,7 +211,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             return 2
     else:
         settings = local_settings(args.home)
-        secret = local_signing_secret(Container(settings))
+        secret = local_signing_secret(Container(settings), _say_secret_created)
     print(
         mint_token(
             secret,
@@ -221,6 +222,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _say_secret_created(path: Path) -> None:
+    # A token signed with a secret just made is refused by a stack already running elsewhere: the
+    # usual cause is a command run from another folder than the stack's.
+    print(
+        f"energy-auction: created a new JWT secret in {path.resolve()}; a stack running on another "
+        "home folder refuses this token (give its home with --home or ENERGY_AUCTION_HOME)",
+        file=sys.stderr,
+    )
 
 
 def cmd_run_pipeline(args: argparse.Namespace) -> int:
@@ -336,6 +347,14 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _subject(value: str) -> str:
+    from energy_auction.auth import SUBJECT_RULE, is_subject
+
+    if not is_subject(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is refused: {SUBJECT_RULE}")
+    return value
+
+
 def _probability(value: str) -> float:
     number = float(value)
     if not 0 <= number <= 1:
@@ -406,7 +425,9 @@ def parser() -> argparse.ArgumentParser:
     token = commands.add_parser(
         "token", help="print a bearer token for the local stack, or for a deployed stage with --stage"
     )
-    token.add_argument("--sub", default="local-trader", help="the token's subject (default local-trader)")
+    token.add_argument(
+        "--sub", type=_subject, default="local-trader", help="the token's subject (default local-trader)"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
     token.add_argument("--home", type=Path, default=None, help=home_help)
     token.add_argument(

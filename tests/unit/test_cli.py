@@ -62,10 +62,10 @@ def test_token_verifies_with_the_local_secret_file(
     home = tmp_path / "home"
 
     # When a token is minted for it
-    code, out, err = run(["token", "--home", str(home)], capsys)
+    code, out, _ = run(["token", "--home", str(home)], capsys)
 
     # Then exactly one token is printed, and it verifies with the secret file the command created
-    assert (code, err) == (0, "")
+    assert code == 0
     token = out.strip()
     assert out == token + "\n"
     secret = (home / "jwt-secret").read_text().strip()
@@ -73,6 +73,59 @@ def test_token_verifies_with_the_local_secret_file(
     assert principal.subject == "local-trader"
     claims = claims_of(token, secret)
     assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_token_says_on_stderr_when_it_created_a_secret_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a folder with no stack home in it (the command run from the wrong folder)
+    monkeypatch.chdir(tmp_path)
+
+    # When a token is asked for there
+    code, out, err = run(["token"], capsys)
+
+    # Then the token is printed, and one line on stderr says a new secret was made, where, and how
+    # to point the command at a running stack's home instead
+    assert code == 0
+    assert out.count(".") == 2
+    secret = tmp_path / ".energy-auction" / "jwt-secret"
+    assert err == (
+        f"energy-auction: created a new JWT secret in {secret}; a stack running on another home "
+        "folder refuses this token (give its home with --home or ENERGY_AUCTION_HOME)\n"
+    )
+    assert secret.exists()
+
+    # And the next token, signed with that same secret, comes without a word
+    code, _, err = run(["token"], capsys)
+    assert (code, err) == (0, "")
+
+
+def test_token_with_a_configured_secret_creates_nothing_and_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENERGY_AUCTION_JWT_SECRET", "a-configured-secret-of-enough-length-0123")
+
+    code, out, err = run(["token", "--home", str(tmp_path / "home")], capsys)
+
+    assert (code, err) == (0, "")
+    assert TokenVerifier("a-configured-secret-of-enough-length-0123").verify(f"Bearer {out.strip()}")
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("sub", ["", " ", "\t\n"])
+def test_token_refuses_a_subject_the_stack_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sub: str
+) -> None:
+    # When a token is asked for a blank subject
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--home", str(tmp_path / "home"), "--sub", sub])
+
+    # Then no token is printed, the refusal names --sub and the rule, and nothing is created
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"argument --sub: {sub!r} is refused: a token's subject must have a character" in err
+    assert not (tmp_path / "home").exists()
 
 
 def test_token_reuses_an_existing_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,8 +262,9 @@ def test_port_is_read_by_no_command_but_local(
 
     # Then it does its job, and says nothing about PORT
     out, err = capsys.readouterr()
-    assert (code, err) == (0, "")
+    assert code == 0
     assert out
+    assert "PORT" not in err
 
 
 @pytest.mark.parametrize("port", ["abc", "70000", "-1", "80.5"])

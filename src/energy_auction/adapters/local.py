@@ -620,8 +620,10 @@ class LocalTopic:
             self._db.close()
 
 
-def load_or_create_secret(path: Path) -> str:
+def load_or_create_secret(path: Path, created: Callable[[Path], None] | None = None) -> str:
     """The local JWT secret: the text of ``path``, created on first use (mode 0600, 48 random bytes).
+
+    ``created`` is called with ``path`` when this call made the file.
 
     Raises
     ------
@@ -634,13 +636,16 @@ def load_or_create_secret(path: Path) -> str:
     except FileNotFoundError:
         pass
     try:
-        _create_secret(path)
+        made = _create_secret(path)
     except OSError as err:
         raise LocalStoreError(f"cannot use the JWT secret file {path}: {_reason(err)}") from None
+    if made and created is not None:
+        created(path)
     return _read_secret(path)
 
 
-def _create_secret(path: Path) -> None:
+def _create_secret(path: Path) -> bool:
+    """Write a new secret to ``path``; False when another process wrote one first."""
     make_private_folder(path.parent)
     # Write a private temporary file, then link it into place: readers never see a partial secret,
     # and when two processes race, the first link wins and both read its value.
@@ -653,9 +658,10 @@ def _create_secret(path: Path) -> None:
             os.fsync(handle.fileno())
         os.link(temporary, path)
     except FileExistsError:
-        pass
+        return False
     finally:
         temporary.unlink(missing_ok=True)
+    return True
 
 
 def _read_secret(path: Path) -> str:
