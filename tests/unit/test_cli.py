@@ -314,6 +314,23 @@ def test_a_bad_port_option_says_what_a_port_is(capsys: pytest.CaptureFixture[str
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["local", "run-pipeline", "notices"])
+def test_a_webhook_that_is_not_a_url_stops_the_command_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/secret-part")
+
+    code, out, err = run([command, "--home", str(tmp_path / "home")], capsys)
+
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "energy-auction: SLACK_WEBHOOK_URL (or ENERGY_AUCTION_SLACK_WEBHOOK_URL) is refused"
+    )
+    assert "secret-part" not in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.mark.parametrize("every", ["0s", "0", "xyz", "5d", "-1m", ""])
 def test_local_refuses_a_bad_schedule_interval(every: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
