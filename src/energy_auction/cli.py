@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
+import importlib.metadata
 import json
 import os
 import signal
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from energy_auction.settings import Backend, InvalidSettings, Settings
+from energy_auction.settings import PREFIX, Backend, InvalidSettings, Settings
 
 if TYPE_CHECKING:
     from energy_auction.bootstrap import Container
@@ -365,12 +367,34 @@ def _probability(value: str) -> float:
     return number
 
 
+def _setting_default(name: str) -> str:
+    """How ``--help`` shows a default that a setting gives: its variable, else its value."""
+    default = next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+    return f"default: ${PREFIX}{name.upper()} or {default}"
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose one-line summary is both its entry in the list and its own --help."""
+    return commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="energy-auction", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+    root = argparse.ArgumentParser(
+        prog="energy-auction",
+        description="The Energy Auction local stack and its tools. "
+        "Start with 'energy-auction local', then get a token with 'energy-auction token'.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     home_help = "the local stack's folder (default: $ENERGY_AUCTION_HOME or .energy-auction)"
-    local = commands.add_parser("local", help="start the local stack in the foreground")
+    local = _add_command(
+        commands,
+        "local",
+        "start the local stack in the foreground: the API, the pipeline's schedule, Slack notices",
+    )
     local.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     local.add_argument(
         "--port",
@@ -389,22 +413,43 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument("--no-schedule", action="store_true", help="do not run the pipeline on a schedule")
     local.set_defaults(func=cmd_local)
 
-    run = commands.add_parser(
+    run = _add_command(
+        commands,
         "run-pipeline",
-        help="run the auction pipeline once now on the local stack's data; prints a JSON summary",
+        "run the auction pipeline once now on the local stack's data; prints a JSON summary",
     )
     run.add_argument("--home", type=Path, default=None, help=home_help)
     run.add_argument(
         "--seed", type=int, default=None, help="seed the simulated market (reproducible outcomes)"
     )
     run.add_argument(
-        "--ready-probability", type=_probability, default=None, help="chance results are ready per attempt"
+        "--ready-probability",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help=f"chance the results are ready at each attempt ({_setting_default('market_ready_probability')})",
     )
     run.add_argument(
-        "--accept-probability", type=_probability, default=None, help="chance an order is accepted"
+        "--accept-probability",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help=f"chance an order is accepted ({_setting_default('market_accept_probability')})",
     )
-    run.add_argument("--retry-seconds", type=int, default=None, help="wait between attempts (default 30)")
-    run.add_argument("--max-attempts", type=int, default=None, help="attempts before giving up (default 10)")
+    run.add_argument(
+        "--retry-seconds",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help=f"wait between attempts ({_setting_default('pipeline_retry_seconds')})",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"attempts before giving up ({_setting_default('pipeline_max_attempts')})",
+    )
     run.add_argument(
         "--notice-wait",
         type=_seconds,
@@ -415,9 +460,10 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run_pipeline)
 
-    notices = commands.add_parser(
+    notices = _add_command(
+        commands,
         "notices",
-        help="show the notices waiting for delivery (Slack down or slow); --deliver tries them now",
+        "show the notices waiting for delivery (Slack down or slow); --deliver tries them now",
     )
     notices.add_argument("--home", type=Path, default=None, help=home_help)
     notices.add_argument(
@@ -425,8 +471,8 @@ def parser() -> argparse.ArgumentParser:
     )
     notices.set_defaults(func=cmd_notices)
 
-    token = commands.add_parser(
-        "token", help="print a bearer token for the local stack, or for a deployed stage with --stage"
+    token = _add_command(
+        commands, "token", "print a bearer token for the local stack, or for a deployed stage with --stage"
     )
     token.add_argument(
         "--sub", type=_subject, default="local-trader", help="the token's subject (default local-trader)"
@@ -443,6 +489,13 @@ def parser() -> argparse.ArgumentParser:
     )
     token.set_defaults(func=cmd_token)
     return root
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("energy-auction")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,7 +105,10 @@ def test_a_home_that_is_a_file_is_refused_in_one_line_naming_the_secret_file(tmp
     with pytest.raises(LocalStoreError) as refused:
         load_or_create_secret(home / "jwt-secret")
 
-    assert str(refused.value).startswith(f"cannot use the JWT secret file {home}/jwt-secret: Not a directory")
+    assert (
+        str(refused.value)
+        == f"cannot use the JWT secret file {home}/jwt-secret: {home} is a file, not a folder"
+    )
     assert "\n" not in str(refused.value)
     assert home.read_text() == "a file, not a folder"
 

@@ -422,6 +422,12 @@ class SqliteOrderStore:
 
 def _reason(err: BaseException) -> str:
     """What went wrong, in one line: SQLite's message or the OS error's text (never a traceback)."""
+    if isinstance(err, NotADirectoryError | FileExistsError) and err.filename:
+        # a folder was wanted where a file is: name that file, not the one being opened
+        wanted = Path(err.filename)
+        in_the_way = next((p for p in (wanted, *wanted.parents) if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            return f"{in_the_way} is a file, not a folder"
     if isinstance(err, OSError) and err.strerror:
         return f"{err.strerror} ({err.filename})" if err.filename else err.strerror
     return " ".join(str(err).split()) or type(err).__name__
