@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "sub")
 MIN_SECRET_BYTES = 32
+SUBJECT_RULE = "a token's subject must have a character that is not whitespace"
+
+
+def is_subject(value: object) -> TypeGuard[str]:
+    """Whether a token may speak for ``value``: the one rule for verifying and for minting."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 class InvalidToken(Exception):
@@ -91,7 +97,7 @@ class TokenVerifier:
         except jwt.PyJWTError as err:
             raise InvalidToken(next((r for t, r in _REASONS if isinstance(err, t)), "invalid")) from None
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
+        if not is_subject(subject):
             raise InvalidToken("missing_claim")
         return Principal(subject=subject, claims=claims)
 
@@ -105,7 +111,15 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
 ) -> str:
-    """An HS256 token with sub, iat and exp (plus iss/aud when given)."""
+    """An HS256 token with sub, iat and exp (plus iss/aud when given).
+
+    Raises
+    ------
+    ValueError
+        ``subject`` is one no :class:`TokenVerifier` accepts (:data:`SUBJECT_RULE`).
+    """
+    if not is_subject(subject):
+        raise ValueError(SUBJECT_RULE)
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": subject, "iat": issued, "exp": issued + ttl_seconds}
     if issuer:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from energy_auction.settings import Backend, Settings
 
 if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the API no PyJWT
+    from pathlib import Path
+
     from energy_auction.adapters.local import LocalTopic
     from energy_auction.auth import TokenVerifier
     from energy_auction.orders import Limits
@@ -173,15 +175,16 @@ class Container:
             raise RuntimeError(f"ENERGY_AUCTION_{name.upper()} is not set")
         return str(value)
 
-    def jwt_secret(self) -> str:
-        """The signing secret: the override, else Secrets Manager (cached) or the local file."""
+    def jwt_secret(self, created: Callable[[Path], None] | None = None) -> str:
+        """The signing secret: the override, else Secrets Manager (cached) or the local file, which
+        is made on first use (and then ``created`` is called with its path)."""
         settings = self.settings
         if settings.jwt_secret is not None:
             return settings.jwt_secret
         if settings.backend is Backend.LOCAL:
             from energy_auction.adapters.local import load_or_create_secret
 
-            return load_or_create_secret(settings.jwt_secret_file)
+            return load_or_create_secret(settings.jwt_secret_file, created)
         if not settings.jwt_secret_id:
             raise RuntimeError("ENERGY_AUCTION_JWT_SECRET_ID is not set")
         return self.secrets.secret(settings.jwt_secret_id, settings.secret_cache_seconds)

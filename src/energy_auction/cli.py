@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import gc
+import importlib.metadata
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from energy_auction.settings import Backend, Settings
+from energy_auction.settings import PREFIX, Backend, InvalidSettings, Settings
+
+if TYPE_CHECKING:
+    from energy_auction.bootstrap import Container
 
 DEFAULT_PORT = 8000
+PORT_HELP = "a port is a whole number from 0 to 65535 (0 picks a free one)"
 
 
 def local_settings(home: Path | None, **overrides: Any) -> Settings:
@@ -28,11 +35,49 @@ def local_settings(home: Path | None, **overrides: Any) -> Settings:
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _port(value: str) -> int:
-    port = int(value)
+def parse_port(value: str) -> int:
+    """The TCP port ``value`` names: 0 to 65535, where 0 asks the system for a free one.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not such a number; the message quotes it and says what a port is.
+    """
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError("a port is 0-65535")
+        raise ValueError(f"{value!r} is not a port: {PORT_HELP}")
     return port
+
+
+def listen_port(given: int | None, environ: Mapping[str, str]) -> int:
+    """The port ``local`` listens on: ``--port``, else ``PORT`` (unset or empty: the default).
+
+    Read only by ``local``, so that a bad ``PORT`` stops no other command.
+
+    Raises
+    ------
+    InvalidSettings
+        ``PORT`` is not a port; the message names the variable.
+    """
+    if given is not None:
+        return given
+    raw = environ.get("PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        return parse_port(raw)
+    except ValueError as err:
+        raise InvalidSettings(f"PORT={err}") from None
+
+
+def _port(value: str) -> int:
+    try:
+        return parse_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _open_local_files(container: Any) -> None:
@@ -47,7 +92,35 @@ def _open_local_files(container: Any) -> None:
     container.topic  # noqa: B018
 
 
+def local_signing_secret(deps: Container, created: Callable[[Path], None] | None = None) -> str:
+    """The local stack's signing secret (the file is created on first use, and then ``created`` is
+    called with its path), refused as the stack refuses it, in the same words for ``local`` and
+    ``token``.
+
+    Raises
+    ------
+    LocalStoreError
+        The secret file cannot be used, or holds a secret too short; the message names the file.
+    InvalidSettings
+        ``ENERGY_AUCTION_JWT_SECRET`` is too short.
+    """
+    from energy_auction.adapters.local import LocalStoreError
+    from energy_auction.auth import TokenVerifier
+
+    secret = deps.jwt_secret(created)
+    try:
+        TokenVerifier(secret)
+    except ValueError as err:
+        if deps.settings.jwt_secret is not None:
+            raise InvalidSettings(f"ENERGY_AUCTION_JWT_SECRET is refused: {err}") from None
+        raise LocalStoreError(
+            f"cannot use the JWT secret file {deps.settings.jwt_secret_file}: {err}"
+        ) from None
+    return secret
+
+
 def cmd_local(args: argparse.Namespace) -> int:
+    port = listen_port(args.port, os.environ)
     # Local defaults for Powertools; anything the user exported wins. Metrics stay on: they print
     # as EMF lines, as in Lambda (disabled, Powertools never clears them and they pile up).
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
@@ -63,11 +136,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     settings = local_settings(args.home)
     deps = bootstrap.Container(settings)
-    try:
-        deps.token_verifier()  # creates the secret file on first start, and checks the secret
-    except ValueError as err:
-        print(f"energy-auction: {err}", file=sys.stderr)
-        return 2
+    local_signing_secret(deps)  # creates the secret file on first start, and checks it
     _open_local_files(deps)
     store = deps.order_store
     if isinstance(store, SqliteOrderStore):
@@ -78,10 +147,10 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     gateway = LocalGateway(LocalFunction("authorizer", authorizer.handler), LocalFunction("api", api.handler))
     try:
-        server = LocalHttpServer((args.host, args.port), gateway)
+        server = LocalHttpServer((args.host, port), gateway)
     except OSError as err:
         engine.close()
-        print(f"energy-auction: cannot listen on {args.host}:{args.port}: {err.strerror}", file=sys.stderr)
+        print(f"energy-auction: cannot listen on {args.host}:{port}: {err.strerror}", file=sys.stderr)
         return 1
     url = f"http://{args.host}:{server.server_address[1]}"
 
@@ -135,14 +204,14 @@ def cmd_token(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        try:
+            TokenVerifier(secret)  # a secret the service would refuse makes tokens nobody accepts
+        except ValueError as err:
+            print(f"energy-auction: the {args.stage} stage's JWT secret is refused: {err}", file=sys.stderr)
+            return 2
     else:
         settings = local_settings(args.home)
-        secret = Container(settings).jwt_secret()
-    try:
-        TokenVerifier(secret)  # a secret the service would refuse makes tokens nobody accepts
-    except ValueError as err:
-        print(f"energy-auction: {err}", file=sys.stderr)
-        return 2
+        secret = local_signing_secret(Container(settings), _say_secret_created)
     print(
         mint_token(
             secret,
@@ -153,6 +222,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _say_secret_created(path: Path) -> None:
+    # A token signed with a secret just made is refused by a stack already running elsewhere: the
+    # usual cause is a command run from another folder than the stack's.
+    print(
+        f"energy-auction: created a new JWT secret in {path.resolve()}; a stack running on another "
+        "home folder refuses this token (give its home with --home or ENERGY_AUCTION_HOME)",
+        file=sys.stderr,
+    )
 
 
 def cmd_run_pipeline(args: argparse.Namespace) -> int:
@@ -181,7 +260,9 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
             "answering?); they stay queued and are retried: see 'energy-auction notices'",
             file=sys.stderr,
         )
-    print(json.dumps(summary.as_dict(), indent=2))
+    # duration_seconds is the execution's; command_seconds the whole command's, imports included.
+    report = {**summary.as_dict(), "command_seconds": round(time.monotonic() - args.started, 3)}
+    print(json.dumps(report, indent=2))
     return 0 if summary.status == "SUCCEEDED" else 1
 
 
@@ -268,6 +349,14 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _subject(value: str) -> str:
+    from energy_auction.auth import SUBJECT_RULE, is_subject
+
+    if not is_subject(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is refused: {SUBJECT_RULE}")
+    return value
+
+
 def _probability(value: str) -> float:
     number = float(value)
     if not 0 <= number <= 1:
@@ -275,17 +364,39 @@ def _probability(value: str) -> float:
     return number
 
 
+def _setting_default(name: str) -> str:
+    """How ``--help`` shows a default that a setting gives: its variable, else its value."""
+    default = next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+    return f"default: ${PREFIX}{name.upper()} or {default}"
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose one-line summary is both its entry in the list and its own --help."""
+    return commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="energy-auction", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+    root = argparse.ArgumentParser(
+        prog="energy-auction",
+        description="The Energy Auction local stack and its tools. "
+        "Start with 'energy-auction local', then get a token with 'energy-auction token'.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     home_help = "the local stack's folder (default: $ENERGY_AUCTION_HOME or .energy-auction)"
-    local = commands.add_parser("local", help="start the local stack in the foreground")
+    local = _add_command(
+        commands,
+        "local",
+        "start the local stack in the foreground: the API, the pipeline's schedule, Slack notices",
+    )
     local.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     local.add_argument(
         "--port",
         type=_port,
-        default=_port(os.environ.get("PORT", str(DEFAULT_PORT))),
+        default=None,
         help=f"port to listen on (default: $PORT or {DEFAULT_PORT}; 0 picks a free one)",
     )
     local.add_argument("--home", type=Path, default=None, help=home_help)
@@ -299,22 +410,43 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument("--no-schedule", action="store_true", help="do not run the pipeline on a schedule")
     local.set_defaults(func=cmd_local)
 
-    run = commands.add_parser(
+    run = _add_command(
+        commands,
         "run-pipeline",
-        help="run the auction pipeline once now on the local stack's data; prints a JSON summary",
+        "run the auction pipeline once now on the local stack's data; prints a JSON summary",
     )
     run.add_argument("--home", type=Path, default=None, help=home_help)
     run.add_argument(
         "--seed", type=int, default=None, help="seed the simulated market (reproducible outcomes)"
     )
     run.add_argument(
-        "--ready-probability", type=_probability, default=None, help="chance results are ready per attempt"
+        "--ready-probability",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help=f"chance the results are ready at each attempt ({_setting_default('market_ready_probability')})",
     )
     run.add_argument(
-        "--accept-probability", type=_probability, default=None, help="chance an order is accepted"
+        "--accept-probability",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help=f"chance an order is accepted ({_setting_default('market_accept_probability')})",
     )
-    run.add_argument("--retry-seconds", type=int, default=None, help="wait between attempts (default 30)")
-    run.add_argument("--max-attempts", type=int, default=None, help="attempts before giving up (default 10)")
+    run.add_argument(
+        "--retry-seconds",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help=f"wait between attempts ({_setting_default('pipeline_retry_seconds')})",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"attempts before giving up ({_setting_default('pipeline_max_attempts')})",
+    )
     run.add_argument(
         "--notice-wait",
         type=_seconds,
@@ -325,9 +457,10 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run_pipeline)
 
-    notices = commands.add_parser(
+    notices = _add_command(
+        commands,
         "notices",
-        help="show the notices waiting for delivery (Slack down or slow); --deliver tries them now",
+        "show the notices waiting for delivery (Slack down or slow); --deliver tries them now",
     )
     notices.add_argument("--home", type=Path, default=None, help=home_help)
     notices.add_argument(
@@ -335,10 +468,12 @@ def parser() -> argparse.ArgumentParser:
     )
     notices.set_defaults(func=cmd_notices)
 
-    token = commands.add_parser(
-        "token", help="print a bearer token for the local stack, or for a deployed stage with --stage"
+    token = _add_command(
+        commands, "token", "print a bearer token for the local stack, or for a deployed stage with --stage"
     )
-    token.add_argument("--sub", default="local-trader", help="the token's subject (default local-trader)")
+    token.add_argument(
+        "--sub", type=_subject, default="local-trader", help="the token's subject (default local-trader)"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
     token.add_argument("--home", type=Path, default=None, help=home_help)
     token.add_argument(
@@ -353,11 +488,19 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("energy-auction")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     from energy_auction.adapters.local import LocalStoreError
-    from energy_auction.settings import InvalidSettings
 
     args = parser().parse_args(argv)
+    args.started = started
     if getattr(args, "ttl", 1) <= 0:
         parser().error("--ttl must be a positive number of seconds")
     try:
@@ -367,5 +510,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry_point() -> int:
+    """The ``energy-auction`` command: :func:`main`, then a quick exit."""
+    code = main()
+    # The process ends now, and nothing it made needs collecting. Without this, the garbage
+    # collections of the interpreter's exit walk every object moto and botocore loaded: about
+    # 0.8 s after a run-pipeline, once its summary is printed.
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

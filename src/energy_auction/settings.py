@@ -14,6 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from energy_auction.webhook import WEBHOOK_RULE, is_webhook_url
+
 PREFIX = "ENERGY_AUCTION_"
 MAX_ORDERS_CEILING = 100
 """A request is stored as one DynamoDB transaction (all or nothing), which holds at most 100 items."""
@@ -129,6 +131,11 @@ class Settings:
                 raise InvalidSettings(
                     f"{PREFIX}{spec.name.upper()} must be between {low} and {high}, not {value}"
                 )
+        if self.slack_webhook_url is not None and not is_webhook_url(self.slack_webhook_url):
+            raise InvalidSettings(
+                f"SLACK_WEBHOOK_URL (or {PREFIX}SLACK_WEBHOOK_URL) is refused: {WEBHOOK_RULE}; "
+                "its value is not shown, as it is a secret"
+            )
         # Checked after the ranges, so an out-of-range value is told its range first.
         if self.claim_lease_seconds <= self.pipeline_timeout_seconds:
             raise InvalidSettings(

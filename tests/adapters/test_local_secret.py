@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from energy_auction.adapters.local import load_or_create_secret
+from energy_auction.adapters.local import LocalStoreError, load_or_create_secret
 from energy_auction.bootstrap import Container
 from energy_auction.settings import Backend, Settings
 
@@ -61,18 +61,56 @@ def test_an_existing_secret_file_is_used_as_is(tmp_path: Path) -> None:
     assert path.read_text() == "  my-own-secret-value\n"
 
 
-@pytest.mark.parametrize("content", ["", "  \n"], ids=["empty", "whitespace"])
-def test_an_empty_secret_file_is_refused_not_replaced(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize("content", [b"", b"  \n"], ids=["empty", "whitespace"])
+def test_an_empty_secret_file_is_refused_not_replaced(tmp_path: Path, content: bytes) -> None:
     # Given a secret file with nothing in it
     path = tmp_path / "jwt-secret"
-    path.write_text(content)
+    path.write_bytes(content)
 
-    # When the secret is needed, it is an error (tokens signed with "" would be forgeable)
-    with pytest.raises(ValueError, match="empty"):
+    # When the secret is needed, it is an error naming the file (tokens signed with "" would be
+    # forgeable) that says how to get a new one
+    with pytest.raises(LocalStoreError) as refused:
         load_or_create_secret(path)
+    assert str(refused.value) == (
+        f"cannot use the JWT secret file {path}: it is empty; delete it to have a new secret made"
+    )
 
     # And the file is not silently replaced by a new secret
-    assert path.read_text() == content
+    assert path.read_bytes() == content
+
+
+def test_a_secret_file_that_is_not_text_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "jwt-secret"
+    path.write_bytes(b"\xff\xfe\x00binary")
+
+    with pytest.raises(LocalStoreError) as refused:
+        load_or_create_secret(path)
+
+    assert str(refused.value) == f"cannot use the JWT secret file {path}: it is not UTF-8 text"
+    assert path.read_bytes() == b"\xff\xfe\x00binary"
+
+
+def test_a_secret_path_that_is_a_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "jwt-secret"
+    path.mkdir()
+
+    with pytest.raises(LocalStoreError, match=rf"^cannot use the JWT secret file {path}: Is a directory"):
+        load_or_create_secret(path)
+
+
+def test_a_home_that_is_a_file_is_refused_in_one_line_naming_the_secret_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+
+    with pytest.raises(LocalStoreError) as refused:
+        load_or_create_secret(home / "jwt-secret")
+
+    assert (
+        str(refused.value)
+        == f"cannot use the JWT secret file {home}/jwt-secret: {home} is a file, not a folder"
+    )
+    assert "\n" not in str(refused.value)
+    assert home.read_text() == "a file, not a folder"
 
 
 def test_concurrent_first_uses_all_get_the_one_secret(tmp_path: Path) -> None:

@@ -108,6 +108,39 @@ def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path: Path, content:
     assert str(refused.value) == f"cannot use the order database {path}: {reason}"
 
 
+@pytest.mark.parametrize(
+    ("name", "what"), [("orders.sqlite3", "order database"), ("notices.sqlite3", "notice queue")]
+)
+def test_an_empty_database_file_is_refused_and_left_as_it_is(tmp_path: Path, name: str, what: str) -> None:
+    # Given a database file of 0 bytes (emptied by a bad copy, say), with the WAL it had beside it
+    path = tmp_path / name
+    path.write_bytes(b"")
+    wal = tmp_path / f"{name}-wal"
+    wal.write_bytes(b"frames that may still hold orders")
+
+    # When the store opens it, it is refused in one line that says how to start afresh
+    with pytest.raises(LocalStoreError) as refused:
+        SqliteOrderStore(path) if name == "orders.sqlite3" else LocalTopic(path)
+    assert str(refused.value) == (
+        f"cannot use the {what} {path}: it is empty (0 bytes), not a database; "
+        "to start afresh, delete it or move it away"
+    )
+
+    # And nothing is lost: the file and its WAL are as they were
+    assert path.read_bytes() == b""
+    assert wal.read_bytes() == b"frames that may still hold orders"
+
+
+def test_a_database_the_store_creates_is_never_seen_empty(tmp_path: Path) -> None:
+    # Given a fresh home, when the store creates its database, the file has its header at once
+    path = tmp_path / "orders.sqlite3"
+    store = SqliteOrderStore(path)
+    assert path.stat().st_size > 0
+    store.close()
+    # And it opens again as the database it is
+    SqliteOrderStore(path).close()
+
+
 def test_a_home_that_is_a_file_is_one_line_naming_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.write_text("not a folder")

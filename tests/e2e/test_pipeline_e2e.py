@@ -21,11 +21,15 @@ def test_run_pipeline_settles_orders_and_reports_them(stack: LocalStack) -> None
     assert stack.post_orders(ORDERS, token).status == 201
 
     # When one pipeline run executes against the stack's data, with the market ready
+    started = time.monotonic()
     done = stack.cli("run-pipeline", "--ready-probability", "1", "--accept-probability", "0.5", "--seed", "3")
+    took = time.monotonic() - started
     summary = json.loads(done.stdout)
 
     # Then it reports what it did, and every order got an outcome
     assert summary["status"] == "SUCCEEDED"
+    # in the execution's time and the whole command's, which is what the user waited for
+    assert 0 < summary["duration_seconds"] < summary["command_seconds"] < took
     assert summary["attempts"] == 1
     assert summary["accepted"] + summary["rejected"] == len(ORDERS)
     assert 0 < summary["accepted"] < len(ORDERS)  # seed 3 gives a mix

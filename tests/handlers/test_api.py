@@ -19,6 +19,7 @@ from energy_auction.settings import Backend, Settings
 
 from ..conftest import SECRET, START, FakeClock
 from ..events import api_event
+from ..metrics import published_metrics
 
 DAY = 86400
 EXAMPLE = [
@@ -391,3 +392,55 @@ def test_rejected_live_order_also_conflicts(local_container: bootstrap.Container
 
     payload = assert_error(response, 409, "order_already_processed")
     assert payload["record_ids"] == ["rej"]
+
+
+# --- Metrics: every answer publishes one, so Powertools never warns of an invocation without
+
+
+def test_a_get_publishes_orders_read_and_no_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stored order
+    post(EXAMPLE)
+
+    # When it is read through the handler
+    with published_metrics(monkeypatch, capsys) as published:
+        response = get("unique_id_1")
+
+    # Then the read is counted, and no "No application metrics to publish" warning is logged
+    assert response["statusCode"] == 200
+    assert published.metrics == {"OrdersRead": [1]}
+    assert published.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("request_event", "status"),
+    [
+        (api_event("GET", "/orders/nobody"), 404),
+        (api_event("POST", "/orders", [{"record_id": "a!"}]), 422),
+        (api_event("DELETE", "/nowhere"), 404),
+    ],
+    ids=["unknown-order", "invalid-body", "unknown-route"],
+)
+def test_a_refused_request_publishes_requests_refused_and_no_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request_event: dict[str, Any],
+    status: int,
+) -> None:
+    with published_metrics(monkeypatch, capsys) as published:
+        response = call(request_event)
+
+    assert response["statusCode"] == status
+    assert published.metrics == {"RequestsRefused": [1]}
+    assert published.warnings == []
+
+
+def test_a_post_publishes_orders_stored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with published_metrics(monkeypatch, capsys) as published:
+        post(EXAMPLE)
+
+    assert published.metrics == {"OrdersStored": [2]}
+    assert published.warnings == []

@@ -32,6 +32,8 @@ from energy_auction.market import SimulatedMarket
 from energy_auction.orders import Order, OrderStatus
 from tests import builders
 
+from ..metrics import published_metrics
+
 RUN = "run-20270115T080000Z-cccc"
 
 
@@ -124,7 +126,6 @@ def fetched_items(container: Container, count: int, market: SimulatedMarket) -> 
 # --- FetchResults handler
 
 
-@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # not ready: no metric, on purpose
 def test_fetch_not_ready_answer_is_plain_json(local_container: Container) -> None:
     # Given a market that is not ready
     store_orders(local_container, 2)
@@ -136,6 +137,34 @@ def test_fetch_not_ready_answer_is_plain_json(local_container: Container) -> Non
     # Then its answer is the documented one and serialises with the standard json module
     assert json.loads(json.dumps(answer)) == {"results": False, "run_id": RUN, "attempt": 4}
     assert work.written == {}
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"run_id": RUN, "attempt": 1}, {"ResultsNotReady": [1]}),
+        ({"run_id": RUN, "action": "redeliver"}, {"NoticesRedelivered": [0]}),
+        ({"run_id": RUN, "action": "release_run"}, {"OrdersReleased": [0]}),
+    ],
+    ids=["not-ready", "nothing-to-redeliver", "nothing-to-release"],
+)
+def test_every_fetch_results_action_publishes_a_metric_even_when_it_has_nothing_to_do(
+    local_container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    event: dict[str, Any],
+    expected: dict[str, list[int]],
+) -> None:
+    # Given a market that is not ready, no notice overdue, and no order claimed by the run
+    install(local_container, market=SimulatedMarket(ready_probability=0.0, seed=1))
+
+    # When each action runs
+    with published_metrics(monkeypatch, capsys) as published:
+        fetch_results.handler(event, LocalLambdaContext("fetch-results"))
+
+    # Then it publishes what it did (a zero is a data point), and Powertools warns of nothing
+    assert published.metrics == expected
+    assert published.warnings == []
 
 
 def test_fetch_ready_answer_is_plain_json_without_decimals(local_container: Container) -> None:

@@ -208,3 +208,14 @@ def test_minted_token_signed_with_another_secret_is_refused() -> None:
     with pytest.raises(InvalidToken) as refused:
         TokenVerifier(SECRET).verify(f"Bearer {token}")
     assert refused.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize("subject", ["", " ", "\t"])
+def test_a_blank_subject_is_neither_minted_nor_accepted(subject: str) -> None:
+    # A token for nobody: the authorizer's policy and the logs would name no one
+    with pytest.raises(ValueError, match="subject"):
+        mint_token(SECRET, subject=subject)
+
+    with pytest.raises(InvalidToken) as refused:
+        TokenVerifier(SECRET).verify(f"Bearer {jwt_token(claims(sub=subject))}")
+    assert refused.value.reason == "missing_claim"

@@ -3,6 +3,7 @@ refusals, interval parsing, and the local schedule."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import threading
 import time
@@ -17,9 +18,10 @@ import pytest
 from moto import mock_aws
 
 from energy_auction.auth import TokenVerifier
-from energy_auction.cli import main
+from energy_auction.cli import DEFAULT_PORT, listen_port, main
 from energy_auction.deployment import jwt_secret_name
 from energy_auction.local.scheduler import Scheduler, parse_interval
+from energy_auction.settings import Settings
 from tests.conftest import FakeClock
 from tests.logs import captured_logs
 
@@ -56,10 +58,10 @@ def test_token_verifies_with_the_local_secret_file(
     home = tmp_path / "home"
 
     # When a token is minted for it
-    code, out, err = run(["token", "--home", str(home)], capsys)
+    code, out, _ = run(["token", "--home", str(home)], capsys)
 
     # Then exactly one token is printed, and it verifies with the secret file the command created
-    assert (code, err) == (0, "")
+    assert code == 0
     token = out.strip()
     assert out == token + "\n"
     secret = (home / "jwt-secret").read_text().strip()
@@ -67,6 +69,59 @@ def test_token_verifies_with_the_local_secret_file(
     assert principal.subject == "local-trader"
     claims = claims_of(token, secret)
     assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_token_says_on_stderr_when_it_created_a_secret_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a folder with no stack home in it (the command run from the wrong folder)
+    monkeypatch.chdir(tmp_path)
+
+    # When a token is asked for there
+    code, out, err = run(["token"], capsys)
+
+    # Then the token is printed, and one line on stderr says a new secret was made, where, and how
+    # to point the command at a running stack's home instead
+    assert code == 0
+    assert out.count(".") == 2
+    secret = tmp_path / ".energy-auction" / "jwt-secret"
+    assert err == (
+        f"energy-auction: created a new JWT secret in {secret}; a stack running on another home "
+        "folder refuses this token (give its home with --home or ENERGY_AUCTION_HOME)\n"
+    )
+    assert secret.exists()
+
+    # And the next token, signed with that same secret, comes without a word
+    code, _, err = run(["token"], capsys)
+    assert (code, err) == (0, "")
+
+
+def test_token_with_a_configured_secret_creates_nothing_and_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENERGY_AUCTION_JWT_SECRET", "a-configured-secret-of-enough-length-0123")
+
+    code, out, err = run(["token", "--home", str(tmp_path / "home")], capsys)
+
+    assert (code, err) == (0, "")
+    assert TokenVerifier("a-configured-secret-of-enough-length-0123").verify(f"Bearer {out.strip()}")
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("sub", ["", " ", "\t\n"])
+def test_token_refuses_a_subject_the_stack_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sub: str
+) -> None:
+    # When a token is asked for a blank subject
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--home", str(tmp_path / "home"), "--sub", sub])
+
+    # Then no token is printed, the refusal names --sub and the rule, and nothing is created
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"argument --sub: {sub!r} is refused: a token's subject must have a character" in err
+    assert not (tmp_path / "home").exists()
 
 
 def test_token_reuses_an_existing_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,6 +236,95 @@ def test_an_invalid_setting_exits_2_naming_the_variable(
     assert out == ""
     assert "ENERGY_AUCTION_MAX_BODY_BYTES" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["abc", "", "70000"])
+@pytest.mark.parametrize("argv", [["token"], ["--help"], ["local", "--help"], ["run-pipeline", "--help"]])
+def test_port_is_read_by_no_command_but_local(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    port: str,
+    argv: list[str],
+) -> None:
+    # Given a PORT that is not a port
+    monkeypatch.setenv("PORT", port)
+
+    # When a command that does not listen runs, or help is asked for
+    try:
+        code = main([*argv, "--home", str(tmp_path / "home")] if argv == ["token"] else argv)
+    except SystemExit as exited:  # --help prints and exits 0
+        code = int(exited.code or 0)
+
+    # Then it does its job, and says nothing about PORT
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out
+    assert "PORT" not in err
+
+
+@pytest.mark.parametrize("port", ["abc", "70000", "-1", "80.5"])
+def test_local_refuses_a_bad_port_variable_in_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    # Given a PORT that is not a port
+    monkeypatch.setenv("PORT", port)
+
+    # When the local stack is started
+    code, out, err = run(["local", "--home", str(tmp_path / "home")], capsys)
+
+    # Then it stops at once, in one line that names PORT and says what a port is, and creates nothing
+    assert code == 2
+    assert out == ""
+    what = "a port is a whole number from 0 to 65535 (0 picks a free one)"
+    assert err == f"energy-auction: PORT={port!r} is not a port: {what}\n"
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "port"),
+    [
+        ({}, DEFAULT_PORT),
+        ({"PORT": ""}, DEFAULT_PORT),
+        ({"PORT": " "}, DEFAULT_PORT),
+        ({"PORT": "0"}, 0),
+        ({"PORT": "65535"}, 65535),
+    ],
+)
+def test_an_unset_or_empty_port_variable_means_the_default(environ: dict[str, str], port: int) -> None:
+    assert listen_port(None, environ) == port
+
+
+def test_the_port_option_wins_over_the_variable() -> None:
+    assert listen_port(9000, {"PORT": "not a port"}) == 9000
+
+
+@pytest.mark.parametrize("port", ["abc", "65536", "-1", ""])
+def test_a_bad_port_option_says_what_a_port_is(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["local", "--port", port])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --port: {port!r} is not a port: a port is a whole number from 0 to 65535" in err
+    assert "invalid" not in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["local", "run-pipeline", "notices"])
+def test_a_webhook_that_is_not_a_url_stops_the_command_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/secret-part")
+
+    code, out, err = run([command, "--home", str(tmp_path / "home")], capsys)
+
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "energy-auction: SLACK_WEBHOOK_URL (or ENERGY_AUCTION_SLACK_WEBHOOK_URL) is refused"
+    )
+    assert "secret-part" not in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "home").exists()
 
 
 @pytest.mark.parametrize("every", ["0s", "0", "xyz", "5d", "-1m", ""])
@@ -355,6 +499,62 @@ def test_a_short_jwt_secret_is_refused_before_any_token_is_made(
     assert "at least 32 bytes" in captured.err
 
 
+# --- A JWT secret file that cannot be used
+
+
+SECRET_FILE_PROBLEMS = {
+    "empty": (b"", "it is empty; delete it to have a new secret made"),
+    "whitespace": (b" \n\t\n", "it is empty; delete it to have a new secret made"),
+    "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe", "it is not UTF-8 text"),
+    "folder": (None, "Is a directory"),
+    "too short": (b"short-secret\n", "the JWT secret must be at least 32 bytes"),
+}
+
+
+@pytest.mark.parametrize("problem", SECRET_FILE_PROBLEMS)
+def test_local_and_token_refuse_an_unusable_secret_file_in_the_same_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
+) -> None:
+    # Given a home whose secret file cannot be used
+    content, reason = SECRET_FILE_PROBLEMS[problem]
+    secret = tmp_path / "jwt-secret"
+    if content is None:
+        secret.mkdir()
+    else:
+        secret.write_bytes(content)
+
+    # When a token is asked for, and when the stack is started
+    answers = [run([command, "--home", str(tmp_path)], capsys) for command in ("token", "local")]
+
+    # Then both stop with code 2 and the same one line, naming the file and what is wrong with it
+    line = f"energy-auction: cannot use the JWT secret file {secret}: {reason}"
+    for code, out, err in answers:
+        assert (code, out) == (2, "")
+        assert err.startswith(line)
+        assert err.count("\n") == 1
+    assert answers[0][2] == answers[1][2]
+    # And the file is left as it was, and nothing else was created
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt-secret"]
+    if content is not None:
+        assert secret.read_bytes() == content
+
+
+@pytest.mark.parametrize("command", ["token", "local"])
+def test_a_home_that_is_a_file_is_one_line_for_local_and_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+
+    code, out, err = run([command, "--home", str(home)], capsys)
+
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        f"energy-auction: cannot use the JWT secret file {home}/jwt-secret: {home} is a file, not a folder"
+    )
+    assert err.count("\n") == 1
+
+
 # --- A home folder that cannot be used, and the notices command
 
 
@@ -376,6 +576,28 @@ def test_run_pipeline_on_a_corrupt_database_says_which_file_at_once(
     assert err == f"energy-auction: cannot use the order database {database}: file is not a database\n"
 
 
+@pytest.mark.parametrize("command", ["local", "run-pipeline", "notices"])
+def test_an_empty_order_database_is_refused_saying_how_to_start_afresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # Given a home whose orders database is 0 bytes
+    database = tmp_path / "orders.sqlite3"
+    database.write_bytes(b"")
+
+    # When a command opens it
+    code, out, err = run(
+        [command, "--home", str(tmp_path), *(["--port", "0"] if command == "local" else [])], capsys
+    )
+
+    # Then it stops at once with one line naming the file and saying what to do, and keeps the file
+    assert (code, out) == (2, "")
+    assert err == (
+        f"energy-auction: cannot use the order database {database}: it is empty (0 bytes), not a "
+        "database; to start afresh, delete it or move it away\n"
+    )
+    assert database.read_bytes() == b""
+
+
 @pytest.mark.parametrize("command", ["run-pipeline", "notices"])
 def test_a_home_that_is_a_file_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
@@ -387,9 +609,10 @@ def test_a_home_that_is_a_file_is_one_line(
 
     assert code == 2
     assert out == ""
-    assert err.startswith(f"energy-auction: cannot use the order database {home}/orders.sqlite3: ")
-    assert err.count("\n") == 1
-    assert "Traceback" not in err
+    database = home / "orders.sqlite3"
+    assert (
+        err == f"energy-auction: cannot use the order database {database}: {home} is a file, not a folder\n"
+    )
 
 
 def test_notices_shows_what_waits_and_delivers_it_on_demand(
@@ -419,3 +642,56 @@ def test_notices_shows_what_waits_and_delivers_it_on_demand(
     assert (code, report["delivered"], report["undelivered"], report["notices"]) == (0, 1, 0, [])
     lines = (tmp_path / "notifications.jsonl").read_text().splitlines()
     assert [json.loads(line)["title"] for line in lines] == ["Energy Auction: something"]
+
+
+def help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--help"])
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+
+
+SUMMARIES = [
+    ("local", "start the local stack in the foreground"),
+    ("run-pipeline", "run the auction pipeline once now"),
+    ("notices", "show the notices waiting for delivery"),
+    ("token", "print a bearer token"),
+]
+
+
+def test_help_is_plain_text_and_lists_every_command_with_what_it_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = help_of([], capsys)
+
+    assert "``" not in shown
+    for command, summary in SUMMARIES:
+        assert f" {command} {summary}" in shown
+
+
+@pytest.mark.parametrize(("command", "summary"), SUMMARIES)
+def test_each_command_describes_itself_in_its_own_help(
+    command: str, summary: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    own = help_of([command], capsys)
+
+    assert summary.capitalize() in own
+
+
+def test_run_pipeline_help_shows_the_market_defaults_and_where_they_come_from(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = help_of(["run-pipeline"], capsys)
+
+    defaults = Settings()
+    assert f"$ENERGY_AUCTION_MARKET_READY_PROBABILITY or {defaults.market_ready_probability}" in shown
+    assert f"$ENERGY_AUCTION_MARKET_ACCEPT_PROBABILITY or {defaults.market_accept_probability}" in shown
+    assert f"$ENERGY_AUCTION_PIPELINE_MAX_ATTEMPTS or {defaults.pipeline_max_attempts}" in shown
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"energy-auction {importlib.metadata.version('energy-auction')}\n"

@@ -296,6 +296,42 @@ def test_repr_never_shows_the_jwt_secret_or_the_webhook_url() -> None:
     assert "/h" in repr(settings)
 
 
+# --- The Slack webhook
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "hooks.slack.com/services/T000/B000/never-print-me",
+        "http://hooks.slack.com/services/T000/B000/never-print-me",
+        "ftp://127.0.0.1/never-print-me",
+        "https:///services/never-print-me",
+        "https://hooks.slack.com:never-print-me/services",
+        "never-print-me",
+    ],
+)
+@pytest.mark.parametrize("variable", ["SLACK_WEBHOOK_URL", "ENERGY_AUCTION_SLACK_WEBHOOK_URL"])
+def test_a_webhook_that_is_not_an_https_url_is_refused_without_showing_it(variable: str, url: str) -> None:
+    # When the webhook is set to something Slack's notifier would never post to
+    with pytest.raises(InvalidSettings) as refused:
+        Settings.from_env({variable: url})
+
+    # Then the service does not start, the message names the variable and the rule, and the value
+    # (a secret, whatever it is) is not in it
+    message = str(refused.value)
+    assert message.startswith("SLACK_WEBHOOK_URL (or ENERGY_AUCTION_SLACK_WEBHOOK_URL) is refused: ")
+    assert "must be https://" in message
+    assert "never-print-me" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url", [WEBHOOK, "http://127.0.0.1:8123/hook", "http://localhost:9/hook", "http://[::1]:9/hook"]
+)
+def test_an_https_webhook_or_one_on_this_machine_is_accepted(url: str) -> None:
+    assert Settings.from_env({"SLACK_WEBHOOK_URL": url}).slack_webhook_url == url
+
+
 # --- The claim lease and the pipeline timeout
 
 

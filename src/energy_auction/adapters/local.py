@@ -6,11 +6,12 @@ import fcntl
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +91,20 @@ def _connect(path: Path, what: str, busy_timeout: float) -> sqlite3.Connection:
         The file or its folder cannot be used; the message names ``what`` and the file.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
+        try:
+            found = path.stat()
+        except FileNotFoundError:
+            _create_database(path)
+        else:
+            # Every database this code makes has its header before it has its name (see
+            # _create_database), so an empty file was emptied or made by something else: SQLite
+            # would take it for a new database (and delete a -wal file beside it).
+            if stat.S_ISREG(found.st_mode) and found.st_size == 0:
+                raise LocalStoreError(
+                    f"cannot use the {what} {path}: it is empty (0 bytes), not a database; "
+                    "to start afresh, delete it or move it away"
+                )
         db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as err:
         raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
@@ -101,6 +115,46 @@ def _connect(path: Path, what: str, busy_timeout: float) -> sqlite3.Connection:
         db.close()
         raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
     return db
+
+
+def _create_database(path: Path) -> None:
+    """Make the SQLite file ``path``: private (0600; SQLite gives its -wal and -shm files the mode
+    of the database), and in WAL mode before it appears under its name, so that another process
+    opening it meanwhile finds a database, never an empty file. If another process makes it
+    first, theirs is kept."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        db = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # writes the header: the file is a database now
+        finally:
+            db.close()
+        with suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def make_private_folder(path: Path) -> None:
+    """Create the folder ``path`` and its missing parents, each for its owner only (mode 0700).
+
+    A folder that exists keeps its mode: it may be the user's own (``--home ~/auction``), shared
+    on purpose, and only the user can tell.
+    """
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        make_private_folder(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """``os.open`` with ``flags``; a file it creates is for its owner only (mode 0600)."""
+    return os.open(path, flags, 0o600)
 
 
 @contextmanager
@@ -368,6 +422,12 @@ class SqliteOrderStore:
 
 def _reason(err: BaseException) -> str:
     """What went wrong, in one line: SQLite's message or the OS error's text (never a traceback)."""
+    if isinstance(err, NotADirectoryError | FileExistsError) and err.filename:
+        # a folder was wanted where a file is: name that file, not the one being opened
+        wanted = Path(err.filename)
+        in_the_way = next((p for p in (wanted, *wanted.parents) if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            return f"{in_the_way} is a file, not a folder"
     if isinstance(err, OSError) and err.strerror:
         return f"{err.strerror} ({err.filename})" if err.filename else err.strerror
     return " ".join(str(err).split()) or type(err).__name__
@@ -383,10 +443,10 @@ class FolderResultStore:
         target = (self._root / key).resolve()
         if not target.is_relative_to(self._root.resolve()):
             raise ValueError(f"result key {key!r} leaves the results folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(target.parent)
         # Write then rename: a reader never sees half a file, and a retry rewrites the same bytes.
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        with temporary.open("w") as handle:
+        with os.fdopen(_private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as handle:
             handle.write(codec.dumps(document))
             handle.flush()
             os.fsync(handle.fileno())
@@ -409,9 +469,10 @@ class JsonlNotifier:
         self._read_up_to = 0
 
     def notify(self, notice: Notice) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self._path.parent)
         line = codec.dumps(notice.as_dict()) + "\n"
-        with self._lock, self._path.open("a+b") as handle:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+        with self._lock, os.fdopen(_private_file(self._path, flags), "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
             ended = self._catch_up(handle)
             if notice.key is not None and notice.key in self._keys:
@@ -565,17 +626,37 @@ class LocalTopic:
             self._db.close()
 
 
-def load_or_create_secret(path: Path) -> str:
-    """The local JWT secret: the text of ``path``, created on first use (mode 0600, 48 random bytes)."""
+def load_or_create_secret(path: Path, created: Callable[[Path], None] | None = None) -> str:
+    """The local JWT secret: the text of ``path``, created on first use (mode 0600, 48 random bytes).
+
+    ``created`` is called with ``path`` when this call made the file.
+
+    Raises
+    ------
+    LocalStoreError
+        The file or its folder cannot be used (the home is a file or read-only, the secret is a
+        folder, empty or not UTF-8 text); the message names the file and says why.
+    """
     try:
         return _read_secret(path)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        made = _create_secret(path)
+    except OSError as err:
+        raise LocalStoreError(f"cannot use the JWT secret file {path}: {_reason(err)}") from None
+    if made and created is not None:
+        created(path)
+    return _read_secret(path)
+
+
+def _create_secret(path: Path) -> bool:
+    """Write a new secret to ``path``; False when another process wrote one first."""
+    make_private_folder(path.parent)
     # Write a private temporary file, then link it into place: readers never see a partial secret,
     # and when two processes race, the first link wins and both read its value.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = _private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
@@ -583,14 +664,26 @@ def load_or_create_secret(path: Path) -> str:
             os.fsync(handle.fileno())
         os.link(temporary, path)
     except FileExistsError:
-        pass
+        return False
     finally:
         temporary.unlink(missing_ok=True)
-    return _read_secret(path)
+    return True
 
 
 def _read_secret(path: Path) -> str:
-    value = path.read_text().strip()
+    """The secret in ``path``; ``FileNotFoundError`` when there is none yet."""
+    refused = f"cannot use the JWT secret file {path}"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise LocalStoreError(f"{refused}: {_reason(err)}") from None
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise LocalStoreError(f"{refused}: it is not UTF-8 text") from None
     if not value:
-        raise ValueError(f"the JWT secret file {path} is empty")
+        # Never replaced silently: delete it, and the next use makes a new one.
+        raise LocalStoreError(f"{refused}: it is empty; delete it to have a new secret made") from None
     return value

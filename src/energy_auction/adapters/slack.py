@@ -21,12 +21,11 @@ from urllib.parse import urlsplit
 from energy_auction.backoff import Backoff
 from energy_auction.notifications import Notice, NotificationFailed
 from energy_auction.observability import logger
+from energy_auction.webhook import LOOPBACK_HOSTS, WEBHOOK_RULE, is_webhook_url
 
 if TYPE_CHECKING:
     from energy_auction.ports import Notifier
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-"""Hosts a plain http:// webhook may point at (tests and the local stack); anything else needs https."""
 MAX_RETRY_AFTER = 30.0
 """Longest wait honoured from a Retry-After header, in seconds."""
 MAX_BACKOFF = 30.0
@@ -176,18 +175,9 @@ def _error_name(err: BaseException) -> str:
 
 
 def _check_webhook_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        host, _ = parts.hostname, parts.port  # .port raises on a port that is not a number
-        scheme = parts.scheme
-    except ValueError:
-        host = scheme = None
-    if not host or not (scheme == "https" or (scheme == "http" and host in LOOPBACK_HOSTS)):
+    if not is_webhook_url(url):
         # The URL itself is not quoted: it is the secret.
-        raise NotificationFailed(
-            "the Slack webhook URL is refused: it must be https:// (http:// only to 127.0.0.1 or localhost)",
-            permanent=True,
-        )
+        raise NotificationFailed(f"the Slack webhook URL is refused: {WEBHOOK_RULE}", permanent=True)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -41,6 +41,7 @@ def error_response(status: int, code: str, message: str, **details: Any) -> Resp
 @app.exception_handler(errors.EnergyAuctionError)
 def handle_domain_error(err: errors.EnergyAuctionError) -> Response[str]:
     status = _STATUS.get(type(err), HTTPStatus.BAD_REQUEST)
+    metrics.add_metric(name="RequestsRefused", unit=MetricUnit.Count, value=1)
     logger.info("request refused", extra={"error": err.code, "status": int(status)})
     response = error_response(status, err.code, err.message, **err.details())
     if isinstance(err, errors.StorageUnavailable):
@@ -51,6 +52,7 @@ def handle_domain_error(err: errors.EnergyAuctionError) -> Response[str]:
 @app.not_found
 def handle_not_found(_: Exception) -> Response[str]:
     status, body = errors.GATEWAY_RESPONSES["MISSING_AUTHENTICATION_TOKEN"]
+    metrics.add_metric(name="RequestsRefused", unit=MetricUnit.Count, value=1)
     return error_response(status, body["error"], body["message"])
 
 
@@ -73,9 +75,12 @@ def post_orders() -> Response[str]:
 def get_order(record_id: str) -> Response[str]:
     deps = container()
     order = find_order(deps.order_store, record_id, deps.clock())
+    metrics.add_metric(name="OrdersRead", unit=MetricUnit.Count, value=1)
     return Response(HTTPStatus.OK, "application/json", codec.dumps(order.public_view()))
 
 
+# Every answer publishes a metric (OrdersStored, OrdersRead or RequestsRefused): an invocation
+# with none makes Powertools warn "No application metrics to publish".
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer().capture_lambda_handler
 @metrics.log_metrics

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
+# Each action publishes a metric, so Powertools never warns "No application metrics to publish".
 @logger.inject_lambda_context(clear_state=True)
 @tracer().capture_lambda_handler
 @metrics.log_metrics
@@ -31,6 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if action == "release_run":
         with retried_by_the_state_machine("releasing a run's orders"):
             released = release_run(run_id, store=deps.order_store, now=deps.clock())
+        metrics.add_metric(name="OrdersReleased", unit=MetricUnit.Count, value=released["released"])
         logger.warning("released the orders of a failed run", extra={"released": released["released"]})
         return released
     if action == "redeliver":
@@ -42,10 +44,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 now=deps.clock(),
                 redelivery_seconds=deps.settings.notice_redelivery_seconds,
             )
+        # Published when 0 too: a run that had nothing to redeliver is a data point, not a gap.
+        metrics.add_metric(name="NoticesRedelivered", unit=MetricUnit.Count, value=redelivered["redelivered"])
         if redelivered["redelivered"]:
-            metrics.add_metric(
-                name="NoticesRedelivered", unit=MetricUnit.Count, value=redelivered["redelivered"]
-            )
             logger.warning("published owed rejection notices again", extra=redelivered)
         return redelivered
     attempt = int(event["attempt"])
@@ -62,5 +63,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     if answer["results"]:
         metrics.add_metric(name="OrdersClaimed", unit=MetricUnit.Count, value=answer["count"])
+    else:
+        metrics.add_metric(name="ResultsNotReady", unit=MetricUnit.Count, value=1)
     logger.info("fetch results", extra={k: v for k, v in answer.items() if k != "items"})
     return answer
