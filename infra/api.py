@@ -1,4 +1,4 @@
-"""The REST API: POST /orders and GET /orders/{record_id}, behind the JWT REQUEST authorizer."""
+"""The REST API: the routes of ``energy_auction.routes``, behind the JWT REQUEST authorizer."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from constructs import Construct
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from energy_auction.deployment import jwt_secret_name
+from energy_auction.adapters.aws import TIME_INDEX, TRADER_INDEX
+from energy_auction.deployment import cursor_secret_name, jwt_secret_name
 from energy_auction.errors import GATEWAY_RESPONSES
 from energy_auction.orders import ORDER_FIELDS, OrderRequest
+from energy_auction.routes import ROUTES
 from energy_auction.settings import MAX_ORDERS_CEILING
 from infra.config import StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
@@ -200,24 +202,63 @@ class OrdersApi(Construct):
             "Rotating the signing secret invalidates every issued token, so it is rotated by hand at a "
             "chosen time (README runbook: rotating the JWT signing secret), not on a schedule",
         )
+        self.cursor_secret = secretsmanager.Secret(
+            self,
+            "CursorSigningKey",
+            secret_name=cursor_secret_name(config.stage),
+            description="HMAC key of the Energy Auction API's listing cursors (GET /orders)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True
+            ),
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(
+            self.cursor_secret,
+            "SMG4",
+            "Rotating the cursor key only invalidates the cursors handed out (a client starts its "
+            "listing again), so it is rotated by hand like the signing secret, not on a schedule",
+        )
         self.handler = ServiceFunction(
             self,
             "Handler",
             config=config,
             package=package,
             handler="api",
-            description="POST /orders and GET /orders/{record_id}",
+            description=", ".join(f"{r.method} {r.path}" for r in ROUTES),
             memory_size=512,
             # The store stops retrying after about 6 s (storage_retry_budget_seconds), with one call
             # of at most about 6 s still in flight (2 botocore attempts of 1 s connect + 2 s read):
             # the function answers 503 before it times out.
             timeout=Duration.seconds(15),
-            environment=settings_env(backend="aws", orders_table=table.table_name),
+            environment=settings_env(
+                backend="aws",
+                orders_table=table.table_name,
+                cursor_secret_id=cursor_secret_name(config.stage),
+            ),
         )
-        # A submission is one TransactWriteItems of conditional Puts (authorised as PutItem).
+        # A submission is one TransactWriteItems of conditional Puts (authorised as PutItem); a
+        # cancel one conditional UpdateItem; a listing queries a listing index, then BatchGetItem.
         self.handler.role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["dynamodb:PutItem", "dynamodb:GetItem"], resources=[table.table_arn])
+            iam.PolicyStatement(
+                actions=[
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:BatchGetItem",
+                ],
+                resources=[table.table_arn],
+            )
         )
+        self.handler.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query"],
+                resources=[
+                    f"{table.table_arn}/index/{TRADER_INDEX}",
+                    f"{table.table_arn}/index/{TIME_INDEX}",
+                ],
+            )
+        )
+        self.cursor_secret.grant_read(self.handler.role)
 
         self.authorizer_function = ServiceFunction(
             self,
@@ -278,21 +319,17 @@ class OrdersApi(Construct):
             schema=_json_schema(orders_request_schema()),
         )
         integration = apigw.LambdaIntegration(self.handler.function)
-        orders = self.rest_api.root.add_resource("orders")
-        orders.add_method(
-            "POST",
-            integration,
-            authorizer=self.authorizer,
-            authorization_type=apigw.AuthorizationType.CUSTOM,
-            request_validator=validator,
-            request_models={"application/json": model},
-        )
-        orders.add_resource("{record_id}").add_method(
-            "GET",
-            integration,
-            authorizer=self.authorizer,
-            authorization_type=apigw.AuthorizationType.CUSTOM,
-        )
+        # One method per route of the route table, all behind the authorizer; POST /orders is
+        # validated against the orders schema before it reaches the function.
+        for route in ROUTES:
+            self.rest_api.root.resource_for_path(route.path).add_method(
+                route.method,
+                integration,
+                authorizer=self.authorizer,
+                authorization_type=apigw.AuthorizationType.CUSTOM,
+                request_validator=validator if route.takes_orders else None,
+                request_models={"application/json": model} if route.takes_orders else None,
+            )
 
         acknowledge(
             self.rest_api,

@@ -9,12 +9,17 @@ from constructs import Construct
 
 from energy_auction.adapters.aws import (
     EXPIRES_ATTRIBUTE,
+    LIST_SHARD_ATTRIBUTE,
+    LISTED_AT_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
     NOTICE_SHARD_ATTRIBUTE,
     NOTICES_INDEX,
     ORDERS_KEY,
     PENDING_INDEX,
     PENDING_SHARD_ATTRIBUTE,
+    TIME_INDEX,
+    TRADER_INDEX,
+    TRADER_KEY_ATTRIBUTE,
     TTL_ATTRIBUTE,
 )
 from infra.config import StageConfig
@@ -32,10 +37,13 @@ class Storage(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
         super().__init__(scope, construct_id)
+        # The order book: keyed by trader and record_id (Order.key). It replaced the table keyed by
+        # record_id alone ("<prefix>-orders"), under a new name, as a key schema cannot change in
+        # place; see the README runbook, "Upgrading to the order book".
         self.table = dynamodb.Table(
             self,
-            "Orders",
-            table_name=f"{config.resource_prefix}-orders",
+            "OrderBook",
+            table_name=f"{config.resource_prefix}-order-book",
             partition_key=dynamodb.Attribute(name=ORDERS_KEY, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             time_to_live_attribute=TTL_ATTRIBUTE,
@@ -64,6 +72,19 @@ class Storage(Construct):
             sort_key=dynamodb.Attribute(name=NOTICE_DUE_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
+        # Listings, newest first: a trader's orders, and everyone's over a few shards. Keys only,
+        # and keys that never change after a submission, so the pipeline's updates never write to
+        # them; a page reads its orders from the table.
+        for index_name, partition in (
+            (TRADER_INDEX, TRADER_KEY_ATTRIBUTE),
+            (TIME_INDEX, LIST_SHARD_ATTRIBUTE),
+        ):
+            self.table.add_global_secondary_index(
+                index_name=index_name,
+                partition_key=dynamodb.Attribute(name=partition, type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name=LISTED_AT_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+                projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+            )
 
         self.access_logs = private_bucket(
             self,

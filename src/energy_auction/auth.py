@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeGuard
 
 import jwt
@@ -30,11 +31,21 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
+class Role(StrEnum):
+    """What a token may do, from its ``role`` claim (absent: a trader)."""
+
+    TRADER = "trader"
+    """Submits, reads, lists and cancels their own orders."""
+    OPERATOR = "operator"
+    """Reads and lists every trader's orders; submits and cancels nothing."""
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who a verified token speaks for."""
+    """Who a verified token speaks for, and in which role."""
 
     subject: str
+    role: Role = Role.TRADER
     claims: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,7 +110,10 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not is_subject(subject):
             raise InvalidToken("missing_claim")
-        return Principal(subject=subject, claims=claims)
+        role = claims.get("role", Role.TRADER.value)
+        if not isinstance(role, str) or role not in set(Role):
+            raise InvalidToken("bad_role")
+        return Principal(subject=subject, role=Role(role), claims=claims)
 
 
 def mint_token(
@@ -110,8 +124,9 @@ def mint_token(
     now: float | None = None,
     issuer: str | None = None,
     audience: str | None = None,
+    role: Role | None = None,
 ) -> str:
-    """An HS256 token with sub, iat and exp (plus iss/aud when given).
+    """An HS256 token with sub, iat and exp (plus iss/aud, and role, when given).
 
     Raises
     ------
@@ -126,4 +141,6 @@ def mint_token(
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
+    if role is not None:
+        claims["role"] = role.value
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the 
 
     from energy_auction.adapters.local import LocalTopic
     from energy_auction.auth import TokenVerifier
+    from energy_auction.cursors import CursorCodec
     from energy_auction.orders import Limits
     from energy_auction.ports import (
         AuctionMarket,
@@ -188,6 +189,24 @@ class Container:
         if not settings.jwt_secret_id:
             raise RuntimeError("ENERGY_AUCTION_JWT_SECRET_ID is not set")
         return self.secrets.secret(settings.jwt_secret_id, settings.secret_cache_seconds)
+
+    def cursor_codec(self) -> CursorCodec:
+        """Signs and checks listing cursors with the cursor key: the override, else Secrets
+        Manager (cached) or the local file ``cursor-secret``, made on first use."""
+        from energy_auction.cursors import CursorCodec
+
+        settings = self.settings
+        if settings.cursor_secret is not None:
+            key = settings.cursor_secret
+        elif settings.backend is Backend.LOCAL:
+            from energy_auction.adapters.local import load_or_create_secret
+
+            key = load_or_create_secret(settings.cursor_secret_file, what="cursor key file")
+        elif settings.cursor_secret_id:
+            key = self.secrets.secret(settings.cursor_secret_id, settings.secret_cache_seconds)
+        else:
+            raise RuntimeError("ENERGY_AUCTION_CURSOR_SECRET_ID is not set")
+        return CursorCodec(key.encode())
 
     @cached_property
     def secrets(self) -> SecretSource:

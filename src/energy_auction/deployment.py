@@ -17,3 +17,9 @@ def jwt_secret_name(stage: str) -> str:
 def slack_webhook_secret_name(stage: str) -> str:
     """Secrets Manager name of a stage's Slack webhook URL (created empty; the operator fills it)."""
     return f"{SERVICE}/{stage}/slack-webhook-url"
+
+
+def cursor_secret_name(stage: str) -> str:
+    """Secrets Manager name of a stage's listing-cursor signing key (generated at deploy; only the
+    API function reads it)."""
+    return f"{SERVICE}/{stage}/cursor-signing-key"

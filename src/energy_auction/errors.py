@@ -90,6 +90,50 @@ class OrdersAlreadyProcessed(EnergyAuctionError):
         return {"record_ids": self.record_ids}
 
 
+class OrderLocked(EnergyAuctionError):
+    """A cancel of an order a pipeline run holds, or that the market decided and a run will settle."""
+
+    code = "order_locked"
+
+    def __init__(self, record_id: str) -> None:
+        super().__init__(
+            f"a pipeline run is settling order {record_id!r}, so it cannot be cancelled; "
+            "read it again to see its outcome"
+        )
+        self.record_id = record_id
+
+    def details(self) -> dict[str, Any]:
+        return {"record_id": self.record_id}
+
+
+class InvalidQuery(EnergyAuctionError):
+    """A query string parameter that the route does not take, or a value it cannot use."""
+
+    code = "invalid_query"
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+    def details(self) -> dict[str, Any]:
+        return {"parameter": self.parameter}
+
+
+class InvalidCursor(EnergyAuctionError):
+    """A listing cursor this service did not make for this caller and these filters."""
+
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("cursor is not one this service gave you for these filters; start again without it")
+
+
+class RoleForbidden(EnergyAuctionError):
+    """The caller's role may not do this (the authorizer's policy refuses it first on AWS)."""
+
+    code = "forbidden"
+
+
 class ClaimLost(EnergyAuctionError):
     """A run tried to complete an order it no longer holds (its claim lapsed or another run took it)."""
 
@@ -97,6 +141,8 @@ class ClaimLost(EnergyAuctionError):
 
 
 class OrderNotFound(EnergyAuctionError):
+    """No live order of the caller's with this record_id (another trader's answers the same)."""
+
     code = "not_found"
 
     def __init__(self, record_id: str) -> None:

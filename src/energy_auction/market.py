@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from energy_auction.orders import Decision, Order, iso_utc
+from energy_auction.orders import Decision, Order, iso_utc, order_key
 
 REJECTION_REASONS = (
     "bid price outside the clearing range",
@@ -27,6 +27,8 @@ class OrderResult:
     """The auction outcome of one order, with the order's own fields (one item of a run's results)."""
 
     record_id: str
+    trader: str
+    """Whose order it is (the ``sub`` of the token that submitted it)."""
     status: Literal["accepted", "rejected"]
     power: Decimal
     """Cleared power (MW): the order's volume when accepted, 0 when rejected."""
@@ -37,6 +39,11 @@ class OrderResult:
     reason: str | None = None
     order_fields: Mapping[str, Any] = field(default_factory=dict)
     """The order's other fields (``ORDER_FIELDS`` but ``record_id``), as the trader submitted them."""
+
+    @property
+    def key(self) -> str:
+        """The store's key of the order (``orders.order_key``)."""
+        return order_key(self.trader, self.record_id)
 
     @classmethod
     def of(cls, order: Order) -> OrderResult:
@@ -52,6 +59,7 @@ class OrderResult:
         d = order.decision
         return cls(
             record_id=order.record_id,
+            trader=order.trader,
             status=d.status,
             power=d.power,
             auction_date=d.auction_date,
@@ -77,7 +85,12 @@ class OrderResult:
         Numbers are decimal strings: Step Functions and Lambda's runtime parse JSON numbers as
         floats, which would round an exact value such as 2.1000000000000000000001.
         """
-        item: dict[str, Any] = {"record_id": self.record_id, "status": self.status, "power": str(self.power)}
+        item: dict[str, Any] = {
+            "record_id": self.record_id,
+            "trader": self.trader,
+            "status": self.status,
+            "power": str(self.power),
+        }
         item.update({k: str(v) if isinstance(v, Decimal) else v for k, v in self.order_fields.items()})
         item.update({"auction_date": self.auction_date, "decided_at": self.decided_at})
         if self.reason:
@@ -118,6 +131,7 @@ class SimulatedMarket:
             results.append(
                 OrderResult(
                     record_id=order.record_id,
+                    trader=order.trader,
                     status="accepted" if accepted else "rejected",
                     # The order's volume clears in full (parameter_2 is the volume, in MW).
                     power=order.parameter_2 if accepted else Decimal(0),

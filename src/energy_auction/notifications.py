@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Literal, get_args
 
 from energy_auction import codec
+from energy_auction.orders import order_key
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
@@ -89,7 +90,7 @@ class Notice:
     """The same for every copy of one notice (a republished or retried one): a rejection is keyed by
     its run and order, anything else by its topic message id. Channels that can, write a key once."""
     order: tuple[str, str] | None = None
-    """``(record_id, run_id)`` of the order rejection this notice reports: its delivery is recorded
+    """``(order key, run_id)`` of the order rejection this notice reports: its delivery is recorded
     on that order (``OrderStore.claim_notice``), so it is delivered once."""
 
     def __post_init__(self) -> None:
@@ -166,13 +167,17 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
     error = _LambdaError.of(document.get("error"))
     reason = _text(result.get("reason")) or error.message or "no reason given"
     run_id = _text(document.get("run_id"))
-    order = (record_id, run_id) if run_id else None
+    trader = result.get("trader")
+    # A message without its trader (from an earlier version) is delivered, untracked.
+    key = order_key(trader, record_id) if isinstance(trader, str) else None
     return Notice(
         kind=NoticeKind.ORDER_REJECTED,
-        title=f"Order {record_id} rejected",
-        text=f"The auction rejected order {record_id}: {reason}" + _in_run(run_id),
+        title=f"Order {record_id} of {_text(trader) or 'an unknown trader'} rejected",
+        text=f"The auction rejected order {record_id} of trader {_text(trader) or 'unknown'}: {reason}"
+        + _in_run(run_id),
         fields=_present(
             ("record_id", record_id),
+            ("trader", _text(trader)),
             *_order_fields(result),
             ("auction_date", _text(result.get("auction_date"))),
             ("run_id", run_id),
@@ -180,12 +185,12 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
         ),
         severity="warning",
         occurred_at=_text(result.get("decided_at")),
-        key=rejection_key(record_id, run_id) if run_id else None,
-        order=order,
+        key=rejection_key(key or record_id, run_id) if run_id else None,
+        order=(key, run_id) if key and run_id else None,
     )
 
 
-_RESULT_KEYS = frozenset({"record_id", "status", "power", "auction_date", "decided_at", "reason"})
+_RESULT_KEYS = frozenset({"record_id", "trader", "status", "power", "auction_date", "decided_at", "reason"})
 """The keys of an order result that the notices show in their own way (or not at all)."""
 
 
@@ -194,9 +199,10 @@ def _order_fields(result: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     return [(str(key), _text(value)) for key, value in result.items() if key not in _RESULT_KEYS]
 
 
-def rejection_key(record_id: str, run_id: str) -> str:
-    """The key of an order's rejection notice: one run rejects an order once."""
-    return f"order_rejected/{run_id}/{record_id}"
+def rejection_key(key: str, run_id: str) -> str:
+    """The key of an order's rejection notice (``key``: the store's key of the order): one run
+    rejects an order once."""
+    return f"order_rejected/{run_id}/{key}"
 
 
 def _order_processing_failed(document: Mapping[str, Any]) -> Notice | None:
@@ -210,10 +216,11 @@ def _order_processing_failed(document: Mapping[str, Any]) -> Notice | None:
     return Notice(
         kind=NoticeKind.ORDER_PROCESSING_FAILED,
         title=f"Processing of order {record_id} failed; it stays pending for the next run",
-        text=f"Processing of order {record_id} failed ({what}); it stays pending for the next run"
-        + _in_run(run_id),
+        text=f"Processing of order {record_id} of trader {_text(result.get('trader')) or 'unknown'} "
+        f"failed ({what}); it stays pending for the next run" + _in_run(run_id),
         fields=_present(
             ("record_id", record_id),
+            ("trader", _text(result.get("trader"))),
             *_order_fields(result),
             ("run_id", run_id),
             ("error", error.name),

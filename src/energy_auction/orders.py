@@ -5,7 +5,10 @@ A model module: no storage, no AWS. The intake use cases are in :mod:`energy_auc
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +22,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, V
 from energy_auction import codec
 from energy_auction.errors import (
     BodyTooLarge,
+    EnergyAuctionError,
     InvalidJson,
+    OrderLocked,
+    OrdersAlreadyProcessed,
     OrdersInvalid,
     Problem,
     TooManyOrders,
@@ -60,6 +66,29 @@ class OrderStatus(StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+TRADER_KEY_LENGTH = 52
+"""Characters of a trader key: the base32 (RFC 4648, lower case, no padding) of a SHA-256."""
+
+
+def trader_key(trader: str) -> str:
+    """The trader's part of every storage key: base32 of the SHA-256 of the token's ``sub`` (UTF-8).
+
+    Whatever the subject holds (``/``, ``#``, ``..``, spaces, any unicode, any length), the key is
+    52 characters of ``[a-z2-7]``: it cannot reach another trader's keys, nor escape a key prefix.
+    """
+    digest = hashlib.sha256(trader.encode("utf-8", "surrogatepass")).digest()
+    return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+
+
+def order_key(trader: str, record_id: str) -> str:
+    """The store's key of an order: ``<trader key>/<record_id>``, unique across traders.
+
+    Neither part can hold ``/`` (:func:`trader_key`, :data:`RECORD_ID_PATTERN`), so the key splits
+    back into exactly these two."""
+    return f"{trader_key(trader)}/{record_id}"
 
 
 class NoticeClaim(StrEnum):
@@ -145,11 +174,13 @@ class Decision(BaseModel):
 
 
 class Order(OrderRequest):
-    """An order as stored: the trader's fields (those of :class:`OrderRequest`) plus its status,
-    lifetime and the pipeline's bookkeeping."""
+    """An order as stored: the trader's fields (those of :class:`OrderRequest`) plus who submitted
+    it, its status, lifetime and the pipeline's bookkeeping."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    trader: str
+    """The ``sub`` of the token that submitted the order: the order belongs to this trader."""
     status: OrderStatus = OrderStatus.PENDING
     submitted_at: str
     """ISO 8601 UTC time of the (latest) submission."""
@@ -173,6 +204,19 @@ class Order(OrderRequest):
     """How many times the owed notice was published again (each wait doubles)."""
     notice_delivery: str | None = None
     """Which delivery holds the owed notice until ``notice_lease_until`` (its own token)."""
+    cancelled_at: str | None = None
+    """ISO 8601 UTC time the trader cancelled the order (status ``cancelled``)."""
+
+    @property
+    def key(self) -> str:
+        """The store's key of this order (:func:`order_key`)."""
+        return order_key(self.trader, self.record_id)
+
+    @property
+    def listed_at(self) -> str:
+        """Where the order stands in a listing, newest first: its submission time, then its key
+        (so two orders submitted in the same millisecond keep one order)."""
+        return f"{self.submitted_at}|{self.key}"
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -193,13 +237,30 @@ class Order(OrderRequest):
         """Whether a new submission with this record_id may replace this stored order.
 
         An expired order is free, unless the market decided it and it is not settled yet, or its
-        rejection notice is still owed; a live one only while it is pending, undecided and not
-        held by a run.
+        rejection notice is still owed; a live one while it is cancelled, or pending, undecided
+        and not held by a run.
         """
         if not self.is_live(now):
             unsettled = self.status is OrderStatus.PENDING and self.decision is not None
             return not unsettled and self.notice_due_at is None
-        return self.status is OrderStatus.PENDING and self.decision is None and not self.is_claimed(now)
+        if self.status is OrderStatus.CANCELLED:
+            return True
+        return self.is_cancellable(now)
+
+    def is_cancellable(self, now: float) -> bool:
+        """Whether the trader may cancel this order now: live, pending, undecided, held by no run."""
+        return (
+            self.is_live(now)
+            and self.status is OrderStatus.PENDING
+            and self.decision is None
+            and not self.is_claimed(now)
+        )
+
+    def cancel_refused(self, now: float) -> EnergyAuctionError:
+        """Why this live order cannot be cancelled now (it is not ``is_cancellable``)."""
+        if self.status in (OrderStatus.ACCEPTED, OrderStatus.REJECTED):
+            return OrdersAlreadyProcessed([self.record_id])
+        return OrderLocked(self.record_id)
 
     def purge_at(self) -> int:
         """When the store may delete this order (the DynamoDB TTL attribute): at its expiry, or
@@ -238,6 +299,50 @@ PIPELINE_FIELDS = frozenset(
     }
 )
 """Fields of a stored order that only the pipeline uses; the API never shows them."""
+
+
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 100
+LIST_EXAMINED_MAX = 1_000
+"""The most stored orders one listing request looks at to fill a page (a status filter may match
+few of them): past this, the page ends early, with a cursor to go on from."""
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    """Which orders a listing wants: one trader's (``trader``) or everyone's (None), live at
+    ``now``, newest first, optionally only of ``status`` and submitted at or after ``since``
+    (epoch seconds), strictly older than ``before`` (a ``listed_at`` from the previous page)."""
+
+    now: float
+    trader: str | None = None
+    status: OrderStatus | None = None
+    since: float | None = None
+    before: str | None = None
+    limit: int = LIST_LIMIT_DEFAULT
+
+    def lowest_listed_at(self) -> str:
+        """The smallest ``listed_at`` an order this query wants can have: live orders were submitted
+        less than 24 hours ago (``expires_at`` is the submission's whole second plus 24 hours)."""
+        oldest_live = math.floor(self.now - ORDER_TTL_SECONDS) + 1
+        return iso_utc(max(oldest_live, self.since if self.since is not None else oldest_live))
+
+    def wants(self, order: Order) -> bool:
+        return (
+            order.is_live(self.now)
+            and (self.trader is None or order.trader == self.trader)
+            and (self.status is None or order.status is self.status)
+            and order.listed_at >= self.lowest_listed_at()
+            and (self.before is None or order.listed_at < self.before)
+        )
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    """A page of a listing: the orders, and where the next page starts (None: this was the last)."""
+
+    orders: Sequence[Order]
+    next_before: str | None
 
 
 @dataclass(frozen=True)
@@ -370,8 +475,11 @@ def iso_utc(epoch_seconds: float) -> str:
     )
 
 
-def new_orders(requests: Sequence[OrderRequest], now: float) -> list[Order]:
-    """Pending orders for these requests, submitted ``now``, expiring 24 hours later."""
+def new_orders(requests: Sequence[OrderRequest], now: float, trader: str) -> list[Order]:
+    """Pending orders of ``trader`` for these requests, submitted ``now``, expiring 24 hours later."""
     submitted_at = iso_utc(now)
     expires_at = int(now) + ORDER_TTL_SECONDS
-    return [Order(**r.model_dump(), submitted_at=submitted_at, expires_at=expires_at) for r in requests]
+    return [
+        Order(**r.model_dump(), trader=trader, submitted_at=submitted_at, expires_at=expires_at)
+        for r in requests
+    ]

@@ -34,7 +34,7 @@ from energy_auction.errors import ClaimLost, OrderRejected
 from energy_auction.market import OrderResult
 from energy_auction.notifications import REJECTION_SUBJECT, Notice, NoticeKind
 from energy_auction.observability import logger
-from energy_auction.orders import NoticeClaim, Order, OrderStatus, settled_outcome
+from energy_auction.orders import NoticeClaim, Order, OrderStatus, order_key, settled_outcome
 
 if TYPE_CHECKING:
     from energy_auction.ports import (
@@ -75,14 +75,14 @@ def fetch_results(
     pending = store.pending_orders(at, run_id)  # with this run's own claims, should this be a retry
     if not pending:
         return {"results": True, **answer, "count": 0}
-    submitted = {o.record_id: o.submitted_at for o in pending}
+    submitted = {o.key: o.submitted_at for o in pending}
     # Only orders without a decision are put to the market: an order a dead run claimed keeps the
     # answer it got then (stored with that claim), whatever the market would say now.
     decisions = {
-        r.record_id: r.decision(submitted[r.record_id])
+        r.key: r.decision(submitted[r.key])
         for r in market.decide([o for o in pending if o.decision is None], run_id, now)
     }
-    claimed = store.claim_orders([o.record_id for o in pending], run_id, at, lease_seconds, decisions)
+    claimed = store.claim_orders([o.key for o in pending], run_id, at, lease_seconds, decisions)
     if not claimed:
         return {"results": True, **answer, "count": 0}
     results = [OrderResult.of(order) for order in claimed]
@@ -97,9 +97,16 @@ def fetch_results(
     }
 
 
-def result_key(auction_date: str, record_id: str) -> str:
-    """Where an accepted result lives in the results bucket (and under <home>/results/ locally)."""
-    return f"orders/{auction_date}/{record_id}.json"
+def result_key(auction_date: str, order: Order) -> str:
+    """Where an accepted result lives in the results bucket (and under <home>/results/ locally):
+    ``orders/<auction date>/<trader key>/<record_id>.json``, the store's key of the order as path."""
+    return f"orders/{auction_date}/{order.key}.json"
+
+
+def _key_of(result: Mapping[str, Any]) -> tuple[str, str]:
+    """``(record_id, store key)`` of the order an item of a run's results is about."""
+    record_id = str(result["record_id"])
+    return record_id, order_key(str(result["trader"]), record_id)
 
 
 def process_order(
@@ -128,8 +135,8 @@ def process_order(
         This run does not hold the order (it expired, was replaced, or another run holds it), or
         its claim lapses in less than ``claim_margin_seconds``.
     """
-    record_id = str(result["record_id"])
-    order = store.get_order(record_id)
+    record_id, key = _key_of(result)
+    order = store.get_order(key)
     if order is None:
         raise ClaimLost(f"order {record_id} no longer exists")
     # An order claimed before decisions were stored (an earlier version) is settled from its item.
@@ -143,18 +150,16 @@ def process_order(
     outcome = _outcome(decided.as_item() if decided else result, run_id, status)
 
     if status is OrderStatus.ACCEPTED:
-        key = result_key(outcome["auction_date"], record_id)
-        outcome["result_key"] = key
-        results.put_result(key, _result_document(order, outcome))
+        location = result_key(outcome["auction_date"], order)
+        outcome["result_key"] = location
+        results.put_result(location, _result_document(order, outcome))
         if not already_done:
-            store.complete_order(record_id, run_id, status, outcome)
-        return {"record_id": record_id, "status": status.value, "result_key": key}
+            store.complete_order(key, run_id, status, outcome)
+        return {"record_id": record_id, "status": status.value, "result_key": location}
 
     if status is OrderStatus.REJECTED:
         if not already_done:
-            store.complete_order(
-                record_id, run_id, status, outcome, notice_due_at=int(now) + notice_delay_seconds
-            )
+            store.complete_order(key, run_id, status, outcome, notice_due_at=int(now) + notice_delay_seconds)
         raise OrderRejected(record_id)
     raise ValueError(f"an order result has status {status.value!r}; expected accepted or rejected")
 
@@ -178,6 +183,7 @@ def _result_document(order: Order, outcome: Mapping[str, Any]) -> dict[str, Any]
     return {
         "order": {
             **order.request_fields(),
+            "trader": order.trader,
             "submitted_at": order.submitted_at,
             "expires_at": order.expires_at,
         },
@@ -191,14 +197,14 @@ def release_run(run_id: str, *, store: OrderStore, now: float) -> dict[str, Any]
     """Give back every order ``run_id`` holds, after its FetchResults failed for good."""
     held = [o for o in store.pending_orders(int(now), run_id) if o.claim_run_id == run_id]
     for order in held:
-        store.release_order(order.record_id, run_id)
+        store.release_order(order.key, run_id)
     return {"run_id": run_id, "released": len(held)}
 
 
 def release_order(result: Mapping[str, Any], run_id: str, *, store: OrderStore) -> dict[str, str]:
     """Give the order back to the pending pool after its processing kept failing."""
-    record_id = str(result["record_id"])
-    store.release_order(record_id, run_id)
+    record_id, key = _key_of(result)
+    store.release_order(key, run_id)
     return {"record_id": record_id, "status": "released"}
 
 
@@ -224,9 +230,7 @@ def redeliver_notices(
         rejected_by = str((order.outcome or {}).get("run_id"))
         publisher.publish(REJECTION_SUBJECT, rejection_message(order), NoticeKind.ORDER_REJECTED.value)
         wait = redelivery_seconds * 2 ** ((order.notice_redeliveries or 0) + 1)
-        store.postpone_notice(
-            order.record_id, rejected_by, at + min(max(wait, 1), MAX_REDELIVERY_WAIT_SECONDS)
-        )
+        store.postpone_notice(order.key, rejected_by, at + min(max(wait, 1), MAX_REDELIVERY_WAIT_SECONDS))
     return {"run_id": run_id, "redelivered": len(overdue)}
 
 
@@ -239,6 +243,7 @@ def rejection_message(order: Order) -> str:
     else:  # claimed by an earlier version, which stored no decision: the outcome says the same
         result = OrderResult(
             record_id=order.record_id,
+            trader=order.trader,
             status="rejected",
             power=Decimal(0),
             auction_date=str(outcome.get("auction_date")),
@@ -268,9 +273,9 @@ def deliver_notice(
     if notice.order is None:
         notifier.notify(notice)
         return True
-    record_id, run_id = notice.order
+    key, run_id = notice.order
     delivery = uuid.uuid4().hex  # this delivery's token: only it may finish what it took
-    claim = store.claim_notice(record_id, run_id, int(now), lease_seconds, delivery)
+    claim = store.claim_notice(key, run_id, int(now), lease_seconds, delivery)
     if claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
         logger.info("duplicate notice skipped", extra={"notice_key": notice.key, "because": claim.value})
         return False
@@ -280,8 +285,8 @@ def deliver_notice(
         notifier.notify(notice)
     except Exception:
         if claim is NoticeClaim.CLAIMED:
-            store.finish_notice(record_id, run_id, delivery, delivered=False)
+            store.finish_notice(key, run_id, delivery, delivered=False)
         raise
     if claim is NoticeClaim.CLAIMED:
-        store.finish_notice(record_id, run_id, delivery, delivered=True)
+        store.finish_notice(key, run_id, delivery, delivered=True)
     return True

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from energy_auction.market import OrderResult
 from energy_auction.notifications import Notice
-from energy_auction.orders import Decision, NoticeClaim, Order, OrderStatus
+from energy_auction.orders import Decision, NoticeClaim, Order, OrderPage, OrderQuery, OrderStatus
 
 
 class AuctionMarket(Protocol):
@@ -66,7 +66,7 @@ class Notifier(Protocol):
 
 
 class OrderStore(Protocol):
-    """Durable storage of orders, keyed by record_id."""
+    """Durable storage of orders, keyed by ``Order.key`` (the trader's key and the record_id)."""
 
     def put_orders(self, orders: Sequence[Order], now: int) -> None:
         """Store all of ``orders`` or none of them, durably, before returning.
@@ -86,8 +86,39 @@ class OrderStore(Protocol):
         """
         ...
 
-    def get_order(self, record_id: str) -> Order | None:
-        """The stored order, expired or not (callers filter on ``expires_at``), or None."""
+    def get_order(self, key: str) -> Order | None:
+        """The stored order with this ``Order.key``, expired or not (callers filter on
+        ``expires_at``), or None."""
+        ...
+
+    def list_orders(self, query: OrderQuery) -> OrderPage:
+        """The orders ``query`` wants (``OrderQuery.wants``), newest first (``Order.listed_at``
+        descending), at most ``query.limit``; ``next_before`` is where the next page starts, None
+        when nothing is left. A page may hold fewer than ``limit`` orders and still go on: it
+        looks at no more than ``LIST_EXAMINED_MAX`` stored orders.
+
+        On DynamoDB this is a query on a listing index (the trader's, or all traders' over its
+        shards), never a scan, and expired orders are not read at all.
+        """
+        ...
+
+    def cancel_order(self, key: str, now: int) -> Order:
+        """Cancel the pending order with this key (``Order.is_cancellable``): status ``cancelled``,
+        ``cancelled_at`` now; it leaves the pending orders at once. Cancelling a cancelled order
+        returns it unchanged. Decided by one conditional write, so a run's claim and a cancel never
+        both win.
+
+        Raises
+        ------
+        OrderNotFound
+            No live order with this key.
+        OrderLocked
+            A run holds the order, or the market decided it and a run will settle it.
+        OrdersAlreadyProcessed
+            The order is accepted or rejected.
+        StorageUnavailable
+            Storage kept failing after bounded retries; nothing changed.
+        """
         ...
 
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
@@ -101,13 +132,14 @@ class OrderStore(Protocol):
 
     def claim_orders(
         self,
-        record_ids: Sequence[str],
+        keys: Sequence[str],
         run_id: str,
         now: int,
         lease_seconds: int,
         decisions: Mapping[str, Decision] | None = None,
     ) -> list[Order]:
-        """Claim these orders for ``run_id`` until ``now + lease_seconds``; returns the claimed orders.
+        """Claim the orders with these keys for ``run_id`` until ``now + lease_seconds``; returns
+        the claimed orders.
 
         An order is claimed when it is pending, live or decided (``Order.is_claimable``), and is
         unclaimed, its claim has lapsed, or ``run_id`` already holds it (so a retried FetchResults
@@ -115,7 +147,7 @@ class OrderStore(Protocol):
         they were processed, replaced or expired) are left out silently. Safe against concurrent
         runs: each order goes to one run.
 
-        ``decisions`` holds the market's answer for orders that had none: it is stored with the
+        ``decisions`` (by key) holds the market's answer for orders that had none: it is stored with the
         claim, in the same write, and only on the submission it was made for
         (``Decision.submitted_at``); an order decided before keeps its first decision. An order
         with a decision in ``decisions`` that was replaced since is not claimed.
@@ -124,7 +156,7 @@ class OrderStore(Protocol):
 
     def complete_order(
         self,
-        record_id: str,
+        key: str,
         run_id: str,
         status: OrderStatus,
         outcome: dict[str, Any],
@@ -148,22 +180,20 @@ class OrderStore(Protocol):
         """
         ...
 
-    def release_order(self, record_id: str, run_id: str) -> None:
+    def release_order(self, key: str, run_id: str) -> None:
         """Give back the claim ``run_id`` holds on a still-pending order; a no-op otherwise.
 
         The order keeps its decision: the next run settles it the same way."""
         ...
 
-    def claim_notice(
-        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
-    ) -> NoticeClaim:
-        """Take the owed rejection notice of ``record_id`` (rejected by ``run_id``) for the delivery
+    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
+        """Take the owed rejection notice of the order ``key`` (rejected by ``run_id``) for the delivery
         ``delivery`` (a token of its own), until ``now + lease_seconds``; says what the notifier
         should do (see ``NoticeClaim``). Taking it again with the same token (a retried call whose
         first attempt committed) answers CLAIMED."""
         ...
 
-    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
         """End the delivery ``delivery`` took with ``claim_notice``: delivered, the notice is no
         longer owed; not delivered, it is given back for the next attempt. A no-op when another
         delivery holds the notice now (this one outlived its lease)."""
@@ -174,7 +204,7 @@ class OrderStore(Protocol):
         delivered: at most ``limit``, the longest overdue first. Never a scan on DynamoDB."""
         ...
 
-    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+    def postpone_notice(self, key: str, run_id: str, due_at: int) -> None:
         """After an owed notice was published again: wait until ``due_at`` before the next time,
         and count the redelivery. A no-op when the notice is no longer owed."""
         ...

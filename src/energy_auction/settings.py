@@ -77,6 +77,10 @@ class Settings:
     """Overrides the signing secret (local stack); on AWS the secret is read from Secrets Manager."""
     jwt_secret_id: str | None = _setting(None, _optional)
     """Secrets Manager name of the JWT signing secret (set by the deployment)."""
+    cursor_secret: str | None = _setting(None, _optional, repr=False)
+    """Overrides the key that signs listing cursors (tests); locally it is the file ``cursor-secret``."""
+    cursor_secret_id: str | None = _setting(None, _optional)
+    """Secrets Manager name of the cursor signing key (set by the deployment; only the API reads it)."""
     jwt_issuer: str | None = _setting(None, _optional)
     jwt_audience: str | None = _setting(None, _optional)
     jwt_leeway_seconds: int = _setting(0, int, 0, 300)
@@ -172,6 +176,10 @@ class Settings:
     @property
     def jwt_secret_file(self) -> Path:
         return self.home / "jwt-secret"
+
+    @property
+    def cursor_secret_file(self) -> Path:
+        return self.home / "cursor-secret"
 
     @property
     def results_dir(self) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,8 +16,19 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from energy_auction import codec
 from energy_auction.adapters.transient import TRANSIENT_CODES
 from energy_auction.backoff import Backoff
-from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
-from energy_auction.orders import RETENTION_SECONDS, Decision, NoticeClaim, Order, OrderStatus
+from energy_auction.errors import ClaimLost, OrderNotFound, OrdersAlreadyProcessed, StorageUnavailable
+from energy_auction.orders import (
+    LIST_EXAMINED_MAX,
+    RETENTION_SECONDS,
+    Decision,
+    NoticeClaim,
+    Order,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    iso_utc,
+    trader_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -33,7 +46,8 @@ _TRANSIENT_CANCELLATIONS = frozenset(
 )
 
 # The orders table (the CDK stack and the tests create it from these names).
-ORDERS_KEY = "record_id"
+ORDERS_KEY = "order_key"
+"""The table's partition key: ``Order.key``, ``<trader key>/<record_id>`` (see ``orders.order_key``)."""
 EXPIRES_ATTRIBUTE = "expires_at"
 """The order's expiry (epoch seconds): the sort key of the pending-orders index."""
 TTL_ATTRIBUTE = "purge_at"
@@ -44,13 +58,32 @@ PENDING_INDEX = "pending-orders"
 projection ALL. Only pending orders carry ``pending_shard``, so the index holds nothing else."""
 PENDING_SHARD_ATTRIBUTE = "pending_shard"
 PENDING_SHARDS = 8
-"""Pending orders spread over this many index partitions (by a hash of record_id)."""
+"""Pending orders spread over this many index partitions (by a hash of the order's key)."""
 NOTICES_INDEX = "owed-notices"
 """Sparse GSI over rejected orders whose notice is owed (the outbox): partition key ``notice_shard``
 (S), sort key ``notice_due_at`` (N), keys only. Only an owed notice carries ``notice_shard``."""
 NOTICE_SHARD_ATTRIBUTE = "notice_shard"
 NOTICE_DUE_ATTRIBUTE = "notice_due_at"
-_STORAGE_ATTRIBUTES = (PENDING_SHARD_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, TTL_ATTRIBUTE)
+TRADER_INDEX = "orders-by-trader"
+"""GSI of every order by its trader, for a trader's listing: partition key ``trader_key`` (S), sort
+key ``listed_at`` (S), keys only. Its keys never change after a submission, so the pipeline's
+updates never write to it."""
+TRADER_KEY_ATTRIBUTE = "trader_key"
+LISTED_AT_ATTRIBUTE = "listed_at"
+TIME_INDEX = "orders-by-time"
+"""GSI of every order over ``LIST_SHARDS`` partitions, for an operator's listing of all traders:
+partition key ``list_shard`` (S), sort key ``listed_at`` (S), keys only; a page merges the shards."""
+LIST_SHARD_ATTRIBUTE = "list_shard"
+LIST_SHARDS = 8
+_STORAGE_ATTRIBUTES = (
+    ORDERS_KEY,
+    PENDING_SHARD_ATTRIBUTE,
+    NOTICE_SHARD_ATTRIBUTE,
+    TTL_ATTRIBUTE,
+    TRADER_KEY_ATTRIBUTE,
+    LISTED_AT_ATTRIBUTE,
+    LIST_SHARD_ATTRIBUTE,
+)
 """Attributes that only place an item in an index or schedule its deletion; not part of the order."""
 
 _T = TypeVar("_T")
@@ -64,11 +97,15 @@ def order_to_item(order: Order) -> dict[str, Any]:
     owed rejection notice carries ``notice_shard`` likewise (the owed-notices index)."""
     plain = order.model_dump(mode="python", exclude_none=True)
     plain["status"] = order.status.value
+    plain[ORDERS_KEY] = order.key
     plain[TTL_ATTRIBUTE] = order.purge_at()
+    plain[TRADER_KEY_ATTRIBUTE] = trader_key(order.trader)
+    plain[LISTED_AT_ATTRIBUTE] = order.listed_at
+    plain[LIST_SHARD_ATTRIBUTE] = index_shard(order.key)
     if order.status is OrderStatus.PENDING:
-        plain[PENDING_SHARD_ATTRIBUTE] = index_shard(order.record_id)
+        plain[PENDING_SHARD_ATTRIBUTE] = index_shard(order.key)
     if order.notice_due_at is not None:
-        plain[NOTICE_SHARD_ATTRIBUTE] = index_shard(order.record_id)
+        plain[NOTICE_SHARD_ATTRIBUTE] = index_shard(order.key)
     return {key: _serializer.serialize(value) for key, value in plain.items()}
 
 
@@ -79,10 +116,10 @@ def item_to_order(item: dict[str, Any]) -> Order:
     return Order.model_validate(plain)
 
 
-def index_shard(record_id: str) -> str:
-    """The index partition of an order (pending-orders and owed-notices): a stable hash, so it
-    survives restarts."""
-    return str(zlib.crc32(record_id.encode()) % PENDING_SHARDS)
+def index_shard(key: str) -> str:
+    """The index partition of an order (pending-orders, owed-notices, orders-by-time) from its key:
+    a stable hash, so it survives restarts."""
+    return str(zlib.crc32(key.encode()) % PENDING_SHARDS)
 
 
 def _error_code(err: ClientError) -> str:
@@ -105,11 +142,16 @@ _CLAIMABLE = (
 )
 # A stored order a submission may replace (Order.is_replaceable).
 _REPLACEABLE = (
-    "attribute_not_exists(record_id) "
+    f"attribute_not_exists({ORDERS_KEY}) OR (#status = :cancelled AND expires_at > :now) "
     "OR (expires_at <= :now AND NOT (#status = :pending AND attribute_exists(decision)) "
     f"AND attribute_not_exists({NOTICE_DUE_ATTRIBUTE})) "
     "OR (#status = :pending AND attribute_not_exists(decision) "
     "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now))"
+)
+# An order its trader may cancel (Order.is_cancellable).
+_CANCELLABLE = (
+    "#status = :pending AND expires_at > :now AND attribute_not_exists(decision) "
+    "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now)"
 )
 # The order's rejection by :run is settled and its notice still owed.
 _OWES_NOTICE = f"#status = :rejected AND #outcome.run_id = :run AND attribute_exists({NOTICE_DUE_ATTRIBUTE})"
@@ -117,7 +159,7 @@ _NOTICE_NAMES = {"#status": "status", "#outcome": "outcome"}
 
 
 class DynamoDbOrderStore:
-    """Orders in a DynamoDB table keyed by record_id, TTL on ``expires_at``.
+    """Orders in a DynamoDB table keyed by ``Order.key``, TTL on ``purge_at``.
 
     A submission is one ``TransactWriteItems`` call (at most 100 orders), so it is stored whole or
     not at all, and each Put is conditional: an order the auction has processed, or a pipeline run
@@ -148,6 +190,7 @@ class DynamoDbOrderStore:
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": {
                         ":pending": {"S": OrderStatus.PENDING.value},
+                        ":cancelled": {"S": OrderStatus.CANCELLED.value},
                         ":now": {"N": str(now)},
                     },
                     "ReturnValuesOnConditionCheckFailure": "NONE",
@@ -184,10 +227,10 @@ class DynamoDbOrderStore:
                 break
         raise StorageUnavailable()
 
-    def get_order(self, record_id: str) -> Order | None:
+    def get_order(self, key: str) -> Order | None:
         try:
             response = self._client.get_item(
-                TableName=self._table, Key={"record_id": {"S": record_id}}, ConsistentRead=True
+                TableName=self._table, Key={ORDERS_KEY: {"S": key}}, ConsistentRead=True
             )
         except (ClientError, BotoConnectionError, HTTPClientError) as err:
             if isinstance(err, ClientError) and _error_code(err) not in TRANSIENT_CODES:
@@ -197,7 +240,7 @@ class DynamoDbOrderStore:
         return item_to_order(item) if item else None
 
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Claimable orders (live, or decided), by expiry then record_id.
+        """Claimable orders (live, or decided), by expiry then key.
 
         Two queries per index shard: the live orders, and the expired ones that were decided (an
         expired pending order stays in the index only until the TTL sweep deletes it)."""
@@ -223,7 +266,102 @@ class DynamoDbOrderStore:
                         },
                     )
                 )
-        return sorted(orders, key=lambda o: (o.expires_at, o.record_id))
+        return sorted(orders, key=lambda o: (o.expires_at, o.key))
+
+    def list_orders(self, query: OrderQuery) -> OrderPage:
+        """Keys from the trader's index (or every shard of the time index, merged) newest first,
+        then the orders themselves (BatchGetItem, eventually consistent like the index), a batch at
+        a time until the page is full. Expired orders are outside the key range and never read.
+
+        An index entry the order has moved on from (it was replaced since, so its ``listed_at`` is
+        newer) is skipped: the order is listed once, at its entry for the current submission.
+        """
+        lowest = query.lowest_listed_at()
+        wanted = query.limit + 1  # one more than the page: whether anything is left
+        if query.trader is not None:
+            partitions = [(TRADER_INDEX, TRADER_KEY_ATTRIBUTE, trader_key(query.trader))]
+        else:
+            partitions = [(TIME_INDEX, LIST_SHARD_ATTRIBUTE, str(s)) for s in range(LIST_SHARDS)]
+        listed = heapq.merge(
+            *(self._listed(partition, lowest, query.before, wanted) for partition in partitions), reverse=True
+        )
+        orders: list[Order] = []
+        examined = 0
+        last = None
+        while len(orders) < wanted and examined < LIST_EXAMINED_MAX:
+            batch = list(
+                itertools.islice(
+                    listed, min(_TRANSACTION_ITEMS, wanted - len(orders), LIST_EXAMINED_MAX - examined)
+                )
+            )
+            if not batch:
+                return OrderPage(orders, None)
+            examined += len(batch)
+            found = self._read_orders([key for _, key in batch], consistent=False)
+            for listed_at, key in batch:
+                last = listed_at
+                order = found.get(key)
+                if order is not None and order.listed_at == listed_at and query.wants(order):
+                    orders.append(order)
+        if len(orders) > query.limit:
+            return OrderPage(orders[: query.limit], orders[query.limit - 1].listed_at)
+        return OrderPage(orders, last)  # looked at LIST_EXAMINED_MAX orders: go on from the last
+
+    def _listed(
+        self, partition: tuple[str, str, str], lowest: str, before: str | None, page: int
+    ) -> Iterator[tuple[str, str]]:
+        """``(listed_at, key)`` of one listing index partition (index, key name, key value), newest
+        first, in [lowest, before)."""
+        index, name, value = partition
+        condition = f"{name} = :value AND {LISTED_AT_ATTRIBUTE} >= :lowest"
+        values = {":value": {"S": value}, ":lowest": {"S": lowest}}
+        if before is not None:
+            condition = f"{name} = :value AND {LISTED_AT_ATTRIBUTE} BETWEEN :lowest AND :before"
+            values[":before"] = {"S": before}
+        for item in self._query(
+            IndexName=index,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ScanIndexForward=False,
+            Limit=min(page, _TRANSACTION_ITEMS),
+        ):
+            listed_at = item[LISTED_AT_ATTRIBUTE]["S"]
+            if before is None or listed_at < before:  # BETWEEN includes its upper end
+                yield listed_at, item[ORDERS_KEY]["S"]
+
+    def cancel_order(self, key: str, now: int) -> Order:
+        """One update conditional on the order being cancellable; when the condition fails, the
+        order as it was says why."""
+        try:
+            response = self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={ORDERS_KEY: {"S": key}},
+                # Out of the pending-orders index at once: no run finds it again.
+                UpdateExpression=f"SET #status = :cancelled, cancelled_at = :at "
+                f"REMOVE {PENDING_SHARD_ATTRIBUTE}",
+                ConditionExpression=_CANCELLABLE,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": OrderStatus.PENDING.value},
+                    ":cancelled": {"S": OrderStatus.CANCELLED.value},
+                    ":now": {"N": str(now)},
+                    ":at": {"S": iso_utc(now)},
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            item: Any = err.response.get("Item")
+            current = item_to_order(item) if item else None
+            if current is None or not current.is_live(now):
+                raise OrderNotFound(key.partition("/")[2]) from None
+            if current.status is OrderStatus.CANCELLED:
+                return current
+            raise current.cancel_refused(now) from None
+        return item_to_order(response["Attributes"])
 
     def _query(self, **request: Any) -> Iterator[dict[str, Any]]:
         """Every item a query on the table (or one of its indexes) finds, page by page."""
@@ -237,7 +375,7 @@ class DynamoDbOrderStore:
 
     def claim_orders(
         self,
-        record_ids: Sequence[str],
+        keys: Sequence[str],
         run_id: str,
         now: int,
         lease_seconds: int,
@@ -251,12 +389,12 @@ class DynamoDbOrderStore:
 
         Orders whose condition fails are dropped from the transaction and the rest retried, so
         claiming n orders takes about n/100 transactions and n/100 batch reads. Returns the claimed
-        orders in the order of ``record_ids``. When it raises ``StorageUnavailable`` some orders may
+        orders in the order of ``keys``. When it raises ``StorageUnavailable`` some orders may
         be claimed already; the same run claiming again gets them back.
         """
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        unique = list(dict.fromkeys(record_ids))  # a transaction may not touch one item twice
+        unique = list(dict.fromkeys(keys))  # a transaction may not touch one item twice
         claimed: list[str] = []
         for chunk in _chunks(unique, _TRANSACTION_ITEMS):
             claimed.extend(self._claim_chunk(chunk, run_id, now, now + lease_seconds, decisions or {}))
@@ -266,7 +404,7 @@ class DynamoDbOrderStore:
 
     def complete_order(
         self,
-        record_id: str,
+        key: str,
         run_id: str,
         status: OrderStatus,
         outcome: dict[str, Any],
@@ -296,14 +434,14 @@ class DynamoDbOrderStore:
         if status is OrderStatus.REJECTED and notice_due_at is not None:
             update += f", {NOTICE_DUE_ATTRIBUTE} = :due, {NOTICE_SHARD_ATTRIBUTE} = :notice_shard"
             values[":due"] = {"N": str(notice_due_at)}
-            values[":notice_shard"] = {"S": index_shard(record_id)}
+            values[":notice_shard"] = {"S": index_shard(key)}
         else:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE]
         try:
             self._call(
                 self._client.update_item,
                 TableName=self._table,
-                Key={ORDERS_KEY: {"S": record_id}},
+                Key={ORDERS_KEY: {"S": key}},
                 UpdateExpression=f"{update} REMOVE {', '.join(removed)}",
                 ConditionExpression="#status = :pending AND claim_run_id = :run",
                 ExpressionAttributeNames={"#status": "status"},
@@ -316,15 +454,15 @@ class DynamoDbOrderStore:
             item: Any = err.response.get("Item")  # the order as it was (ReturnValuesOnConditionCheckFailure)
             current = item_to_order(item) if item else None
             if current is None or not current.completed_by(run_id, status):
-                raise ClaimLost(f"run {run_id!r} does not hold order {record_id!r}") from None
+                raise ClaimLost(f"run {run_id!r} does not hold order {key!r}") from None
 
-    def release_order(self, record_id: str, run_id: str) -> None:
+    def release_order(self, key: str, run_id: str) -> None:
         """Remove the claim with an update conditional on it; a failed condition: nothing to give back."""
         try:
             self._call(
                 self._client.update_item,
                 TableName=self._table,
-                Key={ORDERS_KEY: {"S": record_id}},
+                Key={ORDERS_KEY: {"S": key}},
                 UpdateExpression="REMOVE claim_run_id, claim_expires_at",
                 ConditionExpression="claim_run_id = :run AND #status = :pending",
                 ExpressionAttributeNames={"#status": "status"},
@@ -337,16 +475,14 @@ class DynamoDbOrderStore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
 
-    def claim_notice(
-        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
-    ) -> NoticeClaim:
+    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
         """One conditional update takes the delivery; when its condition fails, the order as it was
         says why (delivered, busy, or no such notice)."""
         try:
             self._call(
                 self._client.update_item,
                 TableName=self._table,
-                Key={ORDERS_KEY: {"S": record_id}},
+                Key={ORDERS_KEY: {"S": key}},
                 UpdateExpression="SET notice_lease_until = :until, notice_delivery = :delivery",
                 ConditionExpression=f"{_OWES_NOTICE} AND (attribute_not_exists(notice_lease_until) "
                 "OR notice_lease_until <= :now OR notice_delivery = :delivery)",
@@ -370,12 +506,12 @@ class DynamoDbOrderStore:
             return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
         return NoticeClaim.CLAIMED
 
-    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
         removed = ["notice_lease_until", "notice_delivery"]
         if delivered:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, "notice_redeliveries"]
         self._update_owed_notice(
-            record_id,
+            key,
             run_id,
             f"REMOVE {', '.join(removed)}",
             {":delivery": {"S": delivery}},
@@ -402,7 +538,7 @@ class DynamoDbOrderStore:
                 if count >= limit:
                     break
         # Read only the most overdue ones (with room for those a delivery holds right now).
-        keys = [record_id for _, record_id in sorted(due)[: 2 * limit]]
+        keys = [key for _, key in sorted(due)[: 2 * limit]]
         found = self._read_orders(keys)
         ready = [
             o
@@ -412,11 +548,11 @@ class DynamoDbOrderStore:
             and (o.notice_lease_until or 0) <= now
             and o.status is OrderStatus.REJECTED
         ]
-        return sorted(ready, key=lambda o: (o.notice_due_at or 0, o.record_id))[:limit]
+        return sorted(ready, key=lambda o: (o.notice_due_at or 0, o.key))[:limit]
 
-    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+    def postpone_notice(self, key: str, run_id: str, due_at: int) -> None:
         self._update_owed_notice(
-            record_id,
+            key,
             run_id,
             f"SET {NOTICE_DUE_ATTRIBUTE} = :due, "
             "notice_redeliveries = if_not_exists(notice_redeliveries, :zero) + :one",
@@ -424,7 +560,7 @@ class DynamoDbOrderStore:
         )
 
     def _update_owed_notice(
-        self, record_id: str, run_id: str, update: str, values: dict[str, Any], condition: str | None = None
+        self, key: str, run_id: str, update: str, values: dict[str, Any], condition: str | None = None
     ) -> None:
         """Apply ``update`` if the order still owes its rejection notice by ``run_id`` (and
         ``condition`` holds); else nothing."""
@@ -432,7 +568,7 @@ class DynamoDbOrderStore:
             self._call(
                 self._client.update_item,
                 TableName=self._table,
-                Key={ORDERS_KEY: {"S": record_id}},
+                Key={ORDERS_KEY: {"S": key}},
                 UpdateExpression=update,
                 ConditionExpression=f"{_OWES_NOTICE} AND {condition}" if condition else _OWES_NOTICE,
                 ExpressionAttributeNames=_NOTICE_NAMES,
@@ -465,7 +601,7 @@ class DynamoDbOrderStore:
         raise StorageUnavailable()
 
     def _claim_chunk(
-        self, record_ids: Sequence[str], run_id: str, now: int, until: int, decisions: Mapping[str, Decision]
+        self, keys: Sequence[str], run_id: str, now: int, until: int, decisions: Mapping[str, Decision]
     ) -> list[str]:
         """Claim up to 100 orders in one transaction; returns those claimed (all but failed conditions).
 
@@ -479,7 +615,7 @@ class DynamoDbOrderStore:
             ":now": {"N": str(now)},
             ":pending": {"S": OrderStatus.PENDING.value},
         }
-        remaining = list(record_ids)
+        remaining = list(keys)
         failures = 0
         while remaining:
             actions: Any = [self._claim_action(r, values, decisions.get(r)) for r in remaining]
@@ -511,9 +647,7 @@ class DynamoDbOrderStore:
             self._backoff.pause(failures - 1)
         return []
 
-    def _claim_action(
-        self, record_id: str, values: dict[str, Any], decision: Decision | None
-    ) -> dict[str, Any]:
+    def _claim_action(self, key: str, values: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
         update = "SET claim_run_id = :run, claim_expires_at = :until"
         condition = _CLAIMABLE
         if decision is not None:
@@ -530,7 +664,7 @@ class DynamoDbOrderStore:
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {ORDERS_KEY: {"S": record_id}},
+                "Key": {ORDERS_KEY: {"S": key}},
                 "UpdateExpression": update,
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": {"#status": "status"},
@@ -538,23 +672,24 @@ class DynamoDbOrderStore:
             }
         }
 
-    def _read_orders(self, record_ids: Sequence[str]) -> dict[str, Order]:
-        """The stored orders with these record_ids (strongly consistent), 100 keys per BatchGetItem.
+    def _read_orders(self, keys: Sequence[str], *, consistent: bool = True) -> dict[str, Order]:
+        """The stored orders with these keys by key (strongly consistent unless told), 100 keys per
+        BatchGetItem.
 
         BatchGetItem may answer only part of a request (``UnprocessedKeys``, under throttling or the
         16 MB response limit); those keys are asked again after a backoff pause.
         """
         found: dict[str, Order] = {}
-        for chunk in _chunks(record_ids, _TRANSACTION_ITEMS):
+        for chunk in _chunks(keys, _TRANSACTION_ITEMS):
             request: Any = {
-                self._table: {"Keys": [{ORDERS_KEY: {"S": r}} for r in chunk], "ConsistentRead": True}
+                self._table: {"Keys": [{ORDERS_KEY: {"S": k}} for k in chunk], "ConsistentRead": consistent}
             }
             partial = 0
             while request:
                 response = self._call(self._client.batch_get_item, RequestItems=request)
                 for item in response.get("Responses", {}).get(self._table, []):
                     order = item_to_order(item)
-                    found[order.record_id] = order
+                    found[order.key] = order
                 request = response.get("UnprocessedKeys") or None
                 if request:
                     partial += 1

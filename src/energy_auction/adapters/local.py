@@ -17,21 +17,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from energy_auction import codec
-from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
+from energy_auction.errors import (
+    ClaimLost,
+    OrderNotFound,
+    OrdersAlreadyProcessed,
+    StorageUnavailable,
+)
 from energy_auction.observability import logger
-from energy_auction.orders import RETENTION_SECONDS, Decision, NoticeClaim, Order, OrderStatus
+from energy_auction.orders import (
+    RETENTION_SECONDS,
+    Decision,
+    NoticeClaim,
+    Order,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    iso_utc,
+    trader_key,
+)
 
 if TYPE_CHECKING:
     from energy_auction.notifications import Notice
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """``PRAGMA user_version`` of an orders database this code writes. 0 is the first release (no
-decisions, no notice outbox), 2 had no purge time; :meth:`SqliteOrderStore.migrate` brings an
-older one forward when it is opened."""
+decisions, no notice outbox), 2 had no purge time, 3 had no traders (orders keyed by record_id);
+:meth:`SqliteOrderStore.migrate` brings an older one forward when it is opened."""
+
+LEGACY_TRADER = "local-trader"
+"""Who owns the orders of a database written before orders had traders (schema 3 and earlier):
+the subject of ``energy-auction token``'s default token, which is who submitted them unless
+``--sub`` said otherwise. An operator token sees them whatever they were."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
-    record_id          TEXT PRIMARY KEY,
+    order_key          TEXT PRIMARY KEY,
+    record_id          TEXT NOT NULL,
+    trader_key         TEXT NOT NULL,
+    listed_at          TEXT NOT NULL,
     status             TEXT NOT NULL,
     expires_at         INTEGER NOT NULL,
     document           TEXT NOT NULL,
@@ -45,6 +68,8 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, expires_at);
 CREATE INDEX IF NOT EXISTS owed_notices ON orders (notice_due_at) WHERE notice_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS orders_by_purge ON orders (purge_at);
+CREATE INDEX IF NOT EXISTS orders_by_trader ON orders (trader_key, listed_at);
+CREATE INDEX IF NOT EXISTS orders_by_time ON orders (listed_at);
 """
 _ADDED_COLUMNS = {
     "decided": "INTEGER NOT NULL DEFAULT 0",
@@ -52,25 +77,42 @@ _ADDED_COLUMNS = {
     "notice_lease_until": "INTEGER",
     "purge_at": "INTEGER",
 }
-"""Columns a database of an earlier version may lack (its documents lack the fields too)."""
+"""Columns a database of schema 1 to 3 may lack (its documents lack the fields too)."""
 _BACKFILL_PURGE_AT = (
     "UPDATE orders SET purge_at = expires_at + CASE WHEN status = 'rejected'"
     " OR (status = 'pending' AND decided = 1) THEN :retention ELSE 0 END WHERE purge_at IS NULL"
 )
 """``Order.purge_at`` for the rows of an earlier version."""
+_GIVE_TRADERS = """
+INSERT INTO orders (order_key, record_id, trader_key, listed_at, status, expires_at, document,
+    claim_run_id, claim_expires_at, decided, notice_due_at, notice_lease_until, purge_at)
+SELECT :trader_key || '/' || record_id, record_id, :trader_key,
+    json_extract(document, '$.submitted_at') || '|' || :trader_key || '/' || record_id,
+    status, expires_at, json_set(document, '$.trader', :trader), claim_run_id, claim_expires_at,
+    decided, notice_due_at, notice_lease_until, purge_at
+FROM orders_before_traders
+"""
+"""Schema 3 to 4: each order keyed by its trader (:data:`LEGACY_TRADER`) and record_id."""
 _PENDING_SQL = (
     "SELECT document FROM orders INDEXED BY orders_by_status"
     " WHERE status = 'pending' AND (expires_at > :now OR decided = 1)"
     " AND (claim_run_id IS NULL OR claim_expires_at <= :now OR claim_run_id = :run)"
-    " ORDER BY expires_at, record_id"
+    " ORDER BY expires_at, order_key"
 )
 """Claimable orders (``Order.is_claimable``) through the (status, expires_at) index."""
 _OVERDUE_SQL = (
     "SELECT document FROM orders INDEXED BY owed_notices"
     " WHERE notice_due_at IS NOT NULL AND notice_due_at <= :now"
     " AND (notice_lease_until IS NULL OR notice_lease_until <= :now)"
-    " ORDER BY notice_due_at, record_id LIMIT :limit"
+    " ORDER BY notice_due_at, order_key LIMIT :limit"
 )
+_LIST_SQL = (
+    "SELECT document FROM orders WHERE listed_at >= :lowest AND (:before IS NULL OR listed_at < :before)"
+    " AND expires_at > :now AND (:trader_key IS NULL OR trader_key = :trader_key)"
+    " AND (:status IS NULL OR status = :status)"
+    " ORDER BY listed_at DESC LIMIT :limit"
+)
+"""A listing page (``OrderQuery``), through the (trader_key, listed_at) or (listed_at) index."""
 
 _IN_CLAUSE_SIZE = 500
 """Record ids per ``IN (...)`` query, well under SQLite's limit on bound parameters."""
@@ -225,15 +267,23 @@ class SqliteOrderStore:
                     f"the order database {self.path} was written by a newer energy-auction "
                     f"(schema {version}; this one knows {SCHEMA_VERSION})"
                 )
-            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchone():
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchone()
+            if exists and version < 4:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
                 for name, kind in _ADDED_COLUMNS.items():
                     if name not in columns:
                         db.execute(f"ALTER TABLE orders ADD COLUMN {name} {kind}")
                 db.execute(_BACKFILL_PURGE_AT, {"retention": RETENTION_SECONDS})
+                db.execute("ALTER TABLE orders RENAME TO orders_before_traders")
+                for index in ("orders_by_status", "owed_notices", "orders_by_purge"):
+                    db.execute(f"DROP INDEX IF EXISTS {index}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            if exists and version < 4:
+                legacy = {"trader": LEGACY_TRADER, "trader_key": trader_key(LEGACY_TRADER)}
+                db.execute(_GIVE_TRADERS, legacy)
+                db.execute("DROP TABLE orders_before_traders")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -242,12 +292,15 @@ class SqliteOrderStore:
     @staticmethod
     def _write(db: sqlite3.Connection, orders: Sequence[Order]) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO orders (record_id, status, expires_at, document, claim_run_id,"
-            " claim_expires_at, decided, notice_due_at, notice_lease_until, purge_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO orders (order_key, record_id, trader_key, listed_at, status,"
+            " expires_at, document, claim_run_id, claim_expires_at, decided, notice_due_at,"
+            " notice_lease_until, purge_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
+                    o.key,
                     o.record_id,
+                    trader_key(o.trader),
+                    o.listed_at,
                     o.status.value,
                     o.expires_at,
                     codec.dumps(o.model_dump(exclude_none=True)),
@@ -263,19 +316,19 @@ class SqliteOrderStore:
         )
 
     @staticmethod
-    def _read(db: sqlite3.Connection, record_ids: Sequence[str]) -> dict[str, Order]:
+    def _read(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Order]:
         found: dict[str, Order] = {}
-        for start in range(0, len(record_ids), _IN_CLAUSE_SIZE):
-            chunk = record_ids[start : start + _IN_CLAUSE_SIZE]
+        for start in range(0, len(keys), _IN_CLAUSE_SIZE):
+            chunk = keys[start : start + _IN_CLAUSE_SIZE]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT document FROM orders WHERE record_id IN ({marks})"  # noqa: S608 (placeholders only)
+            query = f"SELECT document FROM orders WHERE order_key IN ({marks})"  # noqa: S608 (placeholders only)
             for (document,) in db.execute(query, chunk):
                 order = Order.model_validate(codec.loads(document))
-                found[order.record_id] = order
+                found[order.key] = order
         return found
 
-    def _read_one(self, db: sqlite3.Connection, record_id: str) -> Order | None:
-        return self._read(db, [record_id]).get(record_id)
+    def _read_one(self, db: sqlite3.Connection, key: str) -> Order | None:
+        return self._read(db, [key]).get(key)
 
     def _select(self, query: str, parameters: dict[str, Any]) -> list[Order]:
         try:
@@ -290,23 +343,53 @@ class SqliteOrderStore:
         if not orders:
             return
         with self._transaction() as db:
-            stored = self._read(db, [o.record_id for o in orders])
-            kept = [r for r, order in stored.items() if not order.is_replaceable(now)]
+            stored = self._read(db, [o.key for o in orders])
+            kept = [order.record_id for order in stored.values() if not order.is_replaceable(now)]
             if kept:
                 raise OrdersAlreadyProcessed(kept)
             self._write(db, orders)
 
-    def get_order(self, record_id: str) -> Order | None:
-        found = self._select("SELECT document FROM orders WHERE record_id = :id", {"id": record_id})
+    def get_order(self, key: str) -> Order | None:
+        found = self._select("SELECT document FROM orders WHERE order_key = :key", {"key": key})
         return found[0] if found else None
 
+    def list_orders(self, query: OrderQuery) -> OrderPage:
+        found = self._select(
+            _LIST_SQL,
+            {
+                "lowest": query.lowest_listed_at(),
+                "before": query.before,
+                "now": query.now,
+                "trader_key": trader_key(query.trader) if query.trader is not None else None,
+                "status": query.status.value if query.status else None,
+                "limit": query.limit + 1,
+            },
+        )
+        page = found[: query.limit]
+        return OrderPage(page, page[-1].listed_at if len(found) > query.limit else None)
+
+    def cancel_order(self, key: str, now: int) -> Order:
+        with self._transaction() as db:
+            order = self._read_one(db, key)
+            if order is None or not order.is_live(now):
+                raise OrderNotFound(key.partition("/")[2])
+            if order.status is OrderStatus.CANCELLED:
+                return order
+            if not order.is_cancellable(now):
+                raise order.cancel_refused(now)
+            cancelled = order.model_copy(
+                update={"status": OrderStatus.CANCELLED, "cancelled_at": iso_utc(now)}
+            )
+            self._write(db, [cancelled])
+            return cancelled
+
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Claimable orders (live, or decided), by expiry then record_id."""
+        """Claimable orders (live, or decided), by expiry then key."""
         return self._select(_PENDING_SQL, {"now": now, "run": run_id})
 
     def claim_orders(
         self,
-        record_ids: Sequence[str],
+        keys: Sequence[str],
         run_id: str,
         now: int,
         lease_seconds: int,
@@ -315,17 +398,17 @@ class SqliteOrderStore:
         """Claim the claimable ones of these orders in one transaction; returns them in input order."""
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        unique = list(dict.fromkeys(record_ids))
+        unique = list(dict.fromkeys(keys))
         given = decisions or {}
         with self._transaction() as db:
             found = self._read(db, unique)
             claimed = []
-            for record_id in unique:
-                order = found.get(record_id)
+            for key in unique:
+                order = found.get(key)
                 if order is None or not order.is_claimable(run_id, now):
                     continue
                 update: dict[str, Any] = {"claim_run_id": run_id, "claim_expires_at": now + lease_seconds}
-                decision = given.get(record_id)
+                decision = given.get(key)
                 if order.decision is None and decision is not None:
                     if decision.submitted_at != order.submitted_at:
                         continue  # replaced since the market was asked: a new order, for the next run
@@ -336,7 +419,7 @@ class SqliteOrderStore:
 
     def complete_order(
         self,
-        record_id: str,
+        key: str,
         run_id: str,
         status: OrderStatus,
         outcome: dict[str, Any],
@@ -345,7 +428,7 @@ class SqliteOrderStore:
     ) -> None:
         """Record the outcome, and for a rejection its owed notice, if ``run_id`` holds the order."""
         with self._transaction() as db:
-            order = self._read_one(db, record_id)
+            order = self._read_one(db, key)
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
                 owed = notice_due_at if status is OrderStatus.REJECTED else None
                 done = order.model_copy(
@@ -362,19 +445,17 @@ class SqliteOrderStore:
                 )
                 self._write(db, [done])
             elif order is None or not order.completed_by(run_id, status):
-                raise ClaimLost(f"run {run_id!r} does not hold order {record_id!r}")
+                raise ClaimLost(f"run {run_id!r} does not hold order {key!r}")
 
-    def release_order(self, record_id: str, run_id: str) -> None:
+    def release_order(self, key: str, run_id: str) -> None:
         with self._transaction() as db:
-            order = self._read_one(db, record_id)
+            order = self._read_one(db, key)
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
                 self._write(db, [order.model_copy(update={"claim_run_id": None, "claim_expires_at": None})])
 
-    def claim_notice(
-        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
-    ) -> NoticeClaim:
+    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
         with self._transaction() as db:
-            order = self._read_one(db, record_id)
+            order = self._read_one(db, key)
             if order is None or not order.completed_by(run_id, OrderStatus.REJECTED):
                 return NoticeClaim.UNKNOWN
             if order.notice_due_at is None:
@@ -385,9 +466,9 @@ class SqliteOrderStore:
             self._write(db, [order.model_copy(update=update)])
             return NoticeClaim.CLAIMED
 
-    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
         with self._transaction() as db:
-            order = self._read_one(db, record_id)
+            order = self._read_one(db, key)
             if order is None or not order.owes_notice(run_id) or order.notice_delivery != delivery:
                 return
             update: dict[str, Any] = {"notice_lease_until": None, "notice_delivery": None}
@@ -398,9 +479,9 @@ class SqliteOrderStore:
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         return self._select(_OVERDUE_SQL, {"now": now, "limit": limit})
 
-    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+    def postpone_notice(self, key: str, run_id: str, due_at: int) -> None:
         with self._transaction() as db:
-            order = self._read_one(db, record_id)
+            order = self._read_one(db, key)
             if order is not None and order.owes_notice(run_id):
                 count = (order.notice_redeliveries or 0) + 1
                 self._write(
@@ -626,8 +707,11 @@ class LocalTopic:
             self._db.close()
 
 
-def load_or_create_secret(path: Path, created: Callable[[Path], None] | None = None) -> str:
-    """The local JWT secret: the text of ``path``, created on first use (mode 0600, 48 random bytes).
+def load_or_create_secret(
+    path: Path, created: Callable[[Path], None] | None = None, what: str = "JWT secret file"
+) -> str:
+    """A local secret (the JWT signing secret, the cursor key): the text of ``path``, created on
+    first use (mode 0600, 48 random bytes); ``what`` names it in errors.
 
     ``created`` is called with ``path`` when this call made the file.
 
@@ -638,16 +722,16 @@ def load_or_create_secret(path: Path, created: Callable[[Path], None] | None = N
         folder, empty or not UTF-8 text); the message names the file and says why.
     """
     try:
-        return _read_secret(path)
+        return _read_secret(path, what)
     except FileNotFoundError:
         pass
     try:
         made = _create_secret(path)
     except OSError as err:
-        raise LocalStoreError(f"cannot use the JWT secret file {path}: {_reason(err)}") from None
+        raise LocalStoreError(f"cannot use the {what} {path}: {_reason(err)}") from None
     if made and created is not None:
         created(path)
-    return _read_secret(path)
+    return _read_secret(path, what)
 
 
 def _create_secret(path: Path) -> bool:
@@ -670,9 +754,9 @@ def _create_secret(path: Path) -> bool:
     return True
 
 
-def _read_secret(path: Path) -> str:
+def _read_secret(path: Path, what: str) -> str:
     """The secret in ``path``; ``FileNotFoundError`` when there is none yet."""
-    refused = f"cannot use the JWT secret file {path}"
+    refused = f"cannot use the {what} {path}"
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

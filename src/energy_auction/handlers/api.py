@@ -1,8 +1,13 @@
-"""API Lambda: POST /orders and GET /orders/{record_id} behind the REQUEST authorizer."""
+"""API Lambda: the routes of ``energy_auction.routes`` behind the REQUEST authorizer.
+
+Each route's operation is a function here of the same name; the caller (the token's subject and
+role) comes from the authorizer's context.
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -11,21 +16,26 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from energy_auction import codec, errors
+from energy_auction import codec, errors, intake
+from energy_auction.auth import Role
 from energy_auction.bootstrap import container
-from energy_auction.intake import find_order, submit_orders
 from energy_auction.observability import logger, metrics, tracer
+from energy_auction.routes import ROUTES, Route
 
 app = APIGatewayRestResolver(serializer=codec.dumps)
 
 _STATUS: dict[type[errors.EnergyAuctionError], HTTPStatus] = {
     errors.InvalidJson: HTTPStatus.BAD_REQUEST,
+    errors.InvalidQuery: HTTPStatus.BAD_REQUEST,
+    errors.InvalidCursor: HTTPStatus.BAD_REQUEST,
     errors.OrdersInvalid: HTTPStatus.UNPROCESSABLE_ENTITY,
     errors.TooManyOrders: HTTPStatus.UNPROCESSABLE_ENTITY,
     errors.BodyTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     errors.UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     errors.OrdersAlreadyProcessed: HTTPStatus.CONFLICT,
+    errors.OrderLocked: HTTPStatus.CONFLICT,
     errors.OrderNotFound: HTTPStatus.NOT_FOUND,
+    errors.RoleForbidden: HTTPStatus.FORBIDDEN,
     errors.StorageUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
@@ -56,8 +66,39 @@ def handle_not_found(_: Exception) -> Response[str]:
     return error_response(status, body["error"], body["message"])
 
 
-@app.post("/orders")
-def post_orders() -> Response[str]:
+def _caller(route: Route) -> intake.Caller:
+    """The token's subject and role, as the authorizer passed them; the route must allow the role
+    (the authorizer's policy already does on AWS: this holds if the policy were ever wider)."""
+    context: dict[str, Any] = dict(app.current_event.request_context.authorizer or {})
+    subject, role = context.get("sub"), context.get("role", Role.TRADER.value)
+    if not isinstance(subject, str) or not subject or role not in set(Role):
+        raise errors.RoleForbidden("the request carries no caller")
+    if Role(role) not in route.roles:
+        raise errors.RoleForbidden(f"a token of role {role} may not {route.summary.lower()}")
+    return intake.Caller(subject, Role(role))
+
+
+def _query(route: Route) -> dict[str, str]:
+    """The query string, each parameter once and each one the route takes."""
+    event = app.current_event
+    single = event.query_string_parameters or {}
+    multi = event.multi_value_query_string_parameters or {}
+    for name in single.keys() | multi.keys():
+        if name not in route.query:
+            known = ", ".join(route.query) or "none"
+            raise errors.InvalidQuery(name, f"is not a parameter of this route (known: {known})")
+        if len(multi.get(name) or []) > 1:
+            raise errors.InvalidQuery(name, "is given more than once")
+    return dict(single)
+
+
+def _json(status: HTTPStatus, document: Any) -> Response[str]:
+    return Response(status, "application/json", codec.dumps(document))
+
+
+def submit_orders(route: Route) -> Response[str]:
+    caller = _caller(route)
+    _query(route)
     event = app.current_event
     content_type = (event.headers.get("content-type") or event.headers.get("Content-Type") or "").lower()
     if content_type and not content_type.split(";")[0].strip().endswith(("/json", "+json")):
@@ -65,22 +106,54 @@ def post_orders() -> Response[str]:
     deps = container()
     # Raw bytes when base64-encoded: the validator reports bodies that are not UTF-8 as invalid JSON.
     body = base64.b64decode(event.body or "") if event.is_base64_encoded else event.body
-    receipt = submit_orders(body, deps.order_store, deps.limits, deps.clock())
+    receipt = intake.submit_orders(body, caller, deps.order_store, deps.limits, deps.clock())
     metrics.add_metric(name="OrdersStored", unit=MetricUnit.Count, value=len(receipt.orders))
     logger.info("orders stored", extra={"count": len(receipt.orders)})
-    return Response(HTTPStatus.CREATED, "application/json", codec.dumps(receipt.as_dict()))
+    return _json(HTTPStatus.CREATED, receipt.as_dict())
 
 
-@app.get("/orders/<record_id>")
-def get_order(record_id: str) -> Response[str]:
+def list_orders(route: Route) -> Response[str]:
+    caller = _caller(route)
     deps = container()
-    order = find_order(deps.order_store, record_id, deps.clock())
+    page = intake.list_orders(deps.order_store, caller, _query(route), deps.clock(), deps.cursor_codec())
+    metrics.add_metric(name="OrdersListed", unit=MetricUnit.Count, value=len(page["orders"]))
+    return _json(HTTPStatus.OK, page)
+
+
+def get_order(route: Route, record_id: str) -> Response[str]:
+    caller = _caller(route)
+    trader = _query(route).get("trader")
+    deps = container()
+    order = intake.find_order(deps.order_store, caller, record_id, deps.clock(), trader)
     metrics.add_metric(name="OrdersRead", unit=MetricUnit.Count, value=1)
-    return Response(HTTPStatus.OK, "application/json", codec.dumps(order.public_view()))
+    return _json(HTTPStatus.OK, order.public_view())
 
 
-# Every answer publishes a metric (OrdersStored, OrdersRead or RequestsRefused): an invocation
-# with none makes Powertools warn "No application metrics to publish".
+def cancel_order(route: Route, record_id: str) -> Response[str]:
+    caller = _caller(route)
+    _query(route)
+    deps = container()
+    order = intake.cancel_order(deps.order_store, caller, record_id, deps.clock())
+    metrics.add_metric(name="OrdersCancelled", unit=MetricUnit.Count, value=1)
+    logger.info("order cancelled", extra={"record_id": record_id})
+    return _json(HTTPStatus.OK, order.public_view())
+
+
+def _register(route: Route, operation: Callable[..., Response[str]]) -> None:
+    rule = route.path.replace("{", "<").replace("}", ">")
+
+    def endpoint(**parameters: str) -> Response[str]:
+        return operation(route, **parameters)
+
+    app.route(rule, route.method)(endpoint)
+
+
+for _route in ROUTES:
+    _register(_route, globals()[_route.operation])
+
+
+# Every answer publishes a metric (OrdersStored, OrdersListed, OrdersRead, OrdersCancelled or
+# RequestsRefused): an invocation with none makes Powertools warn "No application metrics to publish".
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer().capture_lambda_handler
 @metrics.log_metrics

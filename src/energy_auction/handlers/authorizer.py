@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from energy_auction.auth import InvalidToken
+from energy_auction.auth import InvalidToken, Role
 from energy_auction.bootstrap import container
 from energy_auction.observability import logger
+from energy_auction.routes import routes_for
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-
-# The routes one token may call. The policy covers all of them because API Gateway caches it per
-# token and reuses it for every method the authorizer protects.
-ROUTES = (("POST", "orders"), ("GET", "orders/*"))
 
 
 class Unauthorized(Exception):
@@ -33,8 +30,12 @@ class Unauthorized(Exception):
         super().__init__("Unauthorized")
 
 
-def policy_for(method_arn: str, principal: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Allow every route of this API stage for ``principal``.
+def policy_for(method_arn: str, principal: str, role: Role, context: dict[str, Any]) -> dict[str, Any]:
+    """Allow exactly the routes of ``role`` on this API stage for ``principal``.
+
+    The policy covers every route of the role, not only the one called, because API Gateway caches
+    it per token and reuses it for every method the authorizer protects; a route of another role
+    is not in it, so a cached policy never lets a token past its role.
 
     ``method_arn`` is ``arn:<partition>:execute-api:<region>:<account>:<api-id>/<stage>/<VERB>/<path>``.
     """
@@ -50,7 +51,7 @@ def policy_for(method_arn: str, principal: str, context: dict[str, Any]) -> dict
                 {
                     "Action": "execute-api:Invoke",
                     "Effect": "Allow",
-                    "Resource": [f"{api_arn}/{stage}/{verb}/{path}" for verb, path in ROUTES],
+                    "Resource": [f"{api_arn}/{stage}/{r.method}/{r.policy_path}" for r in routes_for(role)],
                 }
             ],
         },
@@ -73,5 +74,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except InvalidToken as err:
         logger.info("token refused", extra={"reason": err.reason})
         raise Unauthorized() from None
-    logger.info("token accepted", extra={"principal": principal.subject})
-    return policy_for(event["methodArn"], principal.subject, {"sub": principal.subject})
+    logger.info("token accepted", extra={"principal": principal.subject, "role": principal.role.value})
+    passed_on = {"sub": principal.subject, "role": principal.role.value}  # the API's caller
+    return policy_for(event["methodArn"], principal.subject, principal.role, passed_on)

@@ -23,25 +23,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from energy_auction.errors import GATEWAY_RESPONSES
 from energy_auction.local.lambdas import LOCAL_ACCOUNT as ACCOUNT
 from energy_auction.local.lambdas import LocalFunction
+from energy_auction.routes import match
 
 STAGE = "local"
 API_ID = "local"
 REGION = "local"
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    resource: str
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(self.resource))
-        return re.compile(f"^{regex}$")
-
-
-ROUTES = (Route("POST", "/orders"), Route("GET", "/orders/{record_id}"))
 
 
 @dataclass
@@ -114,13 +101,13 @@ class LocalGateway:
         if path == "/health" and method in {"GET", "HEAD"}:
             status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
             return json_response(status, {"status": "ok" if self.ready else "starting"})
-        route, path_parameters = self._match(method, path)
+        route, path_parameters, allowed = match(method, path)
         if route is None:
-            known = any(r.pattern.match(path) for r in ROUTES)
-            if known:
+            if allowed:
                 return json_response(
                     HTTPStatus.METHOD_NOT_ALLOWED,
                     {"error": "method_not_allowed", "message": f"{method} is not supported on {path}"},
+                    Allow=", ".join(allowed),
                 )
             return _gateway_response("MISSING_AUTHENTICATION_TOKEN")
 
@@ -133,7 +120,7 @@ class LocalGateway:
         method_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE}/{method}{path}"
         request_context: dict[str, Any] = {
             "resourceId": "local",
-            "resourcePath": route.resource,
+            "resourcePath": route.path,
             "httpMethod": method,
             "path": f"/{STAGE}{path}",
             "stage": STAGE,
@@ -148,7 +135,7 @@ class LocalGateway:
             "identity": {"sourceIp": source_ip, "userAgent": single_headers.get("User-Agent")},
         }
         common = {
-            "resource": route.resource,
+            "resource": route.path,
             "path": path,
             "httpMethod": method,
             "headers": single_headers,
@@ -195,14 +182,6 @@ class LocalGateway:
                 HTTPStatus.BAD_GATEWAY, {"error": "internal_error", "message": "Internal server error"}
             )
         return self._proxy_response(result)
-
-    @staticmethod
-    def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
-        for route in ROUTES:
-            found = route.pattern.match(path)
-            if found and route.method == method:
-                return route, found.groupdict()
-        return None, {}
 
     @staticmethod
     def _proxy_response(result: Any) -> GatewayResponse:
