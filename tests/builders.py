@@ -7,7 +7,19 @@ from decimal import Decimal
 from typing import Any
 
 from energy_auction import codec
-from energy_auction.orders import Limits, Order, new_orders, parse_orders
+from energy_auction.orders import Limits, Order, new_orders, order_key, parse_orders
+
+TRADER = "trader-1"
+"""The trader test orders belong to unless a test says otherwise (the subject of tests.events' tokens)."""
+
+
+def key(record_id: str, trader: str = TRADER) -> str:
+    """The store's key of ``trader``'s order ``record_id``."""
+    return order_key(trader, record_id)
+
+
+def keys(record_ids: Sequence[str], trader: str = TRADER) -> list[str]:
+    return [key(r, trader) for r in record_ids]
 
 
 def store_orders(
@@ -16,10 +28,11 @@ def store_orders(
     *,
     prefix: str = "o",
     now: float | None = None,
+    trader: str = TRADER,
     volume: Callable[[int], Decimal] = lambda i: Decimal(i) + Decimal("0.25"),
 ) -> list[Order]:
-    """Store ``count`` pending orders ``<prefix>0``, ``<prefix>1`` ... in the container's order store,
-    submitted ``now`` (default: the container's clock), 100 a request, through the intake rules;
+    """Store ``count`` pending orders of ``trader``, ``<prefix>0``, ``<prefix>1`` ... in the
+    container's order store, submitted ``now`` (default: the container's clock), 100 a request, through the intake rules;
     ``parameter_1`` is "lot" and ``parameter_2`` is ``volume(i)``, kept exact."""
     at = container.clock() if now is None else now
     stored: list[Order] = []
@@ -30,7 +43,7 @@ def store_orders(
                 for i in range(start, min(count, start + 100))
             ]
         )
-        orders = new_orders(parse_orders(body, Limits()), at)
+        orders = new_orders(parse_orders(body, Limits()), at, trader)
         container.order_store.put_orders(orders, int(at))
         stored += orders
     return stored

@@ -72,10 +72,14 @@ def api_event(
     raw_body: str | bytes | None = None,
     headers: dict[str, str] | None = None,
     principal: str = "trader-1",
+    role: str | None = None,
+    query: dict[str, str | list[str]] | None = None,
 ) -> dict[str, Any]:
     """A proxy event as API Gateway sends it after the authorizer allowed the request.
 
     ``body`` is JSON-encoded (exact decimals); ``raw_body`` is sent as it is (bytes as base64).
+    ``role`` is the authorizer's context ``role`` (None: as the authorizer passes a trader's);
+    ``query`` the query string (a list: the parameter repeated).
     """
     resource, path_parameters = path, None
     if path.startswith("/orders/"):
@@ -91,15 +95,16 @@ def api_event(
     else:
         text = None if body is None else codec.dumps(body)
     context = _context(method, resource, path)
-    context["authorizer"] = {"principalId": principal, "sub": principal}
+    context["authorizer"] = {"principalId": principal, "sub": principal, "role": role or "trader"}
+    multi_query = {k: v if isinstance(v, list) else [v] for k, v in (query or {}).items()}
     return {
         "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": all_headers,
         "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
         "pathParameters": path_parameters,
         "stageVariables": None,
         "requestContext": context,

@@ -20,15 +20,21 @@ from moto.dynamodb.models.table import Table
 
 from energy_auction.adapters.aws import (
     EXPIRES_ATTRIBUTE,
+    LIST_SHARD_ATTRIBUTE,
+    LISTED_AT_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
     NOTICE_SHARD_ATTRIBUTE,
     NOTICES_INDEX,
     ORDERS_KEY,
     PENDING_INDEX,
     PENDING_SHARD_ATTRIBUTE,
+    TIME_INDEX,
+    TRADER_INDEX,
+    TRADER_KEY_ATTRIBUTE,
     TTL_ATTRIBUTE,
 )
 from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus, iso_utc
+from tests.builders import TRADER
 
 NOW = 1_800_000_000
 TABLE = "energy-auction-orders"
@@ -36,9 +42,11 @@ MAX_ATTEMPTS = 4
 
 
 def create_orders_table(client: Any, name: str) -> None:
-    """Create the orders table as the CDK stack does: on demand, key record_id, TTL on purge_at, the
-    sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL)
-    and the sparse owed-notices index (partition notice_shard (S), sort notice_due_at (N), keys only).
+    """Create the orders table as the CDK stack does: on demand, key order_key, TTL on purge_at, the
+    sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL),
+    the sparse owed-notices index (partition notice_shard (S), sort notice_due_at (N), keys only)
+    and the two listing indexes (partition trader_key or list_shard (S), sort listed_at (S), keys
+    only).
     """
     client.create_table(
         TableName=name,
@@ -50,6 +58,9 @@ def create_orders_table(client: Any, name: str) -> None:
             {"AttributeName": EXPIRES_ATTRIBUTE, "AttributeType": "N"},
             {"AttributeName": NOTICE_SHARD_ATTRIBUTE, "AttributeType": "S"},
             {"AttributeName": NOTICE_DUE_ATTRIBUTE, "AttributeType": "N"},
+            {"AttributeName": TRADER_KEY_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": LIST_SHARD_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": LISTED_AT_ATTRIBUTE, "AttributeType": "S"},
         ],
         GlobalSecondaryIndexes=[
             {
@@ -68,6 +79,20 @@ def create_orders_table(client: Any, name: str) -> None:
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
             },
+            *(
+                {
+                    "IndexName": index,
+                    "KeySchema": [
+                        {"AttributeName": partition, "KeyType": "HASH"},
+                        {"AttributeName": LISTED_AT_ATTRIBUTE, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                }
+                for index, partition in (
+                    (TRADER_INDEX, TRADER_KEY_ATTRIBUTE),
+                    (TIME_INDEX, LIST_SHARD_ATTRIBUTE),
+                )
+            ),
         ],
     )
     client.update_time_to_live(
@@ -126,9 +151,11 @@ def pending(
     parameter_1: str = "lot-A",
     parameter_2: Decimal | int = Decimal("12.5"),
     submitted: int = NOW,
+    trader: str = TRADER,
 ) -> Order:
     return Order(
         record_id=record_id,
+        trader=trader,
         parameter_1=parameter_1,
         parameter_2=Decimal(parameter_2),
         submitted_at=iso_utc(submitted),
@@ -141,9 +168,11 @@ def processed(
     *,
     status: OrderStatus = OrderStatus.ACCEPTED,
     expires_at: int = NOW + ORDER_TTL_SECONDS,
+    trader: str = TRADER,
 ) -> Order:
     return Order(
         record_id=record_id,
+        trader=trader,
         parameter_1="lot-A",
         parameter_2=Decimal("12.5"),
         status=status,

@@ -19,6 +19,7 @@ from energy_auction.adapters.local import (
 )
 from energy_auction.notifications import Notice, NoticeKind
 from tests.adapters.stores import NOW, pending
+from tests.builders import key
 
 
 @pytest.fixture(autouse=True)
@@ -108,4 +109,4 @@ def test_a_database_made_by_two_processes_at_once_is_one_database(tmp_path: Path
 
     # Then both use the one file
     first.put_orders([pending("o1")], now=NOW)
-    assert second.get_order("o1") is not None
+    assert second.get_order(key("o1")) is not None

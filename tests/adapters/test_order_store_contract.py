@@ -33,6 +33,7 @@ from energy_auction.orders import (
     parse_orders,
 )
 from tests.adapters.stores import MAX_ATTEMPTS, NOW, TABLE, StoreUnderTest, pending, processed
+from tests.builders import key
 from tests.fakes import FaultyClient
 
 # --- the contract, for both adapters -----------------------------------------------------------
@@ -59,7 +60,7 @@ def test_a_stored_order_reads_back_equal_with_its_number_exact(
 
     # When it is stored and read back
     subject.store.put_orders([order], now=NOW)
-    found = subject.store.get_order("ord-1")
+    found = subject.store.get_order(key("ord-1"))
 
     # Then it is the same order, digit for digit
     assert found == order
@@ -89,7 +90,7 @@ def test_every_parameter_2_the_validator_accepts_can_be_stored(
     subject.store.put_orders(orders, now=NOW)
 
     # Then it reads back equal (no adapter may turn a valid request into a server error)
-    found = subject.store.get_order("edge-1")
+    found = subject.store.get_order(key("edge-1"))
     assert found is not None
     assert found.parameter_2 == orders[0].parameter_2
 
@@ -102,7 +103,7 @@ def test_a_processed_order_reads_back_with_its_status_and_outcome(subject: Store
     subject.store.put_orders([order], now=NOW)
 
     # Then status and outcome (with its exact price) are kept
-    found = subject.store.get_order("ord-1")
+    found = subject.store.get_order(key("ord-1"))
     assert found == order
     assert found is not None
     assert found.status is OrderStatus.ACCEPTED
@@ -112,7 +113,7 @@ def test_a_processed_order_reads_back_with_its_status_and_outcome(subject: Store
 def test_an_unknown_record_id_reads_as_none(subject: StoreUnderTest) -> None:
     subject.store.put_orders([pending("ord-1")], now=NOW)
 
-    assert subject.store.get_order("ord-2") is None
+    assert subject.store.get_order(key("ord-2")) is None
 
 
 def test_a_pending_order_is_replaced_with_a_new_expiry(subject: StoreUnderTest) -> None:
@@ -124,7 +125,7 @@ def test_a_pending_order_is_replaced_with_a_new_expiry(subject: StoreUnderTest) 
     subject.store.put_orders([again], now=NOW)
 
     # Then the new version replaced the old one, and its 24 hours start now
-    found = subject.store.get_order("ord-1")
+    found = subject.store.get_order(key("ord-1"))
     assert found == again
     assert found is not None
     assert found.expires_at == NOW + ORDER_TTL_SECONDS
@@ -141,7 +142,7 @@ def test_storing_the_same_orders_twice_leaves_one_copy(subject: StoreUnderTest) 
 
     # Then it succeeds and there is still one copy of each order
     assert subject.stored_ids() == {"ord-1", "ord-2"}
-    assert [subject.store.get_order(o.record_id) for o in batch] == batch
+    assert [subject.store.get_order(key(o.record_id)) for o in batch] == batch
 
 
 def test_a_batch_touching_processed_live_orders_is_refused_whole(subject: StoreUnderTest) -> None:
@@ -167,9 +168,9 @@ def test_a_batch_touching_processed_live_orders_is_refused_whole(subject: StoreU
     assert refused.value.record_ids == ["ord-accepted", "ord-rejected"]
     assert refused.value.details() == {"record_ids": ["ord-accepted", "ord-rejected"]}
     assert subject.stored_ids() == {"ord-pending", "ord-accepted", "ord-rejected"}
-    assert subject.store.get_order("ord-pending") == old_pending
-    assert subject.store.get_order("ord-accepted") == accepted
-    assert subject.store.get_order("ord-rejected") == rejected
+    assert subject.store.get_order(key("ord-pending")) == old_pending
+    assert subject.store.get_order(key("ord-accepted")) == accepted
+    assert subject.store.get_order(key("ord-rejected")) == rejected
 
 
 @pytest.mark.parametrize(
@@ -189,13 +190,13 @@ def test_a_processed_order_can_be_replaced_once_expired(
     if replaceable:
         subject.store.put_orders([fresh], now=NOW)
         # Then the expired order is gone and the new one is live (expires_at <= now means expired)
-        assert subject.store.get_order("ord-1") == fresh
+        assert subject.store.get_order(key("ord-1")) == fresh
     else:
         with pytest.raises(OrdersAlreadyProcessed) as refused:
             subject.store.put_orders([fresh], now=NOW)
         # Then a processed order that is still live, even for one second, is kept
         assert refused.value.record_ids == ["ord-1"]
-        assert subject.store.get_order("ord-1") == old
+        assert subject.store.get_order(key("ord-1")) == old
 
 
 def test_a_hundred_orders_are_stored_in_one_put(subject: StoreUnderTest) -> None:
@@ -207,8 +208,8 @@ def test_a_hundred_orders_are_stored_in_one_put(subject: StoreUnderTest) -> None
 
     # Then every order is there, as sent
     assert subject.stored_ids() == {o.record_id for o in batch}
-    assert subject.store.get_order("ord-099") == batch[99]
-    assert subject.store.get_order("ord-000") == batch[0]
+    assert subject.store.get_order(key("ord-099")) == batch[99]
+    assert subject.store.get_order(key("ord-000")) == batch[0]
 
 
 def test_an_empty_put_changes_nothing(subject: StoreUnderTest) -> None:
@@ -217,7 +218,7 @@ def test_an_empty_put_changes_nothing(subject: StoreUnderTest) -> None:
     subject.store.put_orders([], now=NOW)
 
     assert subject.stored_ids() == {"ord-1"}
-    assert subject.store.get_order("ord-1") == pending("ord-1")
+    assert subject.store.get_order(key("ord-1")) == pending("ord-1")
 
 
 # --- DynamoDB only: one transaction, retries under injected faults ------------------------------
@@ -271,7 +272,7 @@ def test_dynamodb_retries_other_transient_errors(
     dynamo.put_orders([pending("ord-1")], now=NOW)
 
     assert faulty.calls["transact_write_items"] == 2
-    assert dynamo.get_order("ord-1") == pending("ord-1")
+    assert dynamo.get_order(key("ord-1")) == pending("ord-1")
 
 
 def test_dynamodb_retries_a_transaction_conflict_then_stores(
@@ -360,7 +361,7 @@ def test_dynamodb_retries_after_a_connection_error(dynamo: DynamoDbOrderStore, f
     dynamo.put_orders([pending("ord-1")], now=NOW)
 
     assert faulty.calls["transact_write_items"] == 2
-    assert dynamo.get_order("ord-1") == pending("ord-1")
+    assert dynamo.get_order(key("ord-1")) == pending("ord-1")
 
 
 def test_dynamodb_backoff_pauses_stay_within_their_exponential_bounds(faulty: FaultyClient) -> None:
@@ -419,10 +420,10 @@ def test_dynamodb_read_that_keeps_failing_gives_storage_unavailable(
 
     # When it is read
     with pytest.raises(StorageUnavailable):
-        dynamo.get_order("ord-1")
+        dynamo.get_order(key("ord-1"))
 
     # Then once the fault has passed it reads fine
-    assert dynamo.get_order("ord-1") == pending("ord-1")
+    assert dynamo.get_order(key("ord-1")) == pending("ord-1")
 
 
 def test_dynamodb_read_with_a_non_transient_error_is_not_masked(
@@ -431,7 +432,7 @@ def test_dynamodb_read_with_a_non_transient_error_is_not_masked(
     faulty.fail("get_item", error_code="ResourceNotFoundException")
 
     with pytest.raises(ClientError) as failed:
-        dynamo.get_order("ord-1")
+        dynamo.get_order(key("ord-1"))
 
     assert failed.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
@@ -489,7 +490,7 @@ def test_sqlite_orders_survive_a_restart(sqlite_path: Path) -> None:
     second = SqliteOrderStore(sqlite_path)
     try:
         # Then the orders are there, and the processed one is still protected
-        assert [second.get_order("ord-1"), second.get_order("ord-2")] == batch
+        assert [second.get_order(key("ord-1")), second.get_order(key("ord-2"))] == batch
         with pytest.raises(OrdersAlreadyProcessed):
             second.put_orders([pending("ord-2")], now=NOW)
     finally:
@@ -510,11 +511,11 @@ def test_sqlite_two_stores_on_one_file_see_each_others_writes(sqlite_path: Path)
     try:
         # When one stores an order, the other reads it
         api.put_orders([pending("ord-1")], now=NOW)
-        assert pipeline.get_order("ord-1") == pending("ord-1")
+        assert pipeline.get_order(key("ord-1")) == pending("ord-1")
 
         # And when the other marks it processed, the first refuses to replace it
         pipeline.put_orders([processed("ord-2")], now=NOW)
-        assert api.get_order("ord-2") == processed("ord-2")
+        assert api.get_order(key("ord-2")) == processed("ord-2")
         with pytest.raises(OrdersAlreadyProcessed):
             api.put_orders([pending("ord-2")], now=NOW)
     finally:
@@ -556,7 +557,7 @@ def test_sqlite_concurrent_puts_from_eight_threads_all_land(sqlite_store: StoreU
     # Then every order of every batch is there
     expected = {o.record_id for batch in batches for o in batch}
     assert sqlite_store.stored_ids() == expected
-    assert store.get_order("t7-ord-24") == batches[7][24]
+    assert store.get_order(key("t7-ord-24")) == batches[7][24]
 
 
 def test_dynamodb_write_retries_stop_at_the_time_budget(faulty: FaultyClient) -> None:

@@ -12,6 +12,7 @@ import pytest
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed
 from energy_auction.orders import ORDER_TTL_SECONDS, Decision, NoticeClaim, OrderStatus, iso_utc
 from tests.adapters.stores import NOW, StoreUnderTest, pending
+from tests.builders import key, keys
 
 LEASE = 600
 DELIVERY_LEASE = 300
@@ -34,16 +35,16 @@ def claim_decided(store: object, record_id: str, run_id: str = "run-1") -> None:
     """Store a pending order and claim it for ``run_id`` with the market's acceptance."""
     store.put_orders([pending(record_id)], now=NOW)  # type: ignore[attr-defined]
     given = {record_id: decision(record_id)}
-    assert store.claim_orders([record_id], run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
+    assert store.claim_orders(keys([record_id]), run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
 
 
 def reject(store: object, record_id: str, run_id: str = "run-1", due: int = DUE) -> None:
     """Store a pending order, claim it for ``run_id`` and complete it as rejected (notice owed)."""
     store.put_orders([pending(record_id)], now=NOW)  # type: ignore[attr-defined]
     given = {record_id: decision(record_id, "rejected")}
-    assert store.claim_orders([record_id], run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
+    assert store.claim_orders(keys([record_id]), run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
     outcome = {"status": "rejected", "power": Decimal(0), "run_id": run_id}
-    store.complete_order(record_id, run_id, OrderStatus.REJECTED, outcome, notice_due_at=due)  # type: ignore[attr-defined]
+    store.complete_order(key(record_id), run_id, OrderStatus.REJECTED, outcome, notice_due_at=due)  # type: ignore[attr-defined]
 
 
 # --- Decisions --------------------------------------------------------------------------------
@@ -56,12 +57,12 @@ def test_a_claim_stores_the_markets_decision_with_it(subject: StoreUnderTest) ->
 
     # When a run claims it with the market's decision
     got = store.claim_orders(
-        ["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
+        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
     )
 
     # Then the claimed order, and the order as stored, carry that decision
     assert [o.decision for o in got] == [decision("ord-1")]
-    assert store.get_order("ord-1").decision == decision("ord-1")
+    assert store.get_order(key("ord-1")).decision == decision("ord-1")
 
 
 def test_a_run_taking_over_a_dead_runs_order_keeps_its_first_decision(subject: StoreUnderTest) -> None:
@@ -72,12 +73,16 @@ def test_a_run_taking_over_a_dead_runs_order_keeps_its_first_decision(subject: S
     # When run-2 claims it, with a rejection the market would give now
     later = NOW + LEASE
     got = store.claim_orders(
-        ["ord-1"], "run-2", now=later, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1", "rejected")}
+        keys(["ord-1"]),
+        "run-2",
+        now=later,
+        lease_seconds=LEASE,
+        decisions={"ord-1": decision("ord-1", "rejected")},
     )
 
     # Then run-2 holds it, and the decision is still the first one: an order is decided once
     assert [(o.claim_run_id, o.decision) for o in got] == [("run-2", decision("ord-1"))]
-    assert store.get_order("ord-1").decision == decision("ord-1")
+    assert store.get_order(key("ord-1")).decision == decision("ord-1")
 
 
 def test_a_decision_for_a_submission_that_was_replaced_claims_nothing(subject: StoreUnderTest) -> None:
@@ -88,11 +93,13 @@ def test_a_decision_for_a_submission_that_was_replaced_claims_nothing(subject: S
     store.put_orders([pending("ord-1")], now=NOW)
 
     # When a run claims it with that decision
-    got = store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": stale})
+    got = store.claim_orders(
+        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": stale}
+    )
 
     # Then nothing is claimed: the new order waits, undecided, for the next run
     assert got == []
-    stored = store.get_order("ord-1")
+    stored = store.get_order(key("ord-1"))
     assert (stored.claim_run_id, stored.decision, stored.submitted_at) == (None, None, iso_utc(NOW))
 
 
@@ -108,16 +115,16 @@ def test_a_decided_order_cannot_be_replaced_even_when_its_run_died(subject: Stor
 
         # Then it is refused: the market decided it, and the pipeline settles it as decided
         assert refused.value.record_ids == ["ord-1"]
-    assert store.get_order("ord-1").decision == decision("ord-1")
+    assert store.get_order(key("ord-1")).decision == decision("ord-1")
 
 
 def test_a_release_keeps_the_decision(subject: StoreUnderTest) -> None:
     store = subject.store
     claim_decided(store, "ord-1")
 
-    store.release_order("ord-1", "run-1")
+    store.release_order(key("ord-1"), "run-1")
 
-    stored = store.get_order("ord-1")
+    stored = store.get_order(key("ord-1"))
     assert (stored.claim_run_id, stored.decision) == (None, decision("ord-1"))
 
 
@@ -126,18 +133,20 @@ def test_an_expired_order_is_still_settled_when_it_was_decided(subject: StoreUnd
     store = subject.store
     store.put_orders([pending("decided"), pending("undecided")], now=NOW)
     store.claim_orders(
-        ["decided"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"decided": decision("decided")}
+        keys(["decided"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"decided": decision("decided")}
     )
     after_expiry = NOW + ORDER_TTL_SECONDS + 10
 
     # When the next run looks for orders to claim after their expiry
     found = store.pending_orders(after_expiry, "run-2")
-    got = store.claim_orders([o.record_id for o in found], "run-2", now=after_expiry, lease_seconds=LEASE)
+    got = store.claim_orders(
+        keys([o.record_id for o in found]), "run-2", now=after_expiry, lease_seconds=LEASE
+    )
 
     # Then the decided one is offered and claimed (its decision must be carried out), the other not
     assert [o.record_id for o in found] == ["decided"]
     assert [(o.record_id, o.claim_run_id) for o in got] == [("decided", "run-2")]
-    assert store.claim_orders(["undecided"], "run-2", now=after_expiry, lease_seconds=LEASE) == []
+    assert store.claim_orders(keys(["undecided"]), "run-2", now=after_expiry, lease_seconds=LEASE) == []
 
 
 # --- The outbox of rejection notices -----------------------------------------------------------
@@ -149,7 +158,7 @@ def test_a_rejection_owes_its_notice_from_the_moment_it_is_written(subject: Stor
     reject(store, "ord-1")
 
     # Then the order owes the notice, and it is overdue once DUE has come, not before
-    stored = store.get_order("ord-1")
+    stored = store.get_order(key("ord-1"))
     assert (stored.status, stored.notice_due_at) == (OrderStatus.REJECTED, DUE)
     assert store.overdue_notices(DUE - 1, 10) == []
     assert [o.record_id for o in store.overdue_notices(DUE, 10)] == ["ord-1"]
@@ -158,11 +167,11 @@ def test_a_rejection_owes_its_notice_from_the_moment_it_is_written(subject: Stor
 def test_an_accepted_order_owes_no_notice(subject: StoreUnderTest) -> None:
     store = subject.store
     claim_decided(store, "ord-1")
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"}, notice_due_at=DUE)
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"}, notice_due_at=DUE)
 
-    assert store.get_order("ord-1").notice_due_at is None
+    assert store.get_order(key("ord-1")).notice_due_at is None
     assert store.overdue_notices(DUE + 1, 10) == []
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
 
 
 def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subject: StoreUnderTest) -> None:
@@ -171,44 +180,44 @@ def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subje
     reject(store, "ord-1")
 
     # When a delivery takes it, a second delivery at the same time is told it is busy
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    assert store.claim_notice("ord-1", "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.BUSY
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.BUSY
 
     # When the first delivery succeeds
-    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
+    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
 
     # Then every later copy is a duplicate, and nothing is owed any more
-    assert store.claim_notice("ord-1", "run-1", NOW + 2, DELIVERY_LEASE, "d-2") is NoticeClaim.DELIVERED
-    assert store.get_order("ord-1").notice_due_at is None
+    assert store.claim_notice(key("ord-1"), "run-1", NOW + 2, DELIVERY_LEASE, "d-2") is NoticeClaim.DELIVERED
+    assert store.get_order(key("ord-1")).notice_due_at is None
     assert store.overdue_notices(DUE + 10**6, 10) == []
 
 
 def test_a_failed_delivery_gives_the_notice_back_at_once(subject: StoreUnderTest) -> None:
     store = subject.store
     reject(store, "ord-1")
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
 
-    store.finish_notice("ord-1", "run-1", "d-1", delivered=False)
+    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=False)
 
-    assert store.claim_notice("ord-1", "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
-    assert store.get_order("ord-1").notice_due_at == DUE
+    assert store.claim_notice(key("ord-1"), "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
+    assert store.get_order(key("ord-1")).notice_due_at == DUE
 
 
 def test_a_delivery_that_died_gives_the_notice_back_when_its_lease_lapses(subject: StoreUnderTest) -> None:
     # Given a delivery that took the notice and never finished (its process was killed)
     store = subject.store
     reject(store, "ord-1", due=NOW)
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
 
     # Then the notice is neither deliverable nor overdue while the lease runs, and both after it
     assert store.overdue_notices(NOW + DELIVERY_LEASE - 1, 10) == []
     assert (
-        store.claim_notice("ord-1", "run-1", NOW + DELIVERY_LEASE - 1, DELIVERY_LEASE, "d-2")
+        store.claim_notice(key("ord-1"), "run-1", NOW + DELIVERY_LEASE - 1, DELIVERY_LEASE, "d-2")
         is NoticeClaim.BUSY
     )
     assert [o.record_id for o in store.overdue_notices(NOW + DELIVERY_LEASE, 10)] == ["ord-1"]
     assert (
-        store.claim_notice("ord-1", "run-1", NOW + DELIVERY_LEASE, DELIVERY_LEASE, "d-2")
+        store.claim_notice(key("ord-1"), "run-1", NOW + DELIVERY_LEASE, DELIVERY_LEASE, "d-2")
         is NoticeClaim.CLAIMED
     )
 
@@ -220,12 +229,12 @@ def test_a_notice_the_store_does_not_track_is_unknown(subject: StoreUnderTest) -
     store.put_orders([pending("ord-2")], now=NOW)
 
     # Then a rejection notice naming another run, a pending order or a missing one is untracked
-    assert store.claim_notice("ord-1", "run-9", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
-    assert store.claim_notice("ord-2", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
-    assert store.claim_notice("missing", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notice(key("ord-1"), "run-9", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notice(key("ord-2"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notice(key("missing"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
     # and finishing one changes nothing
-    store.finish_notice("ord-1", "run-9", "d-1", delivered=True)
-    assert store.get_order("ord-1").notice_due_at == DUE
+    store.finish_notice(key("ord-1"), "run-9", "d-1", delivered=True)
+    assert store.get_order(key("ord-1")).notice_due_at == DUE
 
 
 def test_overdue_notices_come_longest_overdue_first_and_at_most_the_limit(subject: StoreUnderTest) -> None:
@@ -245,26 +254,26 @@ def test_a_postponed_notice_waits_until_its_new_due_time_and_counts_the_redelive
     store = subject.store
     reject(store, "ord-1")
 
-    store.postpone_notice("ord-1", "run-1", DUE + 1800)
-    store.postpone_notice("ord-1", "run-1", DUE + 3600)
+    store.postpone_notice(key("ord-1"), "run-1", DUE + 1800)
+    store.postpone_notice(key("ord-1"), "run-1", DUE + 3600)
 
-    stored = store.get_order("ord-1")
+    stored = store.get_order(key("ord-1"))
     assert (stored.notice_due_at, stored.notice_redeliveries) == (DUE + 3600, 2)
     assert store.overdue_notices(DUE + 3599, 10) == []
     assert [o.record_id for o in store.overdue_notices(DUE + 3600, 10)] == ["ord-1"]
     # and once delivered, a postponement (a redelivery that crossed it) changes nothing
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
-    store.postpone_notice("ord-1", "run-1", DUE + 7200)
-    assert store.get_order("ord-1").notice_due_at is None
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
+    store.postpone_notice(key("ord-1"), "run-1", DUE + 7200)
+    assert store.get_order(key("ord-1")).notice_due_at is None
 
 
 def test_the_pipelines_bookkeeping_never_shows_in_the_api_view(subject: StoreUnderTest) -> None:
     store = subject.store
     reject(store, "ord-1")
-    store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1")
+    store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1")
 
-    view = store.get_order("ord-1").public_view()
+    view = store.get_order(key("ord-1")).public_view()
 
     assert set(view) == {
         "record_id",
@@ -283,27 +292,27 @@ def test_a_delivery_that_outlived_its_lease_cannot_undo_the_one_that_took_over(
     # Given a delivery d-1 that stalled past its lease, and d-2 that took the notice over
     store = subject.store
     reject(store, "ord-1", due=NOW)
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
     later = NOW + DELIVERY_LEASE
-    assert store.claim_notice("ord-1", "run-1", later, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", later, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
 
     # When d-1 wakes up and gives the notice back (its post failed)
-    store.finish_notice("ord-1", "run-1", "d-1", delivered=False)
+    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=False)
 
     # Then d-2 still holds it: a third delivery is told it is busy, and d-2 can record it delivered
-    assert store.claim_notice("ord-1", "run-1", later + 1, DELIVERY_LEASE, "d-3") is NoticeClaim.BUSY
-    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
-    assert store.get_order("ord-1").notice_due_at is not None  # d-1's word counts for nothing
-    store.finish_notice("ord-1", "run-1", "d-2", delivered=True)
-    assert store.get_order("ord-1").notice_due_at is None
+    assert store.claim_notice(key("ord-1"), "run-1", later + 1, DELIVERY_LEASE, "d-3") is NoticeClaim.BUSY
+    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
+    assert store.get_order(key("ord-1")).notice_due_at is not None  # d-1's word counts for nothing
+    store.finish_notice(key("ord-1"), "run-1", "d-2", delivered=True)
+    assert store.get_order(key("ord-1")).notice_due_at is None
 
 
 def test_taking_a_notice_again_with_the_same_token_is_still_claimed(subject: StoreUnderTest) -> None:
     # A retried call whose first attempt did commit (the answer was lost) finds its own lease
     store = subject.store
     reject(store, "ord-1")
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    assert store.claim_notice("ord-1", "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
 
 
 def test_an_expired_rejected_order_whose_notice_is_owed_cannot_be_replaced(subject: StoreUnderTest) -> None:
@@ -317,10 +326,10 @@ def test_an_expired_rejected_order_whose_notice_is_owed_cannot_be_replaced(subje
         store.put_orders([pending("ord-1", submitted=expired)], now=expired)
 
     # Then once the notice is delivered, the record_id is free again
-    assert store.claim_notice("ord-1", "run-1", expired, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    store.finish_notice("ord-1", "run-1", "d-1", delivered=True)
+    assert store.claim_notice(key("ord-1"), "run-1", expired, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
     store.put_orders([pending("ord-1", submitted=expired)], now=expired)
-    assert store.get_order("ord-1").status is OrderStatus.PENDING
+    assert store.get_order(key("ord-1")).status is OrderStatus.PENDING
 
 
 def test_a_run_that_lost_its_claim_to_another_cannot_complete_the_order(subject: StoreUnderTest) -> None:
@@ -328,13 +337,13 @@ def test_a_run_that_lost_its_claim_to_another_cannot_complete_the_order(subject:
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
     given = {"ord-1": decision("ord-1")}
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions=given)
-    store.claim_orders(["ord-1"], "run-2", now=NOW + LEASE, lease_seconds=LEASE)
-    store.complete_order("ord-1", "run-2", OrderStatus.ACCEPTED, {"run_id": "run-2"})
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions=given)
+    store.claim_orders(keys(["ord-1"]), "run-2", now=NOW + LEASE, lease_seconds=LEASE)
+    store.complete_order(key("ord-1"), "run-2", OrderStatus.ACCEPTED, {"run_id": "run-2"})
 
     # When run-1, still alive, tries to complete it
     with pytest.raises(ClaimLost):
-        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
+        store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
 
     # Then the order stays settled by run-2
-    assert (store.get_order("ord-1").outcome or {})["run_id"] == "run-2"
+    assert (store.get_order(key("ord-1")).outcome or {})["run_id"] == "run-2"

@@ -41,6 +41,7 @@ from tests.adapters.stores import (
     pending,
     processed,
 )
+from tests.builders import key, keys
 from tests.fakes import FaultyClient
 
 LEASE = 600
@@ -68,8 +69,8 @@ def test_pending_orders_are_the_live_pending_orders_no_run_holds(subject: StoreU
     store.put_orders([pending("expired-old", submitted=NOW - 2 * ORDER_TTL_SECONDS)], now=NOW - 1)
     store.put_orders([processed("accepted"), processed("rejected", status=OrderStatus.REJECTED)], now=NOW)
     store.put_orders([pending("held"), pending("lapsed", submitted=NOW - 30)], now=NOW)
-    store.claim_orders(["held"], "run-1", now=NOW, lease_seconds=LEASE)
-    store.claim_orders(["lapsed"], "run-0", now=NOW - 1000, lease_seconds=LEASE)
+    store.claim_orders(keys(["held"]), "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["lapsed"]), "run-0", now=NOW - 1000, lease_seconds=LEASE)
 
     # When the pipeline asks for pending orders
     found = store.pending_orders(NOW)
@@ -91,14 +92,14 @@ def test_a_claim_returns_the_orders_and_hides_them_until_the_lease_lapses(subjec
     store.put_orders(orders, now=NOW)
 
     # When a run claims two of them
-    got = store.claim_orders(["ord-2", "ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    got = store.claim_orders(keys(["ord-2", "ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then it gets them, in the order asked, carrying its claim
     assert got == [claimed(orders[1], "run-1", NOW + LEASE), claimed(orders[0], "run-1", NOW + LEASE)]
     # And they are out of pending_orders while the lease runs, but still readable one by one
     assert ids(store.pending_orders(NOW)) == ["ord-3"]
     assert ids(store.pending_orders(NOW + LEASE - 1)) == ["ord-3"]
-    assert store.get_order("ord-1") == claimed(orders[0], "run-1", NOW + LEASE)
+    assert store.get_order(key("ord-1")) == claimed(orders[0], "run-1", NOW + LEASE)
     # And once the lease lapses they are pending again
     assert set(ids(store.pending_orders(NOW + LEASE))) == {"ord-1", "ord-2", "ord-3"}
 
@@ -107,18 +108,18 @@ def test_a_run_cannot_claim_orders_another_run_holds(subject: StoreUnderTest) ->
     # Given run-1 holds two of three pending orders
     store = subject.store
     store.put_orders([pending("ord-1"), pending("ord-2"), pending("ord-3")], now=NOW)
-    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # When run-2 claims all three
-    got = store.claim_orders(["ord-1", "ord-2", "ord-3"], "run-2", now=NOW + 5, lease_seconds=LEASE)
+    got = store.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-2", now=NOW + 5, lease_seconds=LEASE)
 
     # Then it gets only the free one, and run-1 keeps its claims
     assert ids(got) == ["ord-3"]
-    held = store.get_order("ord-1")
+    held = store.get_order(key("ord-1"))
     assert (held.claim_run_id, held.claim_expires_at) == ("run-1", NOW + LEASE)
 
     # And once run-1's lease lapses, run-2 can take its orders
-    later = store.claim_orders(["ord-1", "ord-2"], "run-2", now=NOW + LEASE, lease_seconds=LEASE)
+    later = store.claim_orders(keys(["ord-1", "ord-2"]), "run-2", now=NOW + LEASE, lease_seconds=LEASE)
     assert [(o.record_id, o.claim_run_id) for o in later] == [("ord-1", "run-2"), ("ord-2", "run-2")]
 
 
@@ -126,10 +127,10 @@ def test_the_same_run_claiming_again_gets_its_orders_with_a_renewed_lease(subjec
     # Given run-1 claimed two orders (and a retried FetchResults claims them again a minute later)
     store = subject.store
     store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
-    first = store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    first = store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # When the same run claims them again
-    again = store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW + 60, lease_seconds=LEASE)
+    again = store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW + 60, lease_seconds=LEASE)
 
     # Then it gets the same orders, held until a minute later than before
     assert ids(again) == ids(first)
@@ -146,7 +147,7 @@ def test_a_claim_skips_processed_expired_unknown_and_repeated_orders(subject: St
 
     # When a run claims them all, an unknown one, and ord-1 twice
     got = store.claim_orders(
-        ["accepted", "ord-1", "expired", "unknown", "rejected", "ord-1"],
+        keys(["accepted", "ord-1", "expired", "unknown", "rejected", "ord-1"]),
         "run-1",
         now=NOW,
         lease_seconds=LEASE,
@@ -154,13 +155,13 @@ def test_a_claim_skips_processed_expired_unknown_and_repeated_orders(subject: St
 
     # Then it holds only the live pending order, once; the others are unchanged
     assert got == [claimed(pending("ord-1"), "run-1", NOW + LEASE)]
-    assert store.get_order("accepted") == processed("accepted")
-    assert store.get_order("expired").claim_run_id is None
-    assert store.get_order("unknown") is None
+    assert store.get_order(key("accepted")) == processed("accepted")
+    assert store.get_order(key("expired")).claim_run_id is None
+    assert store.get_order(key("unknown")) is None
 
 
 def test_claiming_nothing_claims_nothing(subject: StoreUnderTest) -> None:
-    assert subject.store.claim_orders([], "run-1", now=NOW, lease_seconds=LEASE) == []
+    assert subject.store.claim_orders(keys([]), "run-1", now=NOW, lease_seconds=LEASE) == []
 
 
 def test_runs_claiming_the_same_orders_one_after_another_share_them_out(subject: StoreUnderTest) -> None:
@@ -170,7 +171,7 @@ def test_runs_claiming_the_same_orders_one_after_another_share_them_out(subject:
 
     # When they claim one after another
     got = {
-        run: ids(store.claim_orders([f"ord-{i:02}" for i in wanted], run, now=NOW, lease_seconds=LEASE))
+        run: ids(store.claim_orders(keys([f"ord-{i:02}" for i in wanted]), run, now=NOW, lease_seconds=LEASE))
         for run, wanted in [("run-a", range(0, 20)), ("run-b", range(10, 30)), ("run-c", range(30))]
     }
 
@@ -195,7 +196,7 @@ def test_eight_runs_claiming_at_once_get_each_order_exactly_once(subject: StoreU
         wanted = everything.copy()
         random.Random(run).shuffle(wanted)
         start_together.wait()
-        result: list[Order] = store.claim_orders(wanted, run, now=NOW, lease_seconds=LEASE)
+        result: list[Order] = store.claim_orders(keys(wanted), run, now=NOW, lease_seconds=LEASE)
         return result
 
     # When they all claim at the same time
@@ -206,7 +207,7 @@ def test_eight_runs_claiming_at_once_get_each_order_exactly_once(subject: StoreU
     winners = [(o.record_id, run) for run, orders in got.items() for o in orders]
     assert sorted(r for r, _ in winners) == everything
     for record_id, run in winners:
-        assert store.get_order(record_id).claim_run_id == run
+        assert store.get_order(key(record_id)).claim_run_id == run
     assert store.pending_orders(NOW) == []
 
 
@@ -214,13 +215,13 @@ def test_completing_an_order_records_the_outcome_and_ends_the_claim(subject: Sto
     # Given run-1 holds two orders
     store = subject.store
     store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
-    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # When it completes one as accepted
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
 
     # Then the order has its status and outcome, exactly, and no claim
-    assert store.get_order("ord-1") == pending("ord-1").model_copy(
+    assert store.get_order(key("ord-1")) == pending("ord-1").model_copy(
         update={"status": OrderStatus.ACCEPTED, "outcome": ACCEPTED}
     )
     # And it is not pending any more, not even after the lease would have lapsed
@@ -234,40 +235,40 @@ def test_completing_again_with_the_same_run_and_status_is_a_no_op(subject: Store
     # Given run-1 completed an order as rejected
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
     outcome = {"status": "rejected", "power": 0, "reason": "price too low", "run_id": "run-1"}
-    store.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome)
-    done = store.get_order("ord-1")
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.REJECTED, outcome)
+    done = store.get_order(key("ord-1"))
 
     # When a retried ProcessOrder completes it again, the same way
-    store.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome)
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.REJECTED, outcome)
 
     # Then nothing changed
-    assert store.get_order("ord-1") == done
+    assert store.get_order(key("ord-1")) == done
 
     # But completing it with another status is refused, and changes nothing either
     with pytest.raises(ClaimLost):
-        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, outcome)
-    assert store.get_order("ord-1") == done
+        store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, outcome)
+    assert store.get_order(key("ord-1")) == done
 
 
 def test_the_stored_outcome_names_the_run_that_completed_the_order(subject: StoreUnderTest) -> None:
     # Given run-1 holds an order
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # When it completes it with the outcome the use case settled (a float became its decimal)
     outcome = settled_outcome("run-1", OrderStatus.ACCEPTED, {"power": 2.5})
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, outcome)
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, outcome)
 
     # Then the stored outcome names the run, with the number kept exactly, and a retry is recognised
-    assert store.get_order("ord-1").outcome == {"power": Decimal("2.5"), "run_id": "run-1"}
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, outcome)
+    assert store.get_order(key("ord-1")).outcome == {"power": Decimal("2.5"), "run_id": "run-1"}
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, outcome)
 
 
 def _held_by_another_run(store: Any) -> None:
-    store.claim_orders(["ord-1"], "run-2", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1"]), "run-2", now=NOW, lease_seconds=LEASE)
 
 
 def _never_claimed(store: Any) -> None:
@@ -275,18 +276,18 @@ def _never_claimed(store: Any) -> None:
 
 
 def _released(store: Any) -> None:
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
-    store.release_order("ord-1", "run-1")
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
+    store.release_order(key("ord-1"), "run-1")
 
 
 def _replaced_after_the_lease_lapsed(store: Any) -> None:
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
     store.put_orders([pending("ord-1", submitted=NOW + LEASE)], now=NOW + LEASE)
 
 
 def _completed_by_another_run(store: Any) -> None:
-    store.claim_orders(["ord-1"], "run-2", now=NOW, lease_seconds=LEASE)
-    store.complete_order("ord-1", "run-2", OrderStatus.ACCEPTED, {**ACCEPTED, "run_id": "run-2"})
+    store.claim_orders(keys(["ord-1"]), "run-2", now=NOW, lease_seconds=LEASE)
+    store.complete_order(key("ord-1"), "run-2", OrderStatus.ACCEPTED, {**ACCEPTED, "run_id": "run-2"})
 
 
 @pytest.mark.parametrize(
@@ -307,19 +308,19 @@ def test_completing_an_order_the_run_does_not_hold_raises_claim_lost(
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
     situation(store)
-    before = store.get_order("ord-1")
+    before = store.get_order(key("ord-1"))
 
     # When run-1 completes it
     with pytest.raises(ClaimLost):
-        store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+        store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
 
     # Then the order is unchanged
-    assert store.get_order("ord-1") == before
+    assert store.get_order(key("ord-1")) == before
 
 
 def test_completing_an_unknown_order_raises_claim_lost(subject: StoreUnderTest) -> None:
     with pytest.raises(ClaimLost):
-        subject.store.complete_order("nowhere", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+        subject.store.complete_order(key("nowhere"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
     assert subject.stored_ids() == set()
 
 
@@ -327,33 +328,33 @@ def test_releasing_an_order_makes_it_pending_again(subject: StoreUnderTest) -> N
     # Given run-1 holds two orders
     store = subject.store
     store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
-    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # When it gives one back
-    store.release_order("ord-1", "run-1")
+    store.release_order(key("ord-1"), "run-1")
 
     # Then that one is pending with no claim, at once, and another run may claim it
     assert ids(store.pending_orders(NOW)) == ["ord-1"]
-    assert store.get_order("ord-1") == pending("ord-1")
-    assert ids(store.claim_orders(["ord-1"], "run-2", now=NOW, lease_seconds=LEASE)) == ["ord-1"]
+    assert store.get_order(key("ord-1")) == pending("ord-1")
+    assert ids(store.claim_orders(keys(["ord-1"]), "run-2", now=NOW, lease_seconds=LEASE)) == ["ord-1"]
 
 
 def test_releasing_is_a_no_op_for_a_run_that_does_not_hold_the_order(subject: StoreUnderTest) -> None:
     # Given run-1 holds an order, and another order was completed
     store = subject.store
     store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
-    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
-    store.complete_order("ord-2", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
-    held, done = store.get_order("ord-1"), store.get_order("ord-2")
+    store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
+    store.complete_order(key("ord-2"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    held, done = store.get_order(key("ord-1")), store.get_order(key("ord-2"))
 
     # When run-2 releases the held one, run-1 releases the completed one, and anyone an unknown one
-    store.release_order("ord-1", "run-2")
-    store.release_order("ord-2", "run-1")
-    store.release_order("unknown", "run-1")
+    store.release_order(key("ord-1"), "run-2")
+    store.release_order(key("ord-2"), "run-1")
+    store.release_order(key("unknown"), "run-1")
 
     # Then nothing changed
-    assert store.get_order("ord-1") == held
-    assert store.get_order("ord-2") == done
+    assert store.get_order(key("ord-1")) == held
+    assert store.get_order(key("ord-2")) == done
     assert subject.stored_ids() == {"ord-1", "ord-2"}
 
 
@@ -361,7 +362,7 @@ def test_a_put_refuses_claimed_orders_but_replaces_one_whose_claim_lapsed(subjec
     # Given run-1 holds an order
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # When a trader resubmits it with a new order, while the claim runs
     with pytest.raises(OrdersAlreadyProcessed) as refused:
@@ -370,27 +371,27 @@ def test_a_put_refuses_claimed_orders_but_replaces_one_whose_claim_lapsed(subjec
     # Then the request is refused whole (409), naming the held order
     assert refused.value.record_ids == ["ord-1"]
     assert subject.stored_ids() == {"ord-1"}
-    assert store.get_order("ord-1") == claimed(pending("ord-1"), "run-1", NOW + LEASE)
+    assert store.get_order(key("ord-1")) == claimed(pending("ord-1"), "run-1", NOW + LEASE)
 
     # When it is resubmitted once the claim has lapsed
     fresh = pending("ord-1", parameter_1="lot-B", submitted=NOW + LEASE)
     store.put_orders([fresh], now=NOW + LEASE)
 
     # Then it is replaced: a pending order with no claim
-    assert store.get_order("ord-1") == fresh
+    assert store.get_order(key("ord-1")) == fresh
     assert store.pending_orders(NOW + LEASE) == [fresh]
 
 
 def test_a_put_replaces_a_released_order(subject: StoreUnderTest) -> None:
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
-    store.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
-    store.release_order("ord-1", "run-1")
+    store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
+    store.release_order(key("ord-1"), "run-1")
 
     fresh = pending("ord-1", parameter_2=7, submitted=NOW + 1)
     store.put_orders([fresh], now=NOW + 1)
 
-    assert store.get_order("ord-1") == fresh
+    assert store.get_order(key("ord-1")) == fresh
 
 
 # --- DynamoDB only: the index, call counts, retries under injected faults -----------------------
@@ -484,7 +485,7 @@ def test_dynamodb_claims_a_thousand_orders_in_a_few_calls(
     _seed(faulty, [pending(r) for r in everything])
 
     # When a run claims them all
-    got = dynamo.claim_orders(everything, "run-1", now=NOW, lease_seconds=LEASE)
+    got = dynamo.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then it has them all, for 10 transactions and 10 batch reads
     assert ids(got) == everything
@@ -501,7 +502,7 @@ def test_dynamodb_claims_the_free_half_of_orders_in_a_few_calls(
     _seed(faulty, [pending(r) for r in everything[1::2]])
 
     # When a run claims them all
-    got = dynamo.claim_orders(everything, "run-1", now=NOW, lease_seconds=LEASE)
+    got = dynamo.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then it has the free half; each transaction was cancelled once and retried without the held
     # orders, at once (a failed condition is not worth a pause)
@@ -522,13 +523,13 @@ def test_dynamodb_claim_drops_failed_conditions_and_claims_the_others(
     )
 
     # When a run claims them
-    got = dynamo.claim_orders(["ord-1", "ord-2", "ord-3"], "run-1", now=NOW, lease_seconds=LEASE)
+    got = dynamo.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then it retried at once without the failed one, and holds the other two
     assert ids(got) == ["ord-1", "ord-3"]
     assert faulty.calls["transact_write_items"] == 2
     assert sleeps == []
-    assert dynamo.get_order("ord-2").claim_run_id is None
+    assert dynamo.get_order(key("ord-2")).claim_run_id is None
 
 
 def test_dynamodb_claim_retries_a_conflict_with_backoff(
@@ -544,7 +545,7 @@ def test_dynamodb_claim_retries_a_conflict_with_backoff(
     faulty.fail("transact_write_items", error_code="ThrottlingException")
 
     # When a run claims them
-    got = dynamo.claim_orders(["ord-1", "ord-2", "ord-3"], "run-1", now=NOW, lease_seconds=LEASE)
+    got = dynamo.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then the conflicted one was retried with the rest, after a pause for each transient failure
     assert ids(got) == ["ord-1", "ord-3"]
@@ -559,10 +560,10 @@ def test_dynamodb_claim_that_keeps_being_throttled_gives_storage_unavailable(
     faulty.fail("transact_write_items", error_code="ThrottlingException", times=MAX_ATTEMPTS)
 
     with pytest.raises(StorageUnavailable):
-        dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+        dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     assert faulty.calls["transact_write_items"] == MAX_ATTEMPTS
-    assert dynamo.get_order("ord-1") == pending("ord-1")
+    assert dynamo.get_order(key("ord-1")) == pending("ord-1")
 
 
 def _defer_half(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
@@ -586,7 +587,7 @@ def test_dynamodb_claim_reads_back_unprocessed_keys(
     faulty.transform("batch_get_item", _defer_half)
 
     # When a run claims them
-    got = dynamo.claim_orders(everything, "run-1", now=NOW, lease_seconds=LEASE)
+    got = dynamo.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then it asked again for the unprocessed keys, after a pause, and returns every order
     assert ids(got) == everything
@@ -603,11 +604,11 @@ def test_dynamodb_claim_whose_reads_stay_unprocessed_gives_storage_unavailable(
 
     # When a run claims the orders
     with pytest.raises(StorageUnavailable):
-        dynamo.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+        dynamo.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     # Then it gave up after max_attempts reads; the orders stay claimed, so claiming again gets them
     assert faulty.calls["batch_get_item"] == MAX_ATTEMPTS
-    assert ids(dynamo.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)) == [
+    assert ids(dynamo.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)) == [
         "ord-1",
         "ord-2",
     ]
@@ -618,16 +619,16 @@ def test_dynamodb_complete_retries_throttling(
 ) -> None:
     # Given run-1 holds an order, and DynamoDB throttles the first two updates
     dynamo.put_orders([pending("ord-1")], now=NOW)
-    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
     faulty.fail("update_item", error_code="ThrottlingException", times=2)
 
     # When it completes the order
-    dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
 
     # Then the third update did it, after two pauses
     assert faulty.calls["update_item"] == 3
     assert len(sleeps) == 2
-    assert dynamo.get_order("ord-1").status is OrderStatus.ACCEPTED
+    assert dynamo.get_order(key("ord-1")).status is OrderStatus.ACCEPTED
 
 
 def test_dynamodb_complete_that_keeps_being_throttled_gives_storage_unavailable(
@@ -635,16 +636,16 @@ def test_dynamodb_complete_that_keeps_being_throttled_gives_storage_unavailable(
 ) -> None:
     # Given run-1 holds an order, and DynamoDB throttles every update
     dynamo.put_orders([pending("ord-1")], now=NOW)
-    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
     faulty.fail("update_item", error_code="ThrottlingException", times=MAX_ATTEMPTS)
 
     # When it completes the order
     with pytest.raises(StorageUnavailable):
-        dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+        dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
 
     # Then it gave up after max_attempts; the order is still pending and held by run-1
     assert faulty.calls["update_item"] == MAX_ATTEMPTS
-    assert dynamo.get_order("ord-1") == claimed(pending("ord-1"), "run-1", NOW + LEASE)
+    assert dynamo.get_order(key("ord-1")) == claimed(pending("ord-1"), "run-1", NOW + LEASE)
 
 
 def test_dynamodb_complete_whose_answer_was_lost_succeeds_on_retry(
@@ -652,7 +653,7 @@ def test_dynamodb_complete_whose_answer_was_lost_succeeds_on_retry(
 ) -> None:
     # Given run-1 holds an order, and the connection drops after DynamoDB applied the first update
     dynamo.put_orders([pending("ord-1")], now=NOW)
-    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
 
     def lose_the_answer(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         raise EndpointConnectionError(endpoint_url="http://dynamodb")
@@ -660,11 +661,11 @@ def test_dynamodb_complete_whose_answer_was_lost_succeeds_on_retry(
     faulty.transform("update_item", lose_the_answer)
 
     # When it completes the order
-    dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
 
     # Then the retry found its own outcome already there and succeeded
     assert faulty.calls["update_item"] == 2
-    assert dynamo.get_order("ord-1").outcome == ACCEPTED
+    assert dynamo.get_order(key("ord-1")).outcome == ACCEPTED
 
 
 def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -> None:
@@ -674,7 +675,7 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     assert shard in [{"S": str(n)} for n in range(8)]
 
     # When a run claims it, it stays in the index, with the claim as plain attributes
-    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE)
+    dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
     item = _raw_item(faulty, "ord-1")
     assert item["pending_shard"] == shard
     assert item["claim_run_id"] == {"S": "run-1"}
@@ -684,7 +685,7 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     # index (the outbox), and the claim is gone; the outcome is a map; the TTL keeps it 14 days
     # longer, so every copy of its notice is recognised
     outcome = {"power": Decimal("0.5"), "run_id": "run-1"}
-    dynamo.complete_order("ord-1", "run-1", OrderStatus.REJECTED, outcome, notice_due_at=NOW + 900)
+    dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.REJECTED, outcome, notice_due_at=NOW + 900)
     item = _raw_item(faulty, "ord-1")
     assert set(item) == {
         "record_id",
@@ -704,8 +705,8 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     assert (item["notice_due_at"], item["notice_shard"]) == ({"N": str(NOW + 900)}, shard)
 
     # When the notifier has delivered its notice, it leaves the owed-notices index too
-    assert dynamo.claim_notice("ord-1", "run-1", NOW + 1, 300, "delivery-1") is NoticeClaim.CLAIMED
-    dynamo.finish_notice("ord-1", "run-1", "delivery-1", delivered=True)
+    assert dynamo.claim_notice(key("ord-1"), "run-1", NOW + 1, 300, "delivery-1") is NoticeClaim.CLAIMED
+    dynamo.finish_notice(key("ord-1"), "run-1", "delivery-1", delivered=True)
     assert set(_raw_item(faulty, "ord-1")) == set(item) - {"notice_due_at", "notice_shard"}
 
 
@@ -754,11 +755,11 @@ def test_sqlite_claim_columns_stay_in_step_with_the_document(
 
     # Given orders that go through every step of the pipeline
     store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
-    store.claim_orders(["ord-1", "ord-2"], "run-1", now=NOW, lease_seconds=LEASE)
+    store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
     assert columns_and_document() == [("pending", NOW + ORDER_TTL_SECONDS, "run-1", NOW + LEASE)] * 2
 
-    store.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, ACCEPTED)
-    store.release_order("ord-2", "run-1")
+    store.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, ACCEPTED)
+    store.release_order(key("ord-2"), "run-1")
 
     # Then the columns say what the document says, at every step
     assert columns_and_document() == [
@@ -777,7 +778,7 @@ def test_sqlite_runs_in_two_processes_claim_each_order_once(sqlite_path: Path) -
 
     def claim(n: int) -> list[str]:
         start_together.wait()
-        return ids(stores[n].claim_orders(everything, f"run-{n}", now=NOW, lease_seconds=LEASE))
+        return ids(stores[n].claim_orders(keys(everything), f"run-{n}", now=NOW, lease_seconds=LEASE))
 
     try:
         # When each claims all of them at once
@@ -807,9 +808,9 @@ def test_dynamodb_keeps_a_decided_order_past_its_expiry_until_it_is_settled(
         decided_at=iso_utc(NOW),
         submitted_at=iso_utc(NOW),
     )
-    dynamo.claim_orders(["ord-1"], "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision})
+    dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision})
     assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires + RETENTION_SECONDS
 
     # And once it is settled as accepted, at its expiry again
-    dynamo.complete_order("ord-1", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
+    dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
     assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires

@@ -22,6 +22,7 @@ from energy_auction.adapters.local import (
 )
 from energy_auction.orders import ORDER_TTL_SECONDS, RETENTION_SECONDS, Decision, OrderStatus, iso_utc
 from tests.adapters.stores import NOW, pending
+from tests.builders import key, keys
 
 REJECTION = Decision(
     status="rejected",
@@ -65,16 +66,16 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
     store = SqliteOrderStore(path)
 
     # Then every order is there, the pending one is claimable, and the file is at this schema
-    assert store.get_order("old-accepted").status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
+    assert store.get_order(key("old-accepted")).status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
     assert store.purge_expired(NOW) == 0  # the migrated rows got their purge time: not yet
     assert [o.record_id for o in store.pending_orders(NOW)] == ["old-pending"]
     decided = REJECTION
-    assert store.claim_orders(["old-pending"], "run-1", NOW, 600, {"old-pending": decided})
+    assert store.claim_orders(keys(["old-pending"]), "run-1", NOW, 600, {"old-pending": decided})
     store.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     # and opening it again changes nothing
-    assert SqliteOrderStore(path).get_order("old-pending").decision == decided  # type: ignore[union-attr]
+    assert SqliteOrderStore(path).get_order(key("old-pending")).decision == decided  # type: ignore[union-attr]
 
 
 def test_a_database_of_a_newer_version_is_refused_saying_so(tmp_path: Path) -> None:
@@ -163,16 +164,18 @@ def test_an_expired_order_that_still_matters_to_the_pipeline_is_purged_only_afte
     store.put_orders([pending("done"), pending("decided"), pending("owing")], now=NOW)
     decision = REJECTION
     store.claim_orders(
-        ["decided", "owing", "done"], "run-1", NOW, 600, {"decided": decision, "owing": decision}
+        keys(["decided", "owing", "done"]), "run-1", NOW, 600, {"decided": decision, "owing": decision}
     )
-    store.complete_order("owing", "run-1", OrderStatus.REJECTED, {"run_id": "run-1"}, notice_due_at=NOW + 900)
-    store.complete_order("done", "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
+    store.complete_order(
+        key("owing"), "run-1", OrderStatus.REJECTED, {"run_id": "run-1"}, notice_due_at=NOW + 900
+    )
+    store.complete_order(key("done"), "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
     expired = NOW + ORDER_TTL_SECONDS
 
     # Then at start after their expiry only the accepted one goes, the others after the retention
     assert store.purge_expired(expired) == 1
-    assert store.get_order("done") is None
-    assert {store.get_order(r) is not None for r in ("decided", "owing")} == {True}
+    assert store.get_order(key("done")) is None
+    assert {store.get_order(key(r)) is not None for r in ("decided", "owing")} == {True}
     assert store.purge_expired(expired + RETENTION_SECONDS - 1) == 0
     assert store.purge_expired(expired + RETENTION_SECONDS) == 2
 
@@ -225,5 +228,5 @@ def test_a_full_disk_is_storage_unavailable_and_loses_nothing_stored(tmp_path: P
     # And every order acknowledged before is there, the failed batch is not
     store = SqliteOrderStore(path)
     assert report["stored"]
-    assert all(store.get_order(r) is not None for r in report["stored"])
-    assert store.get_order(f"b{len(report['stored']) // 50}-0") is None
+    assert all(store.get_order(key(r)) is not None for r in report["stored"])
+    assert store.get_order(key(f"b{len(report['stored']) // 50}-0")) is None

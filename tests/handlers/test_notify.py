@@ -17,6 +17,7 @@ from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.notifications import NotificationFailed
 from energy_auction.orders import OrderStatus
 from energy_auction.settings import Backend, Settings
+from tests.builders import key, keys
 
 from ..adapters.stores import pending
 from ..fake_slack import SECRET_PATH, FakeSlack, Reply
@@ -217,9 +218,9 @@ def rejected_order(
     stores.append(store)
     now = int(time.time())
     store.put_orders([pending(record_id, submitted=now)], now=now)
-    store.claim_orders([record_id], run_id, now, 600)
+    store.claim_orders(keys([record_id]), run_id, now, 600)
     outcome = {"status": "rejected", "power": 0, "run_id": run_id}
-    store.complete_order(record_id, run_id, OrderStatus.REJECTED, outcome, notice_due_at=now + 900)
+    store.complete_order(key(record_id), run_id, OrderStatus.REJECTED, outcome, notice_due_at=now + 900)
     return store
 
 
@@ -240,7 +241,7 @@ def test_a_rejection_delivered_twice_reaches_slack_and_the_file_once(
     assert len(slack.posts()) == 1
     assert len(slack.posted()) == 1
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1"]
-    assert store.get_order("unique_id_1").notice_due_at is None  # type: ignore[union-attr]
+    assert store.get_order(key("unique_id_1")).notice_due_at is None  # type: ignore[union-attr]
 
 
 def test_a_failed_delivery_is_given_back_so_the_retry_delivers_it(
@@ -255,7 +256,7 @@ def test_a_failed_delivery_is_given_back_so_the_retry_delivers_it(
     # When the first delivery fails and SNS delivers the event again
     with pytest.raises(NotificationFailed):
         invoke(event)
-    still_owed = store.get_order("unique_id_1")
+    still_owed = store.get_order(key("unique_id_1"))
     assert still_owed is not None
     assert (still_owed.notice_due_at is not None, still_owed.notice_lease_until) == (True, None)
     assert invoke(event) == {"delivered": 1, "skipped": 0}
@@ -263,7 +264,7 @@ def test_a_failed_delivery_is_given_back_so_the_retry_delivers_it(
     # Then Slack accepted it once, when it was up; the file has it once (from the first attempt)
     assert [post["blocks"][0]["text"]["text"] for post in slack.posted()] == ["Order unique_id_1 rejected"]
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1"]
-    assert store.get_order("unique_id_1").notice_due_at is None  # type: ignore[union-attr]
+    assert store.get_order(key("unique_id_1")).notice_due_at is None  # type: ignore[union-attr]
 
 
 def test_a_rejection_the_store_does_not_track_is_still_delivered(tmp_path: Path, slack: FakeSlack) -> None:

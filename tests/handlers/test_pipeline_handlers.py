@@ -31,6 +31,7 @@ from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.market import SimulatedMarket
 from energy_auction.orders import Order, OrderStatus
 from tests import builders
+from tests.builders import key
 
 from ..metrics import published_metrics
 
@@ -269,7 +270,7 @@ def test_process_accepted_returns_the_result_key(local_container: Container) -> 
     assert answer == {"record_id": "o0", "status": "accepted", "result_key": key}
     assert json.loads(json.dumps(answer)) == answer
     assert (local_container.settings.results_dir / key).is_file()
-    order = local_container.order_store.get_order("o0")
+    order = local_container.order_store.get_order(key("o0"))
     assert order is not None
     assert order.status is OrderStatus.ACCEPTED
 
@@ -285,7 +286,7 @@ def test_process_rejected_raises_order_rejected(local_container: Container) -> N
     # Then the Lambda error type is exactly the name the state machine catches
     assert type(raised.value).__name__ == "OrderRejected"
     assert str(raised.value) == "Order status is rejected! record_id=o0"
-    order = local_container.order_store.get_order("o0")
+    order = local_container.order_store.get_order(key("o0"))
     assert order is not None
     assert order.status is OrderStatus.REJECTED
 
@@ -320,7 +321,7 @@ def test_process_turns_a_slow_down_from_the_result_store_into_transient_failure(
     # Then the state machine will retry it, and the order is still held by this run, not settled
     assert raised.value.__cause__ is slow_down
     assert failing.calls == 1
-    order = local_container.order_store.get_order("o0")
+    order = local_container.order_store.get_order(key("o0"))
     assert order is not None
     assert (order.status, order.claim_run_id) == (OrderStatus.PENDING, RUN)
 

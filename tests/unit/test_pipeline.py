@@ -30,6 +30,7 @@ from energy_auction.orders import (
     iso_utc,
 )
 from energy_auction.pipeline import fetch_results, process_order, redeliver_notices, release_order, result_key
+from tests.builders import key, keys
 
 from ..builders import store_orders
 from ..conftest import START, FakeClock
@@ -97,7 +98,7 @@ def claimed_result(
     )
     # FetchResults stores the market's decision with the claim
     decisions = {record_id: result.decision(stored.submitted_at)}
-    assert container.order_store.claim_orders([record_id], run_id, int(now), LEASE, decisions)
+    assert container.order_store.claim_orders(keys([record_id]), run_id, int(now), LEASE, decisions)
     return as_event(result.as_item())
 
 
@@ -118,7 +119,7 @@ def result_file(container: Container, key: str) -> Path:
 
 
 def get(container: Container, record_id: str) -> Order:
-    found = container.order_store.get_order(record_id)
+    found = container.order_store.get_order(key(record_id))
     assert found is not None
     return found
 
@@ -539,8 +540,8 @@ def test_a_delivered_notice_is_never_republished(local_container: Container, clo
     reject_one(local_container, "unique_id_3")
     store = local_container.order_store
     now = int(clock.now)
-    assert store.claim_notice("unique_id_3", RUN, now, 60, "delivery-1") is NoticeClaim.CLAIMED
-    store.finish_notice("unique_id_3", RUN, "delivery-1", delivered=True)
+    assert store.claim_notice(key("unique_id_3"), RUN, now, 60, "delivery-1") is NoticeClaim.CLAIMED
+    store.finish_notice(key("unique_id_3"), RUN, "delivery-1", delivered=True)
     publisher = RecordingPublisher()
 
     clock.advance(30 * 24 * 3600)

@@ -28,7 +28,7 @@ from energy_auction.bootstrap import Container
 from energy_auction.market import OrderResult, SimulatedMarket
 from energy_auction.orders import Order, OrderStatus
 from tests.adapters.stores import TABLE, create_orders_table, fast_moto_transactions
-from tests.builders import record_ids, store_orders
+from tests.builders import key, record_ids, store_orders
 from tests.conftest import FakeClock
 from tests.fake_slack import FakeSlack, Reply
 
@@ -81,7 +81,7 @@ class StoppedAfterRejection:
         self.inner, self.target, self.tripwire = inner, target, tripwire
 
     def complete_order(self, record_id: str, run_id: str, status: OrderStatus, *args: Any, **kw: Any) -> None:
-        self.inner.complete_order(record_id, run_id, status, *args, **kw)
+        self.inner.complete_order(key(record_id), run_id, status, *args, **kw)
         if record_id == self.target and status is OrderStatus.REJECTED:
             self.tripwire.trip(run_id)
 
@@ -138,7 +138,7 @@ def order_store(request: pytest.FixtureRequest, home: Path) -> Iterator[Any]:
 def _settled(container: Container, ids: list[str]) -> dict[str, Order]:
     orders = {}
     for record_id in ids:
-        order = container.order_store.get_order(record_id)
+        order = container.order_store.get_order(key(record_id))
         assert order is not None
         orders[record_id] = order
     return orders
@@ -211,7 +211,7 @@ def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
     engine = engine_for(container)
     _stop_first_run(engine, tripwire)
     assert "o1" in _result_objects(home)  # the dead run's object says accepted
-    assert container.order_store.get_order("o1").status is OrderStatus.PENDING
+    assert container.order_store.get_order(key("o1")).status is OrderStatus.PENDING
 
     # When the next run takes over once the claim lease has lapsed
     clock.advance(LEASE + 1)
@@ -247,7 +247,7 @@ def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
     ids = record_ids(store_orders(container, 3))
     engine = engine_for(container)
     first = _stop_first_run(engine, tripwire)
-    o0 = container.order_store.get_order("o0")
+    o0 = container.order_store.get_order(key("o0"))
     assert (o0.status, (o0.outcome or {})["run_id"]) == (OrderStatus.REJECTED, first)
     assert [n for n in notifications(home) if n["kind"] == "order_rejected"] == []
 

@@ -16,7 +16,7 @@ from energy_auction.bootstrap import Container
 from energy_auction.local import moto_compat
 from energy_auction.orders import OrderStatus
 from energy_auction.settings import Backend, Settings
-from tests.builders import record_ids, store_orders
+from tests.builders import key, record_ids, store_orders
 
 from .conftest import ScriptedMarket, notifications
 
@@ -86,7 +86,7 @@ def test_more_than_8000_orders_settle_in_one_run_with_the_default_settings(
     assert (summary.accepted, summary.rejected, summary.failed) == (count - len(rejected), len(rejected), 0)
     now = int(container.clock())
     assert container.order_store.pending_orders(now) == []
-    assert {container.order_store.get_order(r).status for r in rejected} == {OrderStatus.REJECTED}  # type: ignore[union-attr]
-    assert container.order_store.get_order(ids[-1]).status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
+    assert {container.order_store.get_order(key(r)).status for r in rejected} == {OrderStatus.REJECTED}  # type: ignore[union-attr]
+    assert container.order_store.get_order(key(ids[-1])).status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
     notices = [n["fields"]["record_id"] for n in notifications(home) if n["kind"] == "order_rejected"]
     assert sorted(notices) == sorted(rejected)

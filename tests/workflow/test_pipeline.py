@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from energy_auction.adapters.local import FolderResultStore
 from energy_auction.bootstrap import Container
 from energy_auction.orders import OrderStatus
-from tests.builders import record_ids, store_orders
+from tests.builders import key, record_ids, store_orders
 
 from .conftest import ScriptedMarket, notifications, settings_for
 
@@ -25,7 +25,7 @@ def _container(
 def _statuses(container: Container, record_ids: list[str]) -> dict[str, str]:
     statuses = {}
     for record_id in record_ids:
-        order = container.order_store.get_order(record_id)
+        order = container.order_store.get_order(key(record_id))
         assert order is not None
         statuses[record_id] = order.status.value
     return statuses
@@ -111,7 +111,7 @@ def test_mixed_outcomes(home: Path, engine_for: Any) -> None:
         "o3": "rejected",
         "o4": "accepted",
     }
-    rejected_order = container.order_store.get_order("o3")
+    rejected_order = container.order_store.get_order(key("o3"))
     assert rejected_order is not None
     assert rejected_order.outcome is not None
     assert rejected_order.outcome["run_id"] == summary.run_id
@@ -226,7 +226,10 @@ def test_statuses_show_in_the_order_view(home: Path, engine_for: Any) -> None:
     record_ids(store_orders(container, 2))
     engine_for(container).run()
 
-    accepted, rejected = container.order_store.get_order("o0"), container.order_store.get_order("o1")
+    accepted, rejected = (
+        container.order_store.get_order(key("o0")),
+        container.order_store.get_order(key("o1")),
+    )
     assert accepted is not None
     assert rejected is not None
     view = accepted.public_view()
