@@ -39,6 +39,7 @@ from energy_auction.orders import OrderStatus
 from energy_auction.settings import Settings
 from tests.adapters.stores import fast_moto_transactions
 from tests.aws_calls import AwsCall, AwsCallRecorder, record_aws_calls
+from tests.builders import store_orders
 from tests.conftest import FakeClock
 from tests.events import api_event, authorizer_event, bearer
 from tests.fake_slack import FakeSlack
@@ -55,10 +56,7 @@ from tests.infra.permissions import (
     unused_permissions,
 )
 from tests.sns import alarm_message, rejected_message, sns_event, sns_record
-from tests.workflow.conftest import FAST, ScriptedMarket, submit
-
-# A not-ready answer and a redelivery with nothing owed publish no metric, on purpose.
-pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+from tests.workflow.conftest import FAST, ScriptedMarket
 
 RUN_1, RUN_2 = "run-20270115T080000Z-aaaa", "run-20270115T081500Z-bbbb"
 
@@ -307,7 +305,7 @@ def test_a_pipeline_run_on_the_stage_names_makes_only_calls_the_roles_allow(
         }
         settings = Settings.from_env(pipeline, home=tmp_path / "home", **FAST)
         container = Container(settings, FakeClock(), market=ScriptedMarket(reject={"o1"}))
-        submit(container, 3)
+        store_orders(container, 3)
         engine = PipelineEngine(container)
         engine.open()
         cleanup.callback(engine.close)
