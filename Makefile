@@ -87,9 +87,10 @@ lint: $(STAMP) ## ruff: lint and format check
 	$(BIN)/ruff check src tests benchmarks infra
 	$(BIN)/ruff format --check src tests benchmarks infra
 
-typecheck: $(STAMP) ## mypy (strict) on the package and infra/
+typecheck: $(STAMP) ## mypy (strict) on the package, infra/ and tests/
 	$(BIN)/mypy
 	$(BIN)/mypy infra
+	$(BIN)/mypy tests
 
 check-locks: ## check that local.lock and bootstrap.lock pin the versions dev.lock pins
 	@awk '/^[A-Za-z0-9]/ { split($$1, pin, "=="); name = tolower(pin[1]) } \

@@ -22,9 +22,12 @@ from __future__ import annotations
 import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 _DEFAULT_MESSAGES = {
     "ThrottlingException": "Rate of requests exceeds the allowed throughput.",
@@ -187,3 +190,12 @@ class FaultyClient:
             return response
 
         return operation
+
+
+def dynamodb_client(faulty: FaultyClient) -> DynamoDBClient:
+    """``faulty`` typed as the DynamoDB client it wraps, for an adapter that takes one.
+
+    A deliberate fake: it forwards every attribute to the real client and only adds faults, so it
+    is a DynamoDB client by duck typing, not by class.
+    """
+    return cast("DynamoDBClient", faulty)

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from energy_auction.observability import SERVICE, logger
+from energy_auction.deployment import SERVICE
+from energy_auction.observability import logger
 
 
 class _Lines(logging.Handler):

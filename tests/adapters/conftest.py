@@ -21,7 +21,7 @@ from tests.adapters.stores import (
     create_orders_table,
     fast_moto_transactions,
 )
-from tests.fakes import FaultyClient
+from tests.fakes import FaultyClient, dynamodb_client
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def dynamodb_store(faulty: FaultyClient, sleeps: list[float]) -> StoreUnderTest:
     store = DynamoDbOrderStore(
-        faulty, TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0, sleep=sleeps.append)
+        dynamodb_client(faulty), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0, sleep=sleeps.append)
     )
 
     def stored_ids() -> set[str]:
@@ -78,7 +78,8 @@ def sqlite_store(sqlite_path: Path) -> Iterator[StoreUnderTest]:
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def subject(request: pytest.FixtureRequest) -> StoreUnderTest:
-    return request.getfixturevalue(f"{request.param}_store")
+    store: StoreUnderTest = request.getfixturevalue(f"{request.param}_store")
+    return store
 
 
 @pytest.fixture

@@ -33,8 +33,7 @@ from energy_auction.orders import (
     parse_orders,
 )
 from tests.adapters.stores import MAX_ATTEMPTS, NOW, TABLE, StoreUnderTest, pending, processed
-from tests.builders import key
-from tests.fakes import FaultyClient
+from tests.fakes import FaultyClient, dynamodb_client
 
 # --- the contract, for both adapters -----------------------------------------------------------
 
@@ -368,7 +367,9 @@ def test_dynamodb_backoff_pauses_stay_within_their_exponential_bounds(faulty: Fa
     # Given a store with a real (jittered) backoff, whose pauses are recorded instead of slept
     pauses: list[float] = []
     store = DynamoDbOrderStore(
-        faulty, TABLE, Backoff(max_attempts=6, base_delay=0.1, max_delay=0.5, sleep=pauses.append)
+        dynamodb_client(faulty),
+        TABLE,
+        Backoff(max_attempts=6, base_delay=0.1, max_delay=0.5, sleep=pauses.append),
     )
     bounds = [min(0.5, 0.1 * 2**attempt) for attempt in range(5)]
 
@@ -388,7 +389,7 @@ def test_dynamodb_backoff_grows_exponentially_up_to_the_cap(faulty: FaultyClient
     # Given a backoff without jitter (its waits are the top of the jittered ranges)
     pauses: list[float] = []
     store = DynamoDbOrderStore(
-        faulty,
+        dynamodb_client(faulty),
         TABLE,
         Backoff(max_attempts=6, base_delay=0.1, max_delay=0.5, sleep=pauses.append, jitter=False),
     )

@@ -6,6 +6,7 @@ the rejection, taken by one delivery at a time, recorded once delivered, redeliv
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 import pytest
 
@@ -19,10 +20,12 @@ DELIVERY_LEASE = 300
 DUE = NOW + 900
 
 
-def decision(order_id: str, status: str = "accepted", submitted: int = NOW) -> Decision:
+def decision(
+    order_id: str, status: Literal["accepted", "rejected"] = "accepted", submitted: int = NOW
+) -> Decision:
     del order_id  # a decision is for one submission of an order; the caller keys it by record_id
     return Decision(
-        status=status,  # type: ignore[arg-type]
+        status=status,
         power=Decimal("12.5") if status == "accepted" else Decimal(0),
         auction_date=iso_utc(NOW)[:10],
         decided_at=iso_utc(NOW + 1),

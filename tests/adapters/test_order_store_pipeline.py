@@ -529,7 +529,9 @@ def test_dynamodb_claim_drops_failed_conditions_and_claims_the_others(
     assert ids(got) == ["ord-1", "ord-3"]
     assert faulty.calls["transact_write_items"] == 2
     assert sleeps == []
-    assert dynamo.get_order(key("ord-2")).claim_run_id is None
+    unclaimed = dynamo.get_order(key("ord-2"))
+    assert unclaimed is not None
+    assert unclaimed.claim_run_id is None
 
 
 def test_dynamodb_claim_retries_a_conflict_with_backoff(
@@ -628,7 +630,9 @@ def test_dynamodb_complete_retries_throttling(
     # Then the third update did it, after two pauses
     assert faulty.calls["update_item"] == 3
     assert len(sleeps) == 2
-    assert dynamo.get_order(key("ord-1")).status is OrderStatus.ACCEPTED
+    completed = dynamo.get_order(key("ord-1"))
+    assert completed is not None
+    assert completed.status is OrderStatus.ACCEPTED
 
 
 def test_dynamodb_complete_that_keeps_being_throttled_gives_storage_unavailable(
@@ -665,7 +669,9 @@ def test_dynamodb_complete_whose_answer_was_lost_succeeds_on_retry(
 
     # Then the retry found its own outcome already there and succeeded
     assert faulty.calls["update_item"] == 2
-    assert dynamo.get_order(key("ord-1")).outcome == ACCEPTED
+    completed = dynamo.get_order(key("ord-1"))
+    assert completed is not None
+    assert completed.outcome == ACCEPTED
 
 
 def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -> None:

@@ -15,9 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 STARTUP_TIMEOUT = 30.0
+
+
+class OrderBody(TypedDict):
+    """One order as a client posts it in the JSON array of ``POST /orders``."""
+
+    record_id: str
+    parameter_1: str
+    parameter_2: float
 
 
 @dataclass

@@ -30,7 +30,7 @@ from energy_auction.settings import Backend, Settings
 from tests.builders import record_ids, store_orders
 from tests.fake_slack import FakeSlack, Reply
 
-from .stack import LocalStack
+from .stack import LocalStack, OrderBody
 
 pytestmark = pytest.mark.e2e
 
@@ -322,7 +322,7 @@ def test_a_full_disk_answers_503_with_retry_after_and_loses_no_acknowledged_orde
     try:
         # When traders keep submitting until the disk is full
         for batch in range(200):
-            orders = [
+            orders: list[OrderBody] = [
                 {"record_id": f"b{batch}-{i}", "parameter_1": "x" * 200, "parameter_2": i} for i in range(100)
             ]
             answer = stack.post_orders(orders, token)

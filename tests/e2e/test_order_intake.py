@@ -12,11 +12,11 @@ from pathlib import Path
 import jwt
 import pytest
 
-from .stack import LocalStack
+from .stack import LocalStack, OrderBody
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = [
+EXAMPLE: list[OrderBody] = [
     {"record_id": "unique_id_1", "parameter_1": "abc", "parameter_2": 4},
     {"record_id": "unique_id_2", "parameter_1": "def", "parameter_2": 2.1},
 ]

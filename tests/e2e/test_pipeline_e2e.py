@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from .stack import LocalStack
+from .stack import LocalStack, OrderBody
 
 pytestmark = pytest.mark.e2e
 
-ORDERS = [{"record_id": f"e2e-{i}", "parameter_1": f"lot-{i}", "parameter_2": i + 0.5} for i in range(12)]
+ORDERS: list[OrderBody] = [
+    {"record_id": f"e2e-{i}", "parameter_1": f"lot-{i}", "parameter_2": i + 0.5} for i in range(12)
+]
 
 
 def test_run_pipeline_settles_orders_and_reports_them(stack: LocalStack) -> None:

@@ -8,15 +8,16 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from energy_auction import bootstrap
+from energy_auction.deployment import SERVICE
 from energy_auction.handlers import authorizer
 from energy_auction.local.gateway import policy_allows
 from energy_auction.local.lambdas import LocalLambdaContext
-from energy_auction.observability import SERVICE, logger
+from energy_auction.observability import logger
 from energy_auction.settings import Backend, Settings
 
 from ..conftest import SECRET
@@ -32,13 +33,19 @@ from ..events import (
     method_arn,
 )
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 pytestmark = pytest.mark.usefixtures("local_container")
 
 API_ARN = f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:{API_ID}/{STAGE}"
 
 
 def authorize(event: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = authorizer.handler(event, LocalLambdaContext("authorizer"))
+    # LocalLambdaContext has every attribute the handler and Powertools read from Lambda's context
+    # object, without being Powertools' LambdaContext class.
+    context = cast("LambdaContext", LocalLambdaContext("authorizer"))
+    result: dict[str, Any] = authorizer.handler(event, context)
     return result
 
 

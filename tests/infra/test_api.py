@@ -30,11 +30,11 @@ ACCESS_LOG_FIELDS = {
 }
 
 
-def _methods(stack: Synthesized) -> dict[tuple[str, str], dict]:
+def _methods(stack: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
     """Methods by (verb, path) with the path rebuilt from the resource tree."""
     resources = stack.resources("AWS::ApiGateway::Resource")
 
-    def path(reference: dict) -> str:
+    def path(reference: dict[str, Any]) -> str:
         if "Fn::GetAtt" in reference:  # the root resource
             return ""
         resource = resources[logical_id(reference)]["Properties"]

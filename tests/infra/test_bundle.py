@@ -13,6 +13,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from infra.functions import HANDLERS
@@ -26,7 +27,7 @@ PACKAGE = "energy_auction"
 RUNTIME_PROVIDED = {"awslambdaric", "bootstrap"}
 
 
-def _staged(assembly: Assembly, code: dict) -> Path:
+def _staged(assembly: Assembly, code: dict[str, Any]) -> Path:
     """The folder CDK staged for an asset, from the S3 key the template deploys."""
     key = code["S3Key"] if "S3Key" in code else code["Content"]["S3Key"]
     folder = assembly.directory / f"asset.{key.removesuffix('.zip')}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from energy_auction.adapters.aws import (
     EXPIRES_ATTRIBUTE,
@@ -18,7 +19,7 @@ from tests.infra.conftest import Synthesized
 from tests.infra.templates import logical_id, text
 
 
-def _buckets(stack: Synthesized) -> tuple[dict, dict]:
+def _buckets(stack: Synthesized) -> tuple[dict[str, Any], dict[str, Any]]:
     """(results bucket, access log bucket), told apart by which one logs to the other."""
     buckets = stack.resources("AWS::S3::Bucket")
     (results_id,) = [lid for lid, b in buckets.items() if "LoggingConfiguration" in b["Properties"]]

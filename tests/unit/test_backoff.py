@@ -23,7 +23,8 @@ def test_without_jitter_the_waits_double_up_to_the_cap() -> None:
 
 
 def test_a_pause_that_would_overrun_the_budget_is_refused_without_sleeping() -> None:
-    clock, slept = FakeClock(0), []
+    clock = FakeClock(0)
+    slept: list[float] = []
     backoff = Backoff(
         base_delay=2.0, max_delay=2.0, sleep=slept.append, jitter=False, budget_seconds=5, clock=clock
     )

@@ -13,7 +13,6 @@ from energy_auction import codec
 from energy_auction.errors import GATEWAY_RESPONSES
 from energy_auction.handlers import api, authorizer
 from energy_auction.local.gateway import (
-    ACCOUNT,
     API_ID,
     REGION,
     STAGE,
@@ -21,13 +20,13 @@ from energy_auction.local.gateway import (
     LocalGateway,
     policy_allows,
 )
-from energy_auction.local.lambdas import Handler, LocalFunction
+from energy_auction.local.lambdas import LOCAL_ACCOUNT, Handler, LocalFunction
 
 from ..events import bearer, invalid_authorization
 
 pytestmark = pytest.mark.usefixtures("local_container")
 
-ARN = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE}"
+ARN = f"arn:aws:execute-api:{REGION}:{LOCAL_ACCOUNT}:{API_ID}/{STAGE}"
 ORDERS = [{"record_id": "gw-1", "parameter_1": "abc", "parameter_2": Decimal("2.1000000000000000000001")}]
 
 

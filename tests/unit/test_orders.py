@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,7 +26,9 @@ from energy_auction.errors import (
 from energy_auction.intake import find_order, submit_orders
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
+    Decision,
     Limits,
+    NoticeClaim,
     Order,
     OrderStatus,
     new_orders,
@@ -66,7 +68,11 @@ def only_problem(body: str | bytes | None) -> Problem:
 
 
 class MemoryStore:
-    """The OrderStore port in a dict, counting reads."""
+    """The OrderStore port in a dict, counting reads.
+
+    Order intake only puts and gets orders. The rest of the port belongs to the pipeline: here it
+    fails the test, should intake ever call it.
+    """
 
     def __init__(self) -> None:
         self.orders: dict[str, Order] = {}
@@ -79,6 +85,51 @@ class MemoryStore:
     def get_order(self, record_id: str) -> Order | None:
         self.reads.append(record_id)
         return self.orders.get(record_id)
+
+    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
+        raise _not_intake("pending_orders")
+
+    def claim_orders(
+        self,
+        record_ids: Sequence[str],
+        run_id: str,
+        now: int,
+        lease_seconds: int,
+        decisions: Mapping[str, Decision] | None = None,
+    ) -> list[Order]:
+        raise _not_intake("claim_orders")
+
+    def complete_order(
+        self,
+        record_id: str,
+        run_id: str,
+        status: OrderStatus,
+        outcome: dict[str, Any],
+        *,
+        notice_due_at: int | None = None,
+    ) -> None:
+        raise _not_intake("complete_order")
+
+    def release_order(self, record_id: str, run_id: str) -> None:
+        raise _not_intake("release_order")
+
+    def claim_notice(
+        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
+    ) -> NoticeClaim:
+        raise _not_intake("claim_notice")
+
+    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+        raise _not_intake("finish_notice")
+
+    def overdue_notices(self, now: int, limit: int) -> list[Order]:
+        raise _not_intake("overdue_notices")
+
+    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+        raise _not_intake("postpone_notice")
+
+
+def _not_intake(method: str) -> AssertionError:
+    return AssertionError(f"order intake called OrderStore.{method}, which only the pipeline uses")
 
 
 # --- The valid example

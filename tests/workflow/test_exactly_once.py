@@ -211,7 +211,9 @@ def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
     engine = engine_for(container)
     _stop_first_run(engine, tripwire)
     assert "o1" in _result_objects(home)  # the dead run's object says accepted
-    assert container.order_store.get_order(key("o1")).status is OrderStatus.PENDING
+    o1 = container.order_store.get_order(key("o1"))
+    assert o1 is not None
+    assert o1.status is OrderStatus.PENDING
 
     # When the next run takes over once the claim lease has lapsed
     clock.advance(LEASE + 1)
@@ -248,6 +250,7 @@ def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
     engine = engine_for(container)
     first = _stop_first_run(engine, tripwire)
     o0 = container.order_store.get_order(key("o0"))
+    assert o0 is not None
     assert (o0.status, (o0.outcome or {})["run_id"]) == (OrderStatus.REJECTED, first)
     assert [n for n in notifications(home) if n["kind"] == "order_rejected"] == []
 

@@ -118,6 +118,23 @@ def test_mixed_outcomes(home: Path, engine_for: Any) -> None:
     assert rejected_order.outcome["reason"] == "test says no"
 
 
+def _s3_error(code: str, message: str, status: int) -> ClientError:
+    """A ``ClientError`` of PutObject with the response metadata botocore always parses."""
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {
+                "RequestId": "0000000000000000",
+                "HostId": "",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
+        },
+        "PutObject",
+    )
+
+
 class _FlakyResults:
     """A result store whose first ``failures`` writes fail like S3 throttling (503 SlowDown)."""
 
@@ -127,13 +144,7 @@ class _FlakyResults:
     def put_result(self, key: str, document: dict[str, Any]) -> str:
         self.calls += 1
         if self.calls <= self.failures:
-            raise ClientError(
-                {
-                    "Error": {"Code": "SlowDown", "Message": "slow down"},
-                    "ResponseMetadata": {"HTTPStatusCode": 503},
-                },
-                "PutObject",
-            )
+            raise _s3_error("SlowDown", "slow down", 503)
         return str(self.inner.put_result(key, document))
 
 
@@ -243,13 +254,7 @@ class _BrokenWorkStore:
     """Staging the run's items fails for good (say, the bucket policy denies the write)."""
 
     def write_items(self, run_id: str, items: Any) -> dict[str, str]:
-        raise ClientError(
-            {
-                "Error": {"Code": "AccessDenied", "Message": "denied"},
-                "ResponseMetadata": {"HTTPStatusCode": 403},
-            },
-            "PutObject",
-        )
+        raise _s3_error("AccessDenied", "denied", 403)
 
 
 def test_a_failed_fetch_gives_its_claimed_orders_back_and_alerts(home: Path, engine_for: Any) -> None:
