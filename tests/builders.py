@@ -32,8 +32,9 @@ def store_orders(
     volume: Callable[[int], Decimal] = lambda i: Decimal(i) + Decimal("0.25"),
 ) -> list[Order]:
     """Store ``count`` pending orders of ``trader``, ``<prefix>0``, ``<prefix>1`` ... in the
-    container's order store, submitted ``now`` (default: the container's clock), 100 a request, through the intake rules;
-    ``parameter_1`` is "lot" and ``parameter_2`` is ``volume(i)``, kept exact."""
+    container's order store, submitted ``now`` (default: the container's clock), 100 a request,
+    through the intake rules; ``parameter_1`` is "lot" and ``parameter_2`` is ``volume(i)``, kept
+    exact."""
     at = container.clock() if now is None else now
     stored: list[Order] = []
     for start in range(0, count, 100):

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 
 from energy_auction import codec
-from energy_auction.auth import mint_token
+from energy_auction.auth import Role, mint_token
 
 from .conftest import SECRET
 
@@ -26,8 +26,14 @@ def method_arn(method: str, path: str) -> str:
     return f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:{API_ID}/{STAGE}/{method}{path}"
 
 
-def bearer(subject: str = "trader-1", secret: str = SECRET, ttl: int = 3600, now: float | None = None) -> str:
-    return "Bearer " + mint_token(secret, subject=subject, ttl_seconds=ttl, now=now)
+def bearer(
+    subject: str = "trader-1",
+    secret: str = SECRET,
+    ttl: int = 3600,
+    now: float | None = None,
+    role: Role | None = None,
+) -> str:
+    return "Bearer " + mint_token(secret, subject=subject, ttl_seconds=ttl, now=now, role=role)
 
 
 def _context(method: str, resource: str, path: str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import json
 import uuid
 from typing import Any
 
+from tests.builders import TRADER
+
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:energy-auction-notifications"
 TIMESTAMP = "2027-01-15T08:05:00.123Z"
 
@@ -34,6 +36,7 @@ def lambda_error(error_type: str, message: str) -> dict[str, str]:
 def order_result(record_id: str = "unique_id_1", **changes: Any) -> dict[str, Any]:
     result = {
         "record_id": record_id,
+        "trader": TRADER,
         "status": "rejected",
         "power": 0,
         "parameter_1": "abc",

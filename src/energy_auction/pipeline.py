@@ -97,10 +97,10 @@ def fetch_results(
     }
 
 
-def result_key(auction_date: str, order: Order) -> str:
-    """Where an accepted result lives in the results bucket (and under <home>/results/ locally):
-    ``orders/<auction date>/<trader key>/<record_id>.json``, the store's key of the order as path."""
-    return f"orders/{auction_date}/{order.key}.json"
+def result_key(auction_date: str, key: str) -> str:
+    """Where the accepted result of the order ``key`` lives in the results bucket (and under
+    <home>/results/ locally): ``orders/<auction date>/<trader key>/<record_id>.json``."""
+    return f"orders/{auction_date}/{key}.json"
 
 
 def _key_of(result: Mapping[str, Any]) -> tuple[str, str]:
@@ -150,7 +150,7 @@ def process_order(
     outcome = _outcome(decided.as_item() if decided else result, run_id, status)
 
     if status is OrderStatus.ACCEPTED:
-        location = result_key(outcome["auction_date"], order)
+        location = result_key(outcome["auction_date"], key)
         outcome["result_key"] = location
         results.put_result(location, _result_document(order, outcome))
         if not already_done:

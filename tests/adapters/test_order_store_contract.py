@@ -31,8 +31,10 @@ from energy_auction.orders import (
     iso_utc,
     new_orders,
     parse_orders,
+    trader_key,
 )
 from tests.adapters.stores import MAX_ATTEMPTS, NOW, TABLE, StoreUnderTest, pending, processed
+from tests.builders import TRADER, key
 from tests.fakes import FaultyClient, dynamodb_client
 
 # --- the contract, for both adapters -----------------------------------------------------------
@@ -83,7 +85,7 @@ def test_every_parameter_2_the_validator_accepts_can_be_stored(
 ) -> None:
     # Given an order the intake validation accepts (a finite number, <= 38 digits, >= 1e-130)
     body = f'[{{"record_id": "edge-1", "parameter_1": "lot-A", "parameter_2": {number_text}}}]'
-    orders = new_orders(parse_orders(body, Limits()), now=NOW)
+    orders = new_orders(parse_orders(body, Limits()), NOW, TRADER)
 
     # When it is stored
     subject.store.put_orders(orders, now=NOW)
@@ -447,11 +449,21 @@ def test_dynamodb_item_shape(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -
 
     # Then the raw item has typed attributes: expires_at a Number, and purge_at (the table's TTL
     # attribute) the same time, since a pending undecided order does not outlive its expiry
-    item = faulty.real.get_item(TableName=TABLE, Key={"record_id": {"S": "ord-1"}}, ConsistentRead=True)[
+    item = faulty.real.get_item(TableName=TABLE, Key={"order_key": {"S": key("ord-1")}}, ConsistentRead=True)[
         "Item"
     ]
+    trader = trader_key(TRADER)
+    listed_at = f"{iso_utc(NOW)}|{trader}/ord-1"
+    shard = str(zlib.crc32(f"{trader}/ord-1".encode()) % 8)
     assert item == {
+        # keyed by trader and record_id; the trader as the token named it, and as its key
+        "order_key": {"S": f"{trader}/ord-1"},
         "record_id": {"S": "ord-1"},
+        "trader": {"S": TRADER},
+        "trader_key": {"S": trader},
+        # where it stands in the listings (newest first), by trader and over all traders' shards
+        "listed_at": {"S": listed_at},
+        "list_shard": {"S": shard},
         "parameter_1": {"S": "lot-A"},
         "parameter_2": {"N": "2.1000000000000000000001"},
         "status": {"S": "pending"},
@@ -459,7 +471,7 @@ def test_dynamodb_item_shape(dynamo: DynamoDbOrderStore, faulty: FaultyClient) -
         "expires_at": {"N": str(NOW + ORDER_TTL_SECONDS)},
         "purge_at": {"N": str(NOW + ORDER_TTL_SECONDS)},
         # A pending order is in the sparse pending-orders index, in one of its 8 shards
-        "pending_shard": {"S": str(zlib.crc32(b"ord-1") % 8)},
+        "pending_shard": {"S": shard},
     }
     ttl = faulty.real.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "purge_at"
@@ -470,7 +482,7 @@ def test_dynamodb_processed_item_keeps_its_outcome_as_a_map(
 ) -> None:
     dynamo.put_orders([processed("ord-1", status=OrderStatus.REJECTED)], now=NOW)
 
-    item = faulty.real.get_item(TableName=TABLE, Key={"record_id": {"S": "ord-1"}})["Item"]
+    item = faulty.real.get_item(TableName=TABLE, Key={"order_key": {"S": key("ord-1")}})["Item"]
     assert item["status"] == {"S": "rejected"}
     assert item["outcome"] == {
         "M": {"cleared": {"BOOL": False}, "price": {"N": "41.25"}, "run": {"S": "run-1"}}

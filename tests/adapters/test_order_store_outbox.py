@@ -37,14 +37,14 @@ def decision(
 def claim_decided(store: object, record_id: str, run_id: str = "run-1") -> None:
     """Store a pending order and claim it for ``run_id`` with the market's acceptance."""
     store.put_orders([pending(record_id)], now=NOW)  # type: ignore[attr-defined]
-    given = {record_id: decision(record_id)}
+    given = {key(record_id): decision(record_id)}
     assert store.claim_orders(keys([record_id]), run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
 
 
 def reject(store: object, record_id: str, run_id: str = "run-1", due: int = DUE) -> None:
     """Store a pending order, claim it for ``run_id`` and complete it as rejected (notice owed)."""
     store.put_orders([pending(record_id)], now=NOW)  # type: ignore[attr-defined]
-    given = {record_id: decision(record_id, "rejected")}
+    given = {key(record_id): decision(record_id, "rejected")}
     assert store.claim_orders(keys([record_id]), run_id, now=NOW, lease_seconds=LEASE, decisions=given)  # type: ignore[attr-defined]
     outcome = {"status": "rejected", "power": Decimal(0), "run_id": run_id}
     store.complete_order(key(record_id), run_id, OrderStatus.REJECTED, outcome, notice_due_at=due)  # type: ignore[attr-defined]
@@ -60,7 +60,7 @@ def test_a_claim_stores_the_markets_decision_with_it(subject: StoreUnderTest) ->
 
     # When a run claims it with the market's decision
     got = store.claim_orders(
-        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision("ord-1")}
+        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={key("ord-1"): decision("ord-1")}
     )
 
     # Then the claimed order, and the order as stored, carry that decision
@@ -80,7 +80,7 @@ def test_a_run_taking_over_a_dead_runs_order_keeps_its_first_decision(subject: S
         "run-2",
         now=later,
         lease_seconds=LEASE,
-        decisions={"ord-1": decision("ord-1", "rejected")},
+        decisions={key("ord-1"): decision("ord-1", "rejected")},
     )
 
     # Then run-2 holds it, and the decision is still the first one: an order is decided once
@@ -97,7 +97,7 @@ def test_a_decision_for_a_submission_that_was_replaced_claims_nothing(subject: S
 
     # When a run claims it with that decision
     got = store.claim_orders(
-        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": stale}
+        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={key("ord-1"): stale}
     )
 
     # Then nothing is claimed: the new order waits, undecided, for the next run
@@ -136,7 +136,11 @@ def test_an_expired_order_is_still_settled_when_it_was_decided(subject: StoreUnd
     store = subject.store
     store.put_orders([pending("decided"), pending("undecided")], now=NOW)
     store.claim_orders(
-        keys(["decided"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"decided": decision("decided")}
+        keys(["decided"]),
+        "run-1",
+        now=NOW,
+        lease_seconds=LEASE,
+        decisions={key("decided"): decision("decided")},
     )
     after_expiry = NOW + ORDER_TTL_SECONDS + 10
 
@@ -282,6 +286,7 @@ def test_the_pipelines_bookkeeping_never_shows_in_the_api_view(subject: StoreUnd
         "record_id",
         "parameter_1",
         "parameter_2",
+        "trader",
         "status",
         "submitted_at",
         "expires_at",
@@ -339,7 +344,7 @@ def test_a_run_that_lost_its_claim_to_another_cannot_complete_the_order(subject:
     # Given run-1's claim lapsed and run-2 took the order over and settled it
     store = subject.store
     store.put_orders([pending("ord-1")], now=NOW)
-    given = {"ord-1": decision("ord-1")}
+    given = {key("ord-1"): decision("ord-1")}
     store.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions=given)
     store.claim_orders(keys(["ord-1"]), "run-2", now=NOW + LEASE, lease_seconds=LEASE)
     store.complete_order(key("ord-1"), "run-2", OrderStatus.ACCEPTED, {"run_id": "run-2"})

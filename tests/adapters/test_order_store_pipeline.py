@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from energy_auction.adapters.aws import NOTICES_INDEX, PENDING_INDEX, DynamoDbOrderStore, order_to_item
+from energy_auction.adapters.aws import (
+    NOTICES_INDEX,
+    ORDERS_KEY,
+    PENDING_INDEX,
+    TIME_INDEX,
+    TRADER_INDEX,
+    DynamoDbOrderStore,
+    order_to_item,
+)
 from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import (
@@ -413,7 +421,7 @@ def _seed(faulty: FaultyClient, orders: list[Order]) -> None:
 
 def _raw_item(faulty: FaultyClient, record_id: str) -> dict[str, Any]:
     item: dict[str, Any] = faulty.real.get_item(
-        TableName=TABLE, Key={"record_id": {"S": record_id}}, ConsistentRead=True
+        TableName=TABLE, Key={ORDERS_KEY: {"S": key(record_id)}}, ConsistentRead=True
     )["Item"]
     return item
 
@@ -423,7 +431,13 @@ def test_dynamodb_table_has_the_sparse_pending_and_owed_notices_indexes(faulty: 
     table = faulty.real.describe_table(TableName=TABLE)["Table"]
 
     indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX}
+    assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX, TRADER_INDEX, TIME_INDEX}
+    for listing, partition in ((TRADER_INDEX, "trader_key"), (TIME_INDEX, "list_shard")):
+        assert indexes[listing]["KeySchema"] == [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": "listed_at", "KeyType": "RANGE"},
+        ]
+        assert indexes[listing]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert indexes[PENDING_INDEX]["KeySchema"] == [
         {"AttributeName": "pending_shard", "KeyType": "HASH"},
         {"AttributeName": "expires_at", "KeyType": "RANGE"},
@@ -436,11 +450,14 @@ def test_dynamodb_table_has_the_sparse_pending_and_owed_notices_indexes(faulty: 
     assert indexes[NOTICES_INDEX]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
     assert types == {
-        "record_id": "S",
+        "order_key": "S",
         "pending_shard": "S",
         "expires_at": "N",
         "notice_shard": "S",
         "notice_due_at": "N",
+        "trader_key": "S",
+        "list_shard": "S",
+        "listed_at": "S",
     }
 
 
@@ -465,7 +482,7 @@ def test_dynamodb_pending_orders_reads_every_page(
 ) -> None:
     # Given 60 pending orders, and a query page size (1 MB on DynamoDB) that holds about two items
     _put_many(dynamo, [f"ord-{i:02}" for i in range(60)])
-    monkeypatch.setattr("moto.dynamodb.models.table.RESULT_SIZE_LIMIT", 300)
+    monkeypatch.setattr("moto.dynamodb.models.table.RESULT_SIZE_LIMIT", 800)
     faulty.calls.clear()
 
     # When the pipeline lists pending orders
@@ -572,11 +589,11 @@ def _defer_half(response: dict[str, Any], request: dict[str, Any]) -> dict[str, 
     """A partial BatchGetItem answer: half of the items come back as UnprocessedKeys instead."""
     items = response["Responses"][TABLE]
     kept, deferred = items[: len(items) // 2], items[len(items) // 2 :]
-    keys = [{"record_id": item["record_id"]} for item in deferred]
+    deferred_keys = [{ORDERS_KEY: item[ORDERS_KEY]} for item in deferred]
     return {
         **response,
         "Responses": {TABLE: kept},
-        "UnprocessedKeys": {TABLE: {**request["RequestItems"][TABLE], "Keys": keys}},
+        "UnprocessedKeys": {TABLE: {**request["RequestItems"][TABLE], "Keys": deferred_keys}},
     }
 
 
@@ -694,7 +711,12 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.REJECTED, outcome, notice_due_at=NOW + 900)
     item = _raw_item(faulty, "ord-1")
     assert set(item) == {
+        "order_key",
         "record_id",
+        "trader",
+        "trader_key",
+        "listed_at",
+        "list_shard",
         "parameter_1",
         "parameter_2",
         "status",
@@ -814,7 +836,9 @@ def test_dynamodb_keeps_a_decided_order_past_its_expiry_until_it_is_settled(
         decided_at=iso_utc(NOW),
         submitted_at=iso_utc(NOW),
     )
-    dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={"ord-1": decision})
+    dynamo.claim_orders(
+        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={key("ord-1"): decision}
+    )
     assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires + RETENTION_SECONDS
 
     # And once it is settled as accepted, at its expiry again

@@ -15,12 +15,20 @@ import pytest
 
 from energy_auction import codec
 from energy_auction.adapters.local import (
+    LEGACY_TRADER,
     SCHEMA_VERSION,
     LocalStoreError,
     LocalTopic,
     SqliteOrderStore,
 )
-from energy_auction.orders import ORDER_TTL_SECONDS, RETENTION_SECONDS, Decision, OrderStatus, iso_utc
+from energy_auction.orders import (
+    ORDER_TTL_SECONDS,
+    RETENTION_SECONDS,
+    Decision,
+    OrderQuery,
+    OrderStatus,
+    iso_utc,
+)
 from tests.adapters.stores import NOW, pending
 from tests.builders import key, keys
 
@@ -56,7 +64,7 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
             pending("old-pending"),
             pending("old-accepted").model_copy(update={"status": OrderStatus.ACCEPTED}),
         ):
-            document = codec.dumps(order.model_dump())
+            document = codec.dumps(order.model_dump(exclude={"trader"}))  # no traders then
             raw.execute(
                 "INSERT INTO orders VALUES (?, ?, ?, ?, NULL, NULL)",
                 (order.record_id, str(order.status), order.expires_at, document),
@@ -65,17 +73,23 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
     # When this version opens it
     store = SqliteOrderStore(path)
 
-    # Then every order is there, the pending one is claimable, and the file is at this schema
-    assert store.get_order(key("old-accepted")).status is OrderStatus.ACCEPTED  # type: ignore[union-attr]
+    # Then every order is there, now the default token's trader's, the pending one is claimable,
+    # both are listed, and the file is at this schema
+    accepted = store.get_order(key("old-accepted", LEGACY_TRADER))
+    assert accepted is not None
+    assert (accepted.status, accepted.trader) == (OrderStatus.ACCEPTED, "local-trader")
     assert store.purge_expired(NOW) == 0  # the migrated rows got their purge time: not yet
     assert [o.record_id for o in store.pending_orders(NOW)] == ["old-pending"]
+    listed = store.list_orders(OrderQuery(now=NOW, trader=LEGACY_TRADER)).orders
+    assert sorted(o.record_id for o in listed) == ["old-accepted", "old-pending"]
     decided = REJECTION
-    assert store.claim_orders(keys(["old-pending"]), "run-1", NOW, 600, {"old-pending": decided})
+    pending_key = key("old-pending", LEGACY_TRADER)
+    assert store.claim_orders([pending_key], "run-1", NOW, 600, {pending_key: decided})
     store.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     # and opening it again changes nothing
-    assert SqliteOrderStore(path).get_order(key("old-pending")).decision == decided  # type: ignore[union-attr]
+    assert SqliteOrderStore(path).get_order(pending_key).decision == decided  # type: ignore[union-attr]
 
 
 def test_a_database_of_a_newer_version_is_refused_saying_so(tmp_path: Path) -> None:
@@ -164,7 +178,11 @@ def test_an_expired_order_that_still_matters_to_the_pipeline_is_purged_only_afte
     store.put_orders([pending("done"), pending("decided"), pending("owing")], now=NOW)
     decision = REJECTION
     store.claim_orders(
-        keys(["decided", "owing", "done"]), "run-1", NOW, 600, {"decided": decision, "owing": decision}
+        keys(["decided", "owing", "done"]),
+        "run-1",
+        NOW,
+        600,
+        {key("decided"): decision, key("owing"): decision},
     )
     store.complete_order(
         key("owing"), "run-1", OrderStatus.REJECTED, {"run_id": "run-1"}, notice_due_at=NOW + 900

@@ -17,6 +17,7 @@ from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.orders import Order, OrderStatus
 from energy_auction.settings import Backend, Settings
 
+from ..builders import TRADER
 from ..conftest import SECRET, START, FakeClock
 from ..events import api_event
 from ..metrics import published_metrics
@@ -75,6 +76,7 @@ def install(tmp_path: Path, clock: FakeClock, **overrides: Any) -> bootstrap.Con
 def stored_order(record_id: str, status: OrderStatus, submitted: float, parameter_2: str = "1") -> Order:
     return Order(
         record_id=record_id,
+        trader=TRADER,
         parameter_1="abc",
         parameter_2=Decimal(parameter_2),
         status=status,
@@ -130,6 +132,7 @@ def test_stored_order_is_returned_with_exact_values() -> None:
         "record_id": "precise",
         "parameter_1": "xyz",
         "parameter_2": Decimal("2.1000000000000000000001"),
+        "trader": "trader-1",
         "status": "pending",
         "submitted_at": "2027-01-15T08:00:00.000Z",
         "expires_at": int(START) + DAY,

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from energy_auction import bootstrap
+from energy_auction.auth import Role
 from energy_auction.deployment import SERVICE
 from energy_auction.handlers import authorizer
 from energy_auction.local.gateway import policy_allows
 from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.observability import logger
+from energy_auction.routes import ROUTES, routes_for
 from energy_auction.settings import Backend, Settings
 
 from ..conftest import SECRET
@@ -79,24 +81,72 @@ def log_output() -> Iterator[io.StringIO]:
 # --- Accepted
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/orders"), ("GET", "/orders/unique_id_1")])
-def test_valid_token_gets_a_policy_for_both_routes_of_the_same_api_and_stage(method: str, path: str) -> None:
-    # Given a request carrying a valid token for trader-7
+TRADER_ROUTES = [("POST", "/orders"), ("GET", "/orders"), ("GET", "/orders/a-1"), ("DELETE", "/orders/a-1")]
+OPERATOR_ROUTES = [("GET", "/orders"), ("GET", "/orders/a-1")]
+
+
+@pytest.mark.parametrize(("method", "path"), TRADER_ROUTES)
+def test_a_traders_token_gets_a_policy_for_every_trader_route_of_the_same_api_and_stage(
+    method: str, path: str
+) -> None:
+    # Given a request carrying a valid token for trader-7 (no role claim: a trader)
     event = authorizer_event(bearer("trader-7"), method=method, path=path)
 
     # When the authorizer runs
     policy = authorize(event)
 
-    # Then the policy speaks for trader-7 and allows both routes of this API and stage
+    # Then the policy speaks for trader-7 and allows every trader route of this API and stage
     assert policy["principalId"] == "trader-7"
-    assert policy["context"] == {"sub": "trader-7"}
+    assert policy["context"] == {"sub": "trader-7", "role": "trader"}
     resources = allowed_resources(policy)
-    assert sorted(resources) == sorted([f"{API_ARN}/POST/orders", f"{API_ARN}/GET/orders/*"])
-    # the policy is cached per token and reused for the other route, so it must cover both
-    assert policy_allows(policy, method_arn("POST", "/orders"))
-    assert policy_allows(policy, method_arn("GET", "/orders/another-id"))
-    assert not policy_allows(policy, method_arn("DELETE", "/orders/another-id"))
-    assert not policy_allows(policy, method_arn("GET", "/orders"))
+    assert sorted(resources) == sorted(
+        [
+            f"{API_ARN}/POST/orders",
+            f"{API_ARN}/GET/orders",
+            f"{API_ARN}/GET/orders/*",
+            f"{API_ARN}/DELETE/orders/*",
+        ]
+    )
+    # the policy is cached per token and reused for the other routes, so it must cover them all
+    for other_method, other_path in TRADER_ROUTES:
+        assert policy_allows(policy, method_arn(other_method, other_path))
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATOR_ROUTES)
+def test_an_operators_cached_policy_allows_reading_and_listing_and_nothing_else(
+    method: str, path: str
+) -> None:
+    # Given a request carrying an operator's token
+    event = authorizer_event(bearer("ops-1", role=Role.OPERATOR), method=method, path=path)
+
+    # When the authorizer runs
+    policy = authorize(event)
+
+    # Then the policy passes the role on, and allows exactly the operator's routes: never a
+    # submission or a cancel, whichever route the policy was first made for
+    assert policy["context"] == {"sub": "ops-1", "role": "operator"}
+    assert sorted(allowed_resources(policy)) == [f"{API_ARN}/GET/orders", f"{API_ARN}/GET/orders/*"]
+    assert not policy_allows(policy, method_arn("POST", "/orders"))
+    assert not policy_allows(policy, method_arn("DELETE", "/orders/a-1"))
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_a_cached_policy_allows_a_route_exactly_when_the_route_table_gives_it_to_the_role(role: Role) -> None:
+    # Given a policy made for each route a token of this role may call (API Gateway caches the
+    # first one and reuses it for every route)
+    for first in routes_for(role):
+        example = first.path.replace("{record_id}", "a-1")
+        policy = authorize(authorizer_event(bearer("someone", role=role), method=first.method, path=example))
+
+        # Then it allows each route of the table if and only if the table gives it to the role: a
+        # trader's cached policy never opens a route that is an operator's only, and the reverse
+        for route in ROUTES:
+            arn = method_arn(route.method, route.path.replace("{record_id}", "b-2"))
+            assert policy_allows(policy, arn) is (role in route.roles), (
+                role,
+                first.operation,
+                route.operation,
+            )
 
 
 def test_policy_is_scoped_to_the_api_and_stage_of_the_method_arn() -> None:
@@ -106,6 +156,8 @@ def test_policy_is_scoped_to_the_api_and_stage_of_the_method_arn() -> None:
     resources = allowed_resources(authorize(event))
 
     assert sorted(resources) == [
+        "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/DELETE/orders/*",
+        "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/GET/orders",
         "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/GET/orders/*",
         "arn:aws:execute-api:us-east-2:111122223333:zzzz999/prod/POST/orders",
     ]

@@ -73,7 +73,7 @@ def test_each_message_is_written_to_the_jsonl_file_and_posted_to_slack(
     assert answer == {"delivered": 3, "skipped": 0}
     lines = written(jsonl)
     assert [line["kind"] for line in lines] == ["order_rejected", "results_not_ready", "alarm"]
-    assert lines[0]["title"] == "Order unique_id_1 rejected"
+    assert lines[0]["title"] == "Order unique_id_1 of trader-1 rejected"
     assert lines[0]["fields"]["record_id"] == "unique_id_1"
     posts = slack.posts()
     assert [post["blocks"][0]["text"]["text"] for post in posts] == [line["title"] for line in lines]
@@ -147,8 +147,8 @@ def test_every_record_is_tried_before_the_handler_fails(tmp_path: Path, slack: F
 
     # Then the second was still delivered
     assert [post["blocks"][0]["text"]["text"] for post in slack.posts()] == [
-        "Order unique_id_1 rejected",
-        "Order unique_id_2 rejected",
+        "Order unique_id_1 of trader-1 rejected",
+        "Order unique_id_2 of trader-1 rejected",
     ]
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1", "unique_id_2"]
 
@@ -262,7 +262,9 @@ def test_a_failed_delivery_is_given_back_so_the_retry_delivers_it(
     assert invoke(event) == {"delivered": 1, "skipped": 0}
 
     # Then Slack accepted it once, when it was up; the file has it once (from the first attempt)
-    assert [post["blocks"][0]["text"]["text"] for post in slack.posted()] == ["Order unique_id_1 rejected"]
+    assert [post["blocks"][0]["text"]["text"] for post in slack.posted()] == [
+        "Order unique_id_1 of trader-1 rejected"
+    ]
     assert [line["fields"]["record_id"] for line in written(jsonl)] == ["unique_id_1"]
     assert store.get_order(key("unique_id_1")).notice_due_at is None  # type: ignore[union-attr]
 

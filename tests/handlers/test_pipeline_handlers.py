@@ -266,10 +266,10 @@ def test_process_accepted_returns_the_result_key(local_container: Container) -> 
     answer = invoke_process({"result": item, "run_id": RUN})
 
     # Then it answers with the record, its status and where its result is
-    key = f"orders/{item['auction_date']}/o0.json"
-    assert answer == {"record_id": "o0", "status": "accepted", "result_key": key}
+    location = f"orders/{item['auction_date']}/{key('o0')}.json"
+    assert answer == {"record_id": "o0", "status": "accepted", "result_key": location}
     assert json.loads(json.dumps(answer)) == answer
-    assert (local_container.settings.results_dir / key).is_file()
+    assert (local_container.settings.results_dir / location).is_file()
     order = local_container.order_store.get_order(key("o0"))
     assert order is not None
     assert order.status is OrderStatus.ACCEPTED

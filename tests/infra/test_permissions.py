@@ -316,7 +316,7 @@ def test_a_pipeline_run_on_the_stage_names_makes_only_calls_the_roles_allow(
 
     # Then every call each handler made is allowed by its function's role
     assert (summary.status, summary.accepted, summary.rejected) == ("SUCCEEDED", 2, 1)
-    assert [post["blocks"][0]["text"]["text"] for post in slack.posts()] == ["Order o1 rejected"]
+    assert [post["blocks"][0]["text"]["text"] for post in slack.posts()] == ["Order o1 of trader-1 rejected"]
     needed = needs(calls, stage.resolver)
     assert sorted(needed) == ["fetch_results", "notify", "process_order"]
     problems = [

@@ -125,15 +125,21 @@ def test_unknown_path_is_not_found(gateway: LocalGateway, gateway_api: SpyFuncti
 
 
 @pytest.mark.parametrize(
-    ("method", "target"),
-    [("GET", "/orders"), ("PUT", "/orders"), ("DELETE", "/orders/x"), ("POST", "/orders/x")],
+    ("method", "target", "allowed"),
+    [
+        ("PUT", "/orders", "POST, GET"),
+        ("PATCH", "/orders/x", "GET, DELETE"),
+        ("POST", "/orders/x", "GET, DELETE"),
+    ],
 )
 def test_wrong_method_on_a_known_path_is_not_allowed(
-    gateway: LocalGateway, gateway_api: SpyFunction, method: str, target: str
+    gateway: LocalGateway, gateway_api: SpyFunction, method: str, target: str, allowed: str
 ) -> None:
     response = send(gateway, method, target, authorization=bearer())
     assert response.status == 405
     assert json_body(response)["error"] == "method_not_allowed"
+    # and it says which methods the path takes (RFC 9110: a 405 carries Allow)
+    assert response.headers["Allow"] == allowed
     assert gateway_api.events == []
 
 
@@ -232,13 +238,13 @@ def test_api_receives_a_v1_proxy_event_with_the_principal(
     response = send(
         gateway,
         "GET",
-        "/orders/gw-1?view=full&view=short",
+        "/orders/gw-1?trader=full&trader=short",
         authorization=authorization,
         extra_headers=[("X-Trace", "a"), ("X-Trace", "b")],
     )
 
     # Then the API sees what API Gateway would send
-    assert response.status == 404  # nothing stored yet: the API answered
+    assert response.status == 400  # the API answered: a trader names no trader, and at most once
     (event,) = gateway_api.events
     assert event["httpMethod"] == "GET"
     assert event["path"] == "/orders/gw-1"
@@ -247,13 +253,14 @@ def test_api_receives_a_v1_proxy_event_with_the_principal(
     assert event["headers"]["Authorization"] == authorization
     assert event["headers"]["X-Trace"] == "b"
     assert event["multiValueHeaders"]["X-Trace"] == ["a", "b"]
-    assert event["queryStringParameters"] == {"view": "short"}
-    assert event["multiValueQueryStringParameters"] == {"view": ["full", "short"]}
+    assert event["queryStringParameters"] == {"trader": "short"}
+    assert event["multiValueQueryStringParameters"] == {"trader": ["full", "short"]}
     assert event["body"] is None
     assert event["isBase64Encoded"] is False
     context = event["requestContext"]
     assert context["authorizer"]["principalId"] == "trader-5"
     assert context["authorizer"]["sub"] == "trader-5"
+    assert context["authorizer"]["role"] == "trader"
     assert context["resourcePath"] == "/orders/{record_id}"
     assert context["httpMethod"] == "GET"
     assert context["stage"] == STAGE

@@ -13,12 +13,14 @@ from energy_auction.market import REJECTION_REASONS, OrderResult, SimulatedMarke
 from energy_auction.notifications import notice_from_message
 from energy_auction.orders import ORDER_FIELDS, ORDER_TTL_SECONDS, Limits, Order, iso_utc, parse_orders
 
+from ..builders import TRADER
 from ..conftest import START
 
 
 def order(record_id: str, parameter_2: str = "2.5", parameter_1: str = "lot") -> Order:
     return Order(
         record_id=record_id,
+        trader=TRADER,
         parameter_1=parameter_1,
         parameter_2=Decimal(parameter_2),
         submitted_at=iso_utc(START),
@@ -193,6 +195,7 @@ def test_as_item_of_an_accepted_result_has_the_documented_keys_and_no_reason() -
     )
     assert result.as_item() == {
         "record_id": "unique_id_1",
+        "trader": TRADER,
         "status": "accepted",
         "power": "4",
         "parameter_1": "abc",
@@ -219,6 +222,7 @@ def test_as_item_of_a_rejected_result_carries_the_reason() -> None:
     item = result.as_item()
     assert set(item) == {
         "record_id",
+        "trader",
         "status",
         "power",
         "parameter_1",

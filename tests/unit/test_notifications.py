@@ -71,9 +71,10 @@ def test_a_rejected_order_names_the_order_its_parameters_the_run_and_the_reason(
     # Then it is a warning about that order
     assert notice.kind is NoticeKind.ORDER_REJECTED
     assert notice.severity == "warning"
-    assert notice.title == "Order unique_id_1 rejected"
+    assert notice.title == "Order unique_id_1 of trader-1 rejected"
     assert fields(notice) == {
         "record_id": "unique_id_1",
+        "trader": "trader-1",
         "parameter_1": "abc",
         "parameter_2": "2.1",
         "auction_date": "2027-01-15",
@@ -123,6 +124,7 @@ def test_an_order_whose_processing_failed_says_it_stays_pending_and_why() -> Non
     assert notice.title == "Processing of order unique_id_2 failed; it stays pending for the next run"
     assert fields(notice) == {
         "record_id": "unique_id_2",
+        "trader": "trader-1",
         "parameter_1": "abc",
         "parameter_2": "2.1",
         "run_id": "run-7",

@@ -23,22 +23,27 @@ from energy_auction.errors import (
     Problem,
     TooManyOrders,
 )
-from energy_auction.intake import find_order, submit_orders
+from energy_auction.intake import Caller, find_order, submit_orders
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     Decision,
     Limits,
     NoticeClaim,
     Order,
+    OrderPage,
+    OrderQuery,
     OrderStatus,
+    iso_utc,
     new_orders,
     parse_orders,
     settled_outcome,
 )
 
+from ..builders import TRADER, key
 from ..conftest import START
 
 LIMITS = Limits()
+CALLER = Caller(TRADER)
 VALID_RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 EXAMPLE = (
     '[{"record_id": "unique_id_1", "parameter_1": "abc", "parameter_2": 4}, '
@@ -68,10 +73,11 @@ def only_problem(body: str | bytes | None) -> Problem:
 
 
 class MemoryStore:
-    """The OrderStore port in a dict, counting reads.
+    """The OrderStore port in a dict by key, counting reads.
 
-    Order intake only puts and gets orders. The rest of the port belongs to the pipeline: here it
-    fails the test, should intake ever call it.
+    Order intake puts, gets, lists and cancels orders (the rules of which are the stores' contract
+    tests'). The rest of the port belongs to the pipeline: here it fails the test, should intake
+    ever call it.
     """
 
     def __init__(self) -> None:
@@ -80,18 +86,37 @@ class MemoryStore:
 
     def put_orders(self, orders: Sequence[Order], now: int) -> None:
         for o in orders:
-            self.orders[o.record_id] = o
+            self.orders[o.key] = o
 
-    def get_order(self, record_id: str) -> Order | None:
-        self.reads.append(record_id)
-        return self.orders.get(record_id)
+    def get_order(self, key: str) -> Order | None:
+        self.reads.append(key)
+        return self.orders.get(key)
+
+    def list_orders(self, query: OrderQuery) -> OrderPage:
+        self.reads.append("list")
+        found = sorted(
+            (o for o in self.orders.values() if query.wants(o)), key=lambda o: o.listed_at, reverse=True
+        )
+        page = found[: query.limit]
+        return OrderPage(page, page[-1].listed_at if len(found) > query.limit else None)
+
+    def cancel_order(self, key: str, now: int) -> Order:
+        order = self.orders.get(key)
+        if order is None or not order.is_live(now):
+            raise OrderNotFound(key.partition("/")[2])
+        if order.status is not OrderStatus.CANCELLED:
+            if not order.is_cancellable(now):
+                raise order.cancel_refused(now)
+            order = order.model_copy(update={"status": OrderStatus.CANCELLED, "cancelled_at": iso_utc(now)})
+            self.orders[key] = order
+        return order
 
     def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
         raise _not_intake("pending_orders")
 
     def claim_orders(
         self,
-        record_ids: Sequence[str],
+        keys: Sequence[str],
         run_id: str,
         now: int,
         lease_seconds: int,
@@ -101,7 +126,7 @@ class MemoryStore:
 
     def complete_order(
         self,
-        record_id: str,
+        key: str,
         run_id: str,
         status: OrderStatus,
         outcome: dict[str, Any],
@@ -110,21 +135,19 @@ class MemoryStore:
     ) -> None:
         raise _not_intake("complete_order")
 
-    def release_order(self, record_id: str, run_id: str) -> None:
+    def release_order(self, key: str, run_id: str) -> None:
         raise _not_intake("release_order")
 
-    def claim_notice(
-        self, record_id: str, run_id: str, now: int, lease_seconds: int, delivery: str
-    ) -> NoticeClaim:
+    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
         raise _not_intake("claim_notice")
 
-    def finish_notice(self, record_id: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
         raise _not_intake("finish_notice")
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         raise _not_intake("overdue_notices")
 
-    def postpone_notice(self, record_id: str, run_id: str, due_at: int) -> None:
+    def postpone_notice(self, key: str, run_id: str, due_at: int) -> None:
         raise _not_intake("postpone_notice")
 
 
@@ -480,7 +503,7 @@ def test_body_over_the_byte_limit_is_refused_before_parsing() -> None:
 
 def test_new_orders_are_pending_for_24_hours_from_submission() -> None:
     requests = parse_orders(EXAMPLE, LIMITS)
-    orders = new_orders(requests, now=START + 0.75)
+    orders = new_orders(requests, START + 0.75, TRADER)
 
     assert {o.status for o in orders} == {OrderStatus.PENDING}
     assert {o.expires_at for o in orders} == {int(START) + 86400}
@@ -493,7 +516,7 @@ def test_new_orders_are_pending_for_24_hours_from_submission() -> None:
 
 def test_submit_orders_stores_every_order_and_returns_a_receipt() -> None:
     store = MemoryStore()
-    receipt = submit_orders(EXAMPLE, store, LIMITS, now=START)
+    receipt = submit_orders(EXAMPLE, CALLER, store, LIMITS, now=START)
 
     assert receipt.as_dict() == {
         "stored": 2,
@@ -502,38 +525,38 @@ def test_submit_orders_stores_every_order_and_returns_a_receipt() -> None:
             {"record_id": "unique_id_2", "status": "pending", "expires_at": int(START) + 86400},
         ],
     }
-    assert store.orders["unique_id_2"].parameter_2 == Decimal("2.1")
+    assert store.orders[key("unique_id_2")].parameter_2 == Decimal("2.1")
 
 
 def test_submit_orders_stores_nothing_when_any_record_is_invalid() -> None:
     store = MemoryStore()
     with pytest.raises(OrdersInvalid):
-        submit_orders(body_of(order(record_id="fine"), order(record_id="")), store, LIMITS, now=START)
+        submit_orders(body_of(order(record_id="fine"), order(record_id="")), CALLER, store, LIMITS, now=START)
     assert store.orders == {}
 
 
 def test_find_order_returns_a_live_order_and_hides_it_once_expired() -> None:
     store = MemoryStore()
-    submit_orders(EXAMPLE, store, LIMITS, now=START)
+    submit_orders(EXAMPLE, CALLER, store, LIMITS, now=START)
 
-    assert find_order(store, "unique_id_1", now=START + 86399).parameter_2 == Decimal(4)
+    assert find_order(store, CALLER, "unique_id_1", now=START + 86399).parameter_2 == Decimal(4)
     # an expired order does not exist, even though the store still holds it
     with pytest.raises(OrderNotFound) as missing:
-        find_order(store, "unique_id_1", now=START + 86400)
+        find_order(store, CALLER, "unique_id_1", now=START + 86400)
     assert missing.value.code == "not_found"
-    assert "unique_id_1" in store.orders
+    assert key("unique_id_1") in store.orders
 
 
 def test_find_order_of_an_unknown_record_id_is_not_found() -> None:
     with pytest.raises(OrderNotFound):
-        find_order(MemoryStore(), "never-stored", now=START)
+        find_order(MemoryStore(), CALLER, "never-stored", now=START)
 
 
 @pytest.mark.parametrize("record_id", ["a" * 65, "a/b", "-a", "a b", "ünï", "", "../etc/passwd"])
 def test_find_order_refuses_malformed_record_ids_without_reading_the_store(record_id: str) -> None:
     store = MemoryStore()
     with pytest.raises(OrderNotFound):
-        find_order(store, record_id, now=START)
+        find_order(store, CALLER, record_id, now=START)
     assert store.reads == []
 
 
@@ -542,7 +565,7 @@ def test_find_order_refuses_a_record_id_with_a_trailing_newline_without_reading_
     # stored and need not be looked up.
     store = MemoryStore()
     with pytest.raises(OrderNotFound):
-        find_order(store, "abc\n", now=START)
+        find_order(store, CALLER, "abc\n", now=START)
     assert store.reads == []
 
 
@@ -584,7 +607,7 @@ def test_valid_requests_always_parse_and_round_trip_exactly(records: list[dict[s
         assert o.parameter_2 == Decimal(r["parameter_2"])
         assert str(o.parameter_2) == str(Decimal(r["parameter_2"]))
     # and the stored form reads back identically
-    for stored in new_orders(parsed, now=START):
+    for stored in new_orders(parsed, START, TRADER):
         assert Order.model_validate(codec.loads(codec.dumps(stored.model_dump()))) == stored
 
 

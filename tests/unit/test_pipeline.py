@@ -28,9 +28,10 @@ from energy_auction.orders import (
     Order,
     OrderStatus,
     iso_utc,
+    trader_key,
 )
 from energy_auction.pipeline import fetch_results, process_order, redeliver_notices, release_order, result_key
-from tests.builders import key, keys
+from tests.builders import TRADER, key, keys
 
 from ..builders import store_orders
 from ..conftest import START, FakeClock
@@ -80,6 +81,7 @@ def claimed_result(
     now = container.clock()
     stored = Order(
         record_id=record_id,
+        trader=TRADER,
         parameter_1="abc",
         parameter_2=Decimal(parameter_2),
         submitted_at=iso_utc(now),
@@ -89,6 +91,7 @@ def claimed_result(
     accepted = status == "accepted"
     result = OrderResult(
         record_id=record_id,
+        trader=TRADER,
         status="accepted" if accepted else "rejected",
         power=Decimal(parameter_2) if accepted else Decimal(0),
         auction_date=iso_utc(now)[:10],
@@ -97,7 +100,7 @@ def claimed_result(
         order_fields={"parameter_1": "abc", "parameter_2": Decimal(parameter_2)},
     )
     # FetchResults stores the market's decision with the claim
-    decisions = {record_id: result.decision(stored.submitted_at)}
+    decisions = {key(record_id): result.decision(stored.submitted_at)}
     assert container.order_store.claim_orders(keys([record_id]), run_id, int(now), LEASE, decisions)
     return as_event(result.as_item())
 
@@ -262,21 +265,22 @@ def test_a_retried_fetch_results_gets_back_the_orders_it_already_claimed(
 def test_an_accepted_result_is_written_and_the_order_marked_accepted(local_container: Container) -> None:
     # Given an order this run claimed, and its accepted result as the Lambda event carries it
     item = claimed_result(local_container, "unique_id_1", "accepted")
-    key = result_key(item["auction_date"], "unique_id_1")
+    location = result_key(item["auction_date"], key("unique_id_1"))
 
     # When ProcessOrder settles it
     answer = settle(local_container, item)
 
-    # Then it answers with where the result is
-    assert key == f"orders/{item['auction_date']}/unique_id_1.json"
-    assert answer == {"record_id": "unique_id_1", "status": "accepted", "result_key": key}
+    # Then it answers with where the result is: under the trader's key, then the record_id
+    assert location == f"orders/{item['auction_date']}/{trader_key(TRADER)}/unique_id_1.json"
+    assert answer == {"record_id": "unique_id_1", "status": "accepted", "result_key": location}
 
-    # And the result file holds the order, its outcome, the run and processed_at
-    document = codec.loads(result_file(local_container, key).read_text())
+    # And the result file holds the order (with its trader), its outcome, the run and processed_at
+    document = codec.loads(result_file(local_container, location).read_text())
     assert set(document) == {"order", "outcome", "run_id", "processed_at"}
     assert document["run_id"] == RUN
     assert document["processed_at"] == item["decided_at"]
     assert document["order"]["record_id"] == "unique_id_1"
+    assert document["order"]["trader"] == TRADER
     assert document["order"]["parameter_1"] == "abc"
     assert document["order"]["parameter_2"] == Decimal("2.1")
     assert document["outcome"]["status"] == "accepted"
@@ -288,7 +292,7 @@ def test_an_accepted_result_is_written_and_the_order_marked_accepted(local_conta
     assert order.status is OrderStatus.ACCEPTED
     assert order.claim_run_id is None
     assert order.outcome is not None
-    assert order.outcome["result_key"] == key
+    assert order.outcome["result_key"] == location
     assert order.outcome["run_id"] == RUN
     assert order.outcome["processed_at"] == item["decided_at"]
     assert "reason" not in order.outcome
@@ -393,7 +397,7 @@ def test_an_order_another_run_holds_is_a_lost_claim(local_container: Container, 
     # Then the order is untouched and no result is written
     order = get(local_container, "held")
     assert (order.status, order.claim_run_id, order.outcome) == (OrderStatus.PENDING, OTHER_RUN, None)
-    assert not result_file(local_container, result_key(item["auction_date"], "held")).exists()
+    assert not result_file(local_container, result_key(item["auction_date"], key("held"))).exists()
 
 
 def test_an_order_that_was_never_claimed_is_a_lost_claim(local_container: Container) -> None:
@@ -410,7 +414,7 @@ def test_an_order_that_was_never_claimed_is_a_lost_claim(local_container: Contai
     # Then it is still pending and unclaimed, with no result file
     order = get(local_container, "free0")
     assert (order.status, order.claim_run_id) == (OrderStatus.PENDING, None)
-    assert not result_file(local_container, result_key(item["auction_date"], "free0")).exists()
+    assert not result_file(local_container, result_key(item["auction_date"], key("free0"))).exists()
 
 
 def test_an_order_that_no_longer_exists_is_a_lost_claim(local_container: Container) -> None:
@@ -425,7 +429,7 @@ def test_an_order_that_no_longer_exists_is_a_lost_claim(local_container: Contain
         settle(local_container, item)
 
     # Then nothing is written
-    assert not result_file(local_container, result_key(item["auction_date"], "gone")).exists()
+    assert not result_file(local_container, result_key(item["auction_date"], key("gone"))).exists()
 
 
 # --- ReleaseOrder
@@ -508,7 +512,7 @@ def test_an_owed_notice_is_republished_once_overdue_as_the_state_machine_publish
     original = notice_from_message(
         codec.dumps({"result": item, "run_id": RUN, "error": {"Error": "OrderRejected"}}), kind, subject
     )
-    assert (redelivered.key, redelivered.order) == (original.key, ("unique_id_3", RUN))
+    assert (redelivered.key, redelivered.order) == (original.key, (key("unique_id_3"), RUN))
     assert redelivered.fields == original.fields
     assert redelivered.title == "Order unique_id_3 rejected"
 
