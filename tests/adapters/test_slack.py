@@ -83,7 +83,7 @@ def unescape(text: str) -> str:
 
 NOTICE = Notice(
     kind=NoticeKind.ORDER_REJECTED,
-    title="Order unique_id_1 rejected",
+    title="Order unique_id_1 of trader-1 rejected",
     text="The auction rejected order unique_id_1: price <above> the clearing price & more (run run-1)",
     fields=(("record_id", "unique_id_1"), ("parameter_2", "2.1"), ("reason", "a <b> & c")),
     severity="warning",
@@ -110,7 +110,7 @@ def test_a_notice_is_posted_as_block_kit_with_a_plain_text_fallback(
     header, section, context = payload["blocks"]
     assert header == {
         "type": "header",
-        "text": {"type": "plain_text", "text": "Order unique_id_1 rejected", "emoji": True},
+        "text": {"type": "plain_text", "text": "Order unique_id_1 of trader-1 rejected", "emoji": True},
     }
     assert section["type"] == "section"
     assert section["text"] == {"type": "mrkdwn", "text": payload["text"], "verbatim": True}
@@ -423,7 +423,7 @@ def test_user_text_in_mrkdwn_is_posted_verbatim_so_slack_links_nothing(
     # Given a notice whose text and fields hold what Slack would turn into links and mentions
     notice = Notice(
         NoticeKind.ORDER_REJECTED,
-        "Order r1 rejected",
+        "Order r1 of trader-1 rejected",
         "see www.example.com, #general and @here",
         fields=(("reason", "ask @channel in #trading or mail ops@example.com"),),
         occurred_at="not a time: visit example.com",

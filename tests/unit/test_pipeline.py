@@ -514,7 +514,7 @@ def test_an_owed_notice_is_republished_once_overdue_as_the_state_machine_publish
     )
     assert (redelivered.key, redelivered.order) == (original.key, (key("unique_id_3"), RUN))
     assert redelivered.fields == original.fields
-    assert redelivered.title == "Order unique_id_3 rejected"
+    assert redelivered.title == "Order unique_id_3 of trader-1 rejected"
 
 
 def test_a_redelivered_notice_waits_twice_as_long_each_time(
