@@ -20,7 +20,15 @@ BASE_ACTIONS = {
 }
 # What each function may do beyond logging and tracing: nothing else.
 EXPECTED_ACTIONS = {
-    "api": {"dynamodb:PutItem", "dynamodb:GetItem"},
+    "api": {
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:Query",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+    },
     "authorizer": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
     "fetch_results": {
         "dynamodb:Query",
@@ -40,7 +48,7 @@ EXPECTED_ACTIONS = {
     },
 }
 EXPECTED_SETTINGS = {
-    "api": {"backend", "orders_table"},
+    "api": {"backend", "orders_table", "cursor_secret_id"},
     "authorizer": {"backend", "jwt_secret_id"},
     "fetch_results": {
         "backend",

@@ -8,7 +8,7 @@ import json
 from infra.nag import flatten
 from infra.notifications import PIPELINE_FAILED_RULE, topic_name
 
-from energy_auction.deployment import jwt_secret_name, slack_webhook_secret_name
+from energy_auction.deployment import cursor_secret_name, jwt_secret_name, slack_webhook_secret_name
 from tests.infra.conftest import CUSTOM_CONTEXT, Assembly, Synthesized
 from tests.infra.templates import functions, logical_id
 
@@ -90,16 +90,20 @@ def test_topic_name_is_what_the_delivery_pipeline_addresses(stage_stack: Synthes
     assert topic["Properties"]["TopicName"] == topic_name(stage)
 
 
-def test_secrets_jwt_generated_and_slack_blank_under_the_cli_names(stage_stack: Synthesized) -> None:
+def test_secrets_jwt_and_cursor_generated_and_slack_blank_under_the_cli_names(
+    stage_stack: Synthesized,
+) -> None:
     stage = stage_stack.name.removeprefix("EnergyAuction-")
     secrets = {
         s["Properties"]["Name"]: s["Properties"]
         for s in stage_stack.resources("AWS::SecretsManager::Secret").values()
     }
-    assert set(secrets) == {jwt_secret_name(stage), slack_webhook_secret_name(stage)}
-    generated = secrets[jwt_secret_name(stage)]["GenerateSecretString"]
-    assert generated["PasswordLength"] >= 64
-    assert "SecretString" not in secrets[jwt_secret_name(stage)]
+    generated_names = (jwt_secret_name(stage), cursor_secret_name(stage))
+    assert set(secrets) == {*generated_names, slack_webhook_secret_name(stage)}
+    for generated_name in generated_names:
+        generated = secrets[generated_name]["GenerateSecretString"]
+        assert generated["PasswordLength"] >= 64
+        assert "SecretString" not in secrets[generated_name]
     assert secrets[slack_webhook_secret_name(stage)]["SecretString"].strip() == "", "the operator fills it"
 
 

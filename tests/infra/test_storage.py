@@ -7,12 +7,17 @@ from typing import Any
 
 from energy_auction.adapters.aws import (
     EXPIRES_ATTRIBUTE,
+    LIST_SHARD_ATTRIBUTE,
+    LISTED_AT_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
     NOTICE_SHARD_ATTRIBUTE,
     NOTICES_INDEX,
     ORDERS_KEY,
     PENDING_INDEX,
     PENDING_SHARD_ATTRIBUTE,
+    TIME_INDEX,
+    TRADER_INDEX,
+    TRADER_KEY_ATTRIBUTE,
     TTL_ATTRIBUTE,
 )
 from tests.infra.conftest import Synthesized
@@ -41,7 +46,13 @@ def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> 
     # The same indexes as tests.adapters.stores.create_orders_table, which the store tests run on
     _, table = stage_stack.one("AWS::DynamoDB::Table")
     indexes = {i["IndexName"]: i for i in table["Properties"]["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX}
+    assert set(indexes) == {PENDING_INDEX, NOTICES_INDEX, TRADER_INDEX, TIME_INDEX}
+    for listing, partition in ((TRADER_INDEX, TRADER_KEY_ATTRIBUTE), (TIME_INDEX, LIST_SHARD_ATTRIBUTE)):
+        assert indexes[listing]["KeySchema"] == [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": LISTED_AT_ATTRIBUTE, "KeyType": "RANGE"},
+        ]
+        assert indexes[listing]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert indexes[PENDING_INDEX]["KeySchema"] == [
         {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
         {"AttributeName": EXPIRES_ATTRIBUTE, "KeyType": "RANGE"},
@@ -58,6 +69,9 @@ def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> 
         PENDING_SHARD_ATTRIBUTE: "S",
         EXPIRES_ATTRIBUTE: "N",
         NOTICE_SHARD_ATTRIBUTE: "S",
+        TRADER_KEY_ATTRIBUTE: "S",
+        LIST_SHARD_ATTRIBUTE: "S",
+        LISTED_AT_ATTRIBUTE: "S",
         NOTICE_DUE_ATTRIBUTE: "N",
     }
 

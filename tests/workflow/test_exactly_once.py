@@ -80,9 +80,9 @@ class StoppedAfterRejection:
     def __init__(self, inner: Any, target: str, tripwire: Tripwire) -> None:
         self.inner, self.target, self.tripwire = inner, target, tripwire
 
-    def complete_order(self, record_id: str, run_id: str, status: OrderStatus, *args: Any, **kw: Any) -> None:
-        self.inner.complete_order(key(record_id), run_id, status, *args, **kw)
-        if record_id == self.target and status is OrderStatus.REJECTED:
+    def complete_order(self, order: str, run_id: str, status: OrderStatus, *args: Any, **kw: Any) -> None:
+        self.inner.complete_order(order, run_id, status, *args, **kw)
+        if order == key(self.target) and status is OrderStatus.REJECTED:
             self.tripwire.trip(run_id)
 
     def __getattr__(self, name: str) -> Any:
@@ -146,6 +146,7 @@ def _settled(container: Container, ids: list[str]) -> dict[str, Order]:
 
 def _result_objects(home: Path) -> dict[str, dict[str, Any]]:
     root = home / "results"
+    # results/orders/<date>/<trader key>/<record_id>.json: these tests' orders are all one trader's
     return {p.stem: codec.loads(p.read_text()) for p in root.rglob("*.json")} if root.exists() else {}
 
 
