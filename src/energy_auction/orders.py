@@ -248,34 +248,67 @@ class Limits:
     max_body_bytes: int = 256 * 1024
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r} in an object")
+            raise _DuplicateKey(f"duplicate key {key!r} in an object")
         result[key] = value
     return result
 
 
-def parse_json(body: str | bytes) -> Any:
-    """Parse a JSON document keeping every number exact (``Decimal``).
+def _position(text: str) -> str:
+    """``line L column C`` of the character just after ``text`` (both counted from 1)."""
+    line, column = text.count("\n") + 1, len(text) - text.rfind("\n")
+    return f"line {line} column {column}"
 
-    NaN and Infinity literals (which Python's parser accepts) become non-finite Decimals, so the
-    validator can name the field they appear in; duplicate keys are invalid JSON here.
+
+def _utf8(body: bytes) -> str:
+    # Strictly UTF-8: json.loads would detect UTF-16 and UTF-32 in bytes, and skip a UTF-8 BOM.
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        where = _position(body[: err.start].decode("utf-8"))
+        raise InvalidJson(f"body is not valid JSON: bytes that are not UTF-8 at {where}") from None
+
+
+def parse_json(body: str | bytes) -> Any:
+    """Parse a JSON document keeping every number exact (``Decimal``, integers too, of any length).
+
+    Bytes must be UTF-8, and a byte order mark is refused (RFC 8259 section 8.1: JSON on a network
+    is UTF-8, without one). NaN and Infinity literals (which Python's parser accepts) become
+    non-finite Decimals, so the validator can name the field they appear in; duplicate keys are
+    invalid JSON here. Each message is plain, with the line and column where they are known.
     """
+    text = _utf8(body) if isinstance(body, bytes) else body
+    if text.startswith("\ufeff"):
+        raise InvalidJson(
+            "body is not valid JSON: a byte order mark (U+FEFF) at line 1 column 1; send UTF-8 without one"
+        )
     try:
         return json.loads(
-            body,
+            text,
             parse_float=Decimal,
+            parse_int=Decimal,  # int() refuses more than 4300 digits; the validator counts digits itself
             parse_constant=Decimal,
             object_pairs_hook=_reject_duplicate_keys,
         )
     except json.JSONDecodeError as err:
-        raise InvalidJson(
-            f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from err
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise InvalidJson(f"body is not valid JSON: {err}") from err
+        where = f"line {err.lineno} column {err.colno}"
+        if text[err.pos : err.pos + 1] == "\x00":
+            # What UTF-16 or UTF-32 text looks like when read as UTF-8: a NUL beside every character.
+            raise InvalidJson(
+                f"body is not valid JSON: a NUL character at {where} (send UTF-8, not UTF-16 or UTF-32)"
+            ) from None
+        raise InvalidJson(f"body is not valid JSON: {err.msg} at {where}") from None
+    except RecursionError:
+        raise InvalidJson("body is not valid JSON: nested too deeply") from None
+    except _DuplicateKey as err:
+        raise InvalidJson(f"body is not valid JSON: {err}") from None
 
 
 _MESSAGES = {
@@ -307,7 +340,8 @@ def parse_orders(body: str | bytes | None, limits: Limits) -> list[OrderRequest]
     BodyTooLarge, InvalidJson, TooManyOrders, OrdersInvalid
         Every problem with the request is reported at once; nothing is partially accepted.
     """
-    raw = body.encode() if isinstance(body, str) else (body or b"")
+    # surrogatepass: a lone surrogate in a text body is then refused as bytes that are not UTF-8.
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
     if len(raw) > limits.max_body_bytes:
         raise BodyTooLarge(len(raw), limits.max_body_bytes)
     if not raw.strip():

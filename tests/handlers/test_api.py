@@ -190,6 +190,31 @@ def test_base64_body_that_is_not_utf8_is_a_bad_request() -> None:
     assert_error(response, 400, "invalid_json")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_utf16_or_utf32_body_is_invalid_json_and_stores_nothing(encoding: str) -> None:
+    # Given the example orders encoded as UTF-16 or UTF-32 (base64 in the event, as binary media)
+    raw = json.dumps([{"record_id": "wide", "parameter_1": "x", "parameter_2": 1}]).encode(encoding)
+
+    # When posted, then they are refused as invalid JSON, and nothing is stored
+    payload = assert_error(post(raw_body=raw), 400, "invalid_json")
+    assert "line 1 column" in payload["message"]
+    assert get("wide")["statusCode"] == 404
+
+
+def test_a_text_body_with_a_byte_order_mark_is_invalid_json() -> None:
+    text = "\ufeff" + json.dumps([{"record_id": "bom", "parameter_1": "x", "parameter_2": 1}])
+
+    payload = assert_error(post(raw_body=text), 400, "invalid_json")
+
+    assert "byte order mark" in payload["message"]
+    assert get("bom")["statusCode"] == 404
+
+
+def test_deeply_nested_json_is_invalid_json_in_plain_words() -> None:
+    payload = assert_error(post(raw_body="[" * 100_000), 400, "invalid_json")
+    assert payload["message"] == "body is not valid JSON: nested too deeply"
+
+
 def test_invalid_orders_are_unprocessable_with_every_problem_listed() -> None:
     # Given one valid and two invalid orders
     orders = [
