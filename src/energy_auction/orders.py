@@ -49,11 +49,13 @@ def is_record_id(text: str) -> bool:
     return len(text) <= RECORD_ID_MAX_LENGTH and _RECORD_ID_RE.fullmatch(text) is not None
 
 
-# DynamoDB numbers: up to 38 significant digits, magnitude between 1e-130 and 1e126.
+# DynamoDB numbers: up to 38 significant digits, magnitude at least 1e-130 and less than 1e126.
 _MAX_DIGITS = 38
 _MIN_ADJUSTED_EXPONENT = -130
 _MAX_ADJUSTED_EXPONENT = 125
 _MIN_EXPONENT = -165  # boto3's DynamoDB context: Emin -128 less 37 more digits
+PARAMETER_2_RANGE_RULE = "must be at least 1e-130 and less than 1e126 in magnitude"
+PARAMETER_2_PLACE_RULE = "must have no digit smaller than 1e-165"
 
 
 class OrderStatus(StrEnum):
@@ -94,8 +96,10 @@ def _finite_number(value: object) -> Decimal:
     if significant > _MAX_DIGITS:
         raise ValueError(f"must have at most {_MAX_DIGITS} significant digits")
     adjusted = exponent + significant - 1
-    if not (_MIN_ADJUSTED_EXPONENT <= adjusted <= _MAX_ADJUSTED_EXPONENT and exponent >= _MIN_EXPONENT):
-        raise ValueError("must be between 1e-130 and 9.99e125 in magnitude")
+    if not _MIN_ADJUSTED_EXPONENT <= adjusted <= _MAX_ADJUSTED_EXPONENT:
+        raise ValueError(PARAMETER_2_RANGE_RULE)
+    if exponent < _MIN_EXPONENT:  # 1.2345678901234567890123456789012345678e-130: in range, too fine
+        raise ValueError(PARAMETER_2_PLACE_RULE)
     if len(digits) > _MAX_DIGITS:  # trailing zeros beyond 38 digits: same value, fewer digits
         return Decimal((sign, digits[:significant], exponent))
     return number

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from energy_auction.errors import (
 from energy_auction.intake import find_order, submit_orders
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
+    PARAMETER_2_PLACE_RULE,
+    PARAMETER_2_RANGE_RULE,
     Limits,
     Order,
     OrderStatus,
@@ -408,8 +411,6 @@ def test_parameter_1_of_256_characters_is_accepted() -> None:
         ("NaN", "must be a finite number (NaN and Infinity are refused)"),
         ("Infinity", "must be a finite number (NaN and Infinity are refused)"),
         ("-Infinity", "must be a finite number (NaN and Infinity are refused)"),
-        ("1e-131", "must be between 1e-130 and 9.99e125 in magnitude"),
-        ("1e126", "must be between 1e-130 and 9.99e125 in magnitude"),
     ],
 )
 def test_parameter_2_must_be_a_finite_json_number(literal: str, message: str) -> None:
@@ -417,6 +418,52 @@ def test_parameter_2_must_be_a_finite_json_number(literal: str, message: str) ->
     problem = only_problem(body)
     assert (problem.index, problem.record_id, problem.field) == (0, "r1", "parameter_2")
     assert problem.message == message
+
+
+MAX_PARAMETER_2 = "9.9999999999999999999999999999999999999e125"  # 38 nines: the largest DynamoDB stores
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        MAX_PARAMETER_2,
+        "-" + MAX_PARAMETER_2,
+        "9.999e125",
+        "1e125",
+        "1e-130",
+        "-1e-130",
+        "1.23456789012345678901234567890123456e-130",  # its last digit is the 1e-165 place
+    ],
+)
+def test_parameter_2_at_the_edges_of_dynamodbs_range_is_accepted(literal: str) -> None:
+    (parsed,) = parse_orders(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]', LIMITS)
+    assert parsed.parameter_2 == Decimal(literal)
+
+
+@pytest.mark.parametrize(
+    ("literal", "message"),
+    [
+        ("1e126", PARAMETER_2_RANGE_RULE),
+        ("-1e126", PARAMETER_2_RANGE_RULE),
+        ("10e125", PARAMETER_2_RANGE_RULE),
+        ("9.9e-131", PARAMETER_2_RANGE_RULE),
+        ("-1e-131", PARAMETER_2_RANGE_RULE),
+        ("1.234567890123456789012345678901234567e-130", PARAMETER_2_PLACE_RULE),  # a digit at 1e-166
+    ],
+)
+def test_parameter_2_just_outside_dynamodbs_range_is_refused_saying_the_rule(
+    literal: str, message: str
+) -> None:
+    problem = only_problem(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]')
+    assert (problem.field, problem.message) == ("parameter_2", message)
+
+
+def test_the_readme_states_the_range_in_the_words_of_the_messages() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `parameter_2` |")]
+    assert PARAMETER_2_RANGE_RULE in row
+    assert PARAMETER_2_PLACE_RULE in row
+    assert "9.9999999999999999999999999999999999999e125" in row
 
 
 @pytest.mark.parametrize(
@@ -605,8 +652,8 @@ record_ids = st.from_regex(VALID_RECORD_ID, fullmatch=True)
 
 @st.composite
 def exact_numbers(draw: st.DrawFn) -> Decimal:
-    """Finite decimals DynamoDB stores exactly: at most 38 significant digits, magnitude 1e-130..9.99e125,
-    exponent at least -165 (the smallest boto3's DynamoDB context represents)."""
+    """Finite decimals DynamoDB stores exactly: at most 38 significant digits, magnitude at least 1e-130
+    and less than 1e126, no digit below 1e-165 (the smallest boto3's DynamoDB context represents)."""
     coefficient = draw(st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1))
     if coefficient == 0:
         return Decimal(0)
