@@ -144,6 +144,28 @@ def test_issuer_is_checked_when_configured(tmp_path: Path) -> None:
         authorize(authorizer_event(bearer()))  # no iss claim
 
 
+def test_the_configured_longest_token_lifetime_is_enforced(tmp_path: Path) -> None:
+    # Given a stack that accepts tokens of at most 10 minutes
+    settings = Settings(backend=Backend.LOCAL, home=tmp_path, jwt_secret=SECRET, jwt_max_lifetime_seconds=600)
+    bootstrap.use(bootstrap.Container(settings))
+
+    # Then a 10-minute token is accepted and an 11-minute one refused
+    assert authorize(authorizer_event(bearer(ttl=600)))["principalId"] == "trader-1"
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(bearer(ttl=660)))
+
+
+def test_a_token_whose_expiry_is_a_string_is_unauthorized(log_output: io.StringIO) -> None:
+    t = int(time.time())
+    token = jwt_token({"sub": "trader-1", "iat": t, "exp": str(t + 600)})
+
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(f"Bearer {token}"))
+
+    records = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert any(r.get("message") == "token refused" and r.get("reason") == "bad_numeric_date" for r in records)
+
+
 def test_rotated_secret_takes_effect_without_a_new_container(tmp_path: Path) -> None:
     # Given the secret comes from the local secret file
     settings = Settings(backend=Backend.LOCAL, home=tmp_path)
