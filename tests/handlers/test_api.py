@@ -152,6 +152,17 @@ def test_malformed_record_id_in_the_path_is_not_found() -> None:
     assert_error(get("a" * 65), 404, "not_found")
 
 
+@pytest.mark.parametrize("record_id", ["a\nb", "a/b", 'a"b', "a#b", "a\\b"])
+def test_an_id_the_resolver_cannot_route_is_a_missing_order(record_id: str) -> None:
+    # Given API Gateway routed /orders/{record_id} with an id holding a character no id has
+    response = get(record_id)
+
+    # Then the answer is exactly that of a missing order, not "no such route"
+    payload = assert_error(response, 404, "not_found")
+    assert payload == {"error": "not_found", "message": f"no unexpired order with record_id {record_id!r}"}
+    assert payload.keys() == body(get("never-posted")).keys()
+
+
 def test_unknown_route_is_not_found() -> None:
     assert_error(call(api_event("GET", "/nowhere")), 404, "not_found")
 

@@ -6,6 +6,7 @@ import base64
 import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -136,6 +137,27 @@ def test_wrong_method_on_a_known_path_is_not_allowed(
     assert response.status == 405
     assert json_body(response)["error"] == "method_not_allowed"
     assert gateway_api.events == []
+
+
+@pytest.mark.parametrize("encoded", ["a%0Ab", "a%2Fb", "a%22b", "a%20b", "%E2%9A%A1"])
+def test_an_id_no_order_can_have_is_a_missing_order_not_a_refusal(
+    gateway: LocalGateway, gateway_api: SpyFunction, encoded: str
+) -> None:
+    # Given a valid token, and a record_id with a character no record_id has (a newline, "/", ...)
+    record_id = unquote(encoded)
+
+    # When that order is asked for
+    response = send(gateway, "GET", f"/orders/{encoded}", authorization=bearer())
+
+    # Then the answer is that of a missing order, from the API, with the id decoded
+    assert response.status == 404
+    assert json_body(response) == {
+        "error": "not_found",
+        "message": f"no unexpired order with record_id {record_id!r}",
+    }
+    (event,) = gateway_api.events
+    assert event["pathParameters"] == {"record_id": record_id}
+    assert event["path"] == f"/orders/{record_id}"
 
 
 # --- The authorizer
@@ -395,3 +417,12 @@ def doc(*statements: dict[str, Any]) -> dict[str, Any]:
 )
 def test_policy_allows(policy_document: dict[str, Any], allowed: bool) -> None:
     assert policy_allows(policy_document, METHOD_ARN) is allowed
+
+
+def test_a_wildcard_spans_every_character_a_path_can_hold() -> None:
+    # IAM's * is any run of characters: an id holding a newline is still under GET /orders/*
+    policy_document = doc(statement("Allow", f"{ARN}/GET/orders/*"))
+    assert policy_allows(policy_document, f"{ARN}/GET/orders/a\nb")
+    assert policy_allows(policy_document, f"{ARN}/GET/orders/\n")
+    # and an exact resource is that resource alone, not the same with a newline after it
+    assert not policy_allows(doc(statement("Allow", METHOD_ARN)), METHOD_ARN + "\n")

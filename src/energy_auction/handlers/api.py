@@ -51,6 +51,12 @@ def handle_domain_error(err: errors.EnergyAuctionError) -> Response[str]:
 
 @app.not_found
 def handle_not_found(_: Exception) -> Response[str]:
+    record_id = (app.current_event.path_parameters or {}).get("record_id")
+    if record_id is not None:
+        # API Gateway matched /orders/{record_id}, but the resolver's pattern lacks a character of
+        # the id (a newline, '"', '/' from %2F ...): no order has such an id, so it is not found.
+        missing: Response[str] = handle_domain_error(errors.OrderNotFound(record_id))
+        return missing
     status, body = errors.GATEWAY_RESPONSES["MISSING_AUTHENTICATION_TOKEN"]
     metrics.add_metric(name="RequestsRefused", unit=MetricUnit.Count, value=1)
     return error_response(status, body["error"], body["message"])

@@ -63,8 +63,8 @@ def _gateway_response(kind: str) -> GatewayResponse:
 
 
 def _arn_pattern(resource: str) -> re.Pattern[str]:
-    # IAM resource wildcards: * is any run of characters (including "/"), ? is one character.
-    return re.compile("^" + re.escape(resource).replace(r"\*", ".*").replace(r"\?", ".") + "$")
+    # IAM resource wildcards: * is any run of characters (including "/" and a newline), ? is one character.
+    return re.compile(re.escape(resource).replace(r"\*", ".*").replace(r"\?", "."), re.DOTALL)
 
 
 def policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
@@ -77,7 +77,7 @@ def policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
             continue
         resources = statement.get("Resource", [])
         resources = [resources] if isinstance(resources, str) else resources
-        if any(_arn_pattern(r).match(method_arn) for r in resources):
+        if any(_arn_pattern(r).fullmatch(method_arn) for r in resources):
             if statement.get("Effect") == "Deny":
                 return False
             allowed = allowed or statement.get("Effect") == "Allow"
@@ -110,13 +110,16 @@ class LocalGateway:
         source_ip: str = "127.0.0.1",
     ) -> GatewayResponse:
         url = urlsplit(target)
-        path = unquote(url.path) or "/"
+        raw_path = url.path or "/"
+        path = unquote(raw_path)
         if path == "/health" and method in {"GET", "HEAD"}:
             status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
             return json_response(status, {"status": "ok" if self.ready else "starting"})
-        route, path_parameters = self._match(method, path)
+        # Matched on the raw path, so an encoded "/" (%2F) stays inside its segment, as on API Gateway.
+        route, path_parameters = self._match(method, raw_path)
+        path_parameters = {name: unquote(value) for name, value in path_parameters.items()}
         if route is None:
-            known = any(r.pattern.match(path) for r in ROUTES)
+            known = any(r.pattern.match(raw_path) for r in ROUTES)
             if known:
                 return json_response(
                     HTTPStatus.METHOD_NOT_ALLOWED,
