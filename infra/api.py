@@ -16,7 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from energy_auction.deployment import jwt_secret_name
-from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.errors import GATEWAY_DEFAULT_ERRORS, GATEWAY_RESPONSES
 from energy_auction.orders import ORDER_FIELDS, OrderRequest
 from energy_auction.settings import MAX_ORDERS_CEILING
 from infra.config import StageConfig, settings_env
@@ -47,7 +47,7 @@ renders as a quoted JSON string, so it is not quoted here)."""
 
 ERROR_MESSAGE = "$context.error.messageString"
 """API Gateway's own message for the error; it renders as a quoted JSON string."""
-DEFAULT_ERRORS = {"DEFAULT_4XX": "request_refused", "DEFAULT_5XX": "internal_error"}
+DEFAULT_ERRORS = GATEWAY_DEFAULT_ERRORS
 """The ``error`` code of every other response API Gateway makes itself; each keeps its own status
 (413, 415, 502, 504, ...) and says why in ``message``."""
 THROTTLED_BODY = {"error": "throttled", "message": "too many requests; retry later"}

@@ -140,3 +140,8 @@ GATEWAY_RESPONSES: dict[str, tuple[int, dict[str, str]]] = {
 }
 """The bodies API Gateway answers with when the authorizer refuses a request (deployed as gateway
 responses; the local stack answers the same)."""
+
+GATEWAY_DEFAULT_ERRORS: dict[str, str] = {"DEFAULT_4XX": "request_refused", "DEFAULT_5XX": "internal_error"}
+"""The ``error`` code of every other response API Gateway makes itself; each keeps its own status
+(413, 415, 502, 504, ...) and says why in ``message``. The local gateway's own refusals (a body
+shorter than its Content-Length, a URL or a header too long) answer with the same codes."""

@@ -117,7 +117,9 @@ def test_health_reports_starting_until_ready() -> None:
     assert json_body(response) == {"status": "starting"}
 
 
-@pytest.mark.parametrize("target", ["/", "/order", "/orders/a/b", "/ORDERS", "/health/x"])
+@pytest.mark.parametrize(
+    "target", ["/", "/order", "/orders/a/b", "/ORDERS", "/health/x", "//orders/x", "/orders//x", "//orders"]
+)
 def test_unknown_path_is_not_found(gateway: LocalGateway, gateway_api: SpyFunction, target: str) -> None:
     response = send(gateway, "GET", target, authorization=bearer())
     assert response.status == 404
@@ -137,6 +139,24 @@ def test_wrong_method_on_a_known_path_is_not_allowed(
     assert response.status == 405
     assert json_body(response)["error"] == "method_not_allowed"
     assert gateway_api.events == []
+
+
+def json_response_body(kind: str) -> bytes:
+    return json.dumps(GATEWAY_RESPONSES[kind][1]).encode()
+
+
+def test_paths_with_an_empty_segment_agree_with_each_other_whatever_the_method(gateway: LocalGateway) -> None:
+    # "//orders/x" is a path in a request line, not a host "orders" and a path "/x"
+    answers = {
+        (method, target): send(
+            gateway, method, target, ORDERS if method == "POST" else None, authorization=bearer()
+        )
+        for method in ("GET", "POST")
+        for target in ("//orders/x", "/orders//x", "//orders")
+    }
+    assert {(r.status, r.body) for r in answers.values()} == {
+        (404, json_response_body("MISSING_AUTHENTICATION_TOKEN"))
+    }
 
 
 @pytest.mark.parametrize("encoded", ["a%0Ab", "a%2Fb", "a%22b", "a%20b", "%E2%9A%A1"])
