@@ -16,7 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from energy_auction.deployment import jwt_secret_name
-from energy_auction.errors import GATEWAY_DEFAULT_ERRORS, GATEWAY_RESPONSES
+from energy_auction.errors import BEARER_CHALLENGE, GATEWAY_DEFAULT_ERRORS, GATEWAY_RESPONSES
 from energy_auction.orders import ORDER_FIELDS, OrderRequest
 from energy_auction.settings import MAX_ORDERS_CEILING
 from infra.config import StageConfig, settings_env
@@ -329,7 +329,7 @@ class OrdersApi(Construct):
         """A JSON gateway response; ``status`` None keeps the status API Gateway chose (DEFAULT_*)."""
         headers = {"Content-Type": "'application/json'", **(extra_headers or {})}
         if status == 401:
-            headers["WWW-Authenticate"] = "'Bearer'"
+            headers["WWW-Authenticate"] = f"'{BEARER_CHALLENGE}'"
         self.rest_api.add_gateway_response(
             f"{response_type.title().replace('_', '')}Response",
             type=apigw.ResponseType.of(response_type),

@@ -149,3 +149,28 @@ def test_an_id_holding_a_newline_is_a_missing_order(stack: LocalStack) -> None:
     assert answer.status == 404
     assert answer.json() == {"error": "not_found", "message": "no unexpired order with record_id 'a\\nb'"}
     assert answer.json().keys() == stack.get_order("never-posted", token).json().keys()
+
+
+def test_a_401_carries_a_bearer_challenge(stack: LocalStack) -> None:
+    token = stack.token()
+
+    missing = stack.request("GET", "/orders/x")
+    refused = stack.request("GET", "/orders/x", headers={"Authorization": f"Bearer {token}x"})
+
+    assert (missing.status, missing.headers["WWW-Authenticate"]) == (401, "Bearer")
+    assert (refused.status, refused.headers["WWW-Authenticate"]) == (401, 'Bearer error="invalid_token"')
+
+
+def test_two_authorization_headers_are_unauthorized_and_nothing_is_stored(stack: LocalStack) -> None:
+    # Given two valid tokens of two traders, each in an Authorization header of its own
+    first, second = stack.token("--sub", "desk-1"), stack.token("--sub", "desk-2")
+    body = json.dumps([ORDER]).encode()
+
+    # When the orders are posted with both
+    answer = raw_request(stack, post_head(first, len(body), f"authorization: Bearer {second}"), body)
+
+    # Then the request is refused: which trader would it speak for?
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"] == 'Bearer error="invalid_request"'
+    assert answer.json()["error"] == "unauthorized"
+    assert stack.get_order("edge-1", first).status == 404

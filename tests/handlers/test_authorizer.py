@@ -134,6 +134,30 @@ def test_unusable_token_is_unauthorized(case: str) -> None:
     assert str(refused.value) == "Unauthorized"
 
 
+@pytest.mark.parametrize(
+    "multi_value_headers",
+    [
+        {"Authorization": [bearer("trader-1"), bearer("trader-2")]},
+        {"Authorization": [bearer("trader-1")], "authorization": [bearer("trader-2")]},
+        {"authorization": [bearer("trader-1"), bearer("trader-1")]},
+    ],
+    ids=["two values", "two names differing in case", "the same token twice"],
+)
+def test_more_than_one_authorization_value_is_unauthorized(
+    multi_value_headers: dict[str, list[str]], log_output: io.StringIO
+) -> None:
+    # Given a request whose headers (API Gateway keeps one value there) hold a valid token, and
+    # whose multiValueHeaders show that the Authorization header came more than once
+    event = authorizer_event(bearer("trader-1"))
+    event["multiValueHeaders"] = multi_value_headers
+
+    # When the authorizer runs, then it refuses it, and says why in the log
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(event)
+    records = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert any(r.get("message") == "token refused" and r.get("reason") == "repeated_header" for r in records)
+
+
 def test_issuer_is_checked_when_configured(tmp_path: Path) -> None:
     settings = Settings(
         backend=Backend.LOCAL, home=tmp_path, jwt_secret=SECRET, jwt_issuer="https://auth.example"

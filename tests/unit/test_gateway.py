@@ -11,7 +11,12 @@ from urllib.parse import unquote
 import pytest
 
 from energy_auction import codec
-from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.errors import (
+    BEARER_CHALLENGE,
+    GATEWAY_RESPONSES,
+    INVALID_REQUEST_CHALLENGE,
+    INVALID_TOKEN_CHALLENGE,
+)
 from energy_auction.handlers import api, authorizer
 from energy_auction.local.gateway import (
     ACCOUNT,
@@ -198,6 +203,49 @@ def test_bad_token_is_unauthorized(gateway: LocalGateway, gateway_api: SpyFuncti
     response = send(gateway, "GET", "/orders/gw-1", authorization=authorization)
     assert response.status == 401
     assert json_body(response) == GATEWAY_RESPONSES["UNAUTHORIZED"][1]
+    assert gateway_api.events == []
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        (None, BEARER_CHALLENGE),
+        ("", BEARER_CHALLENGE),
+        ("Basic dHJhZGVyOnNlY3JldA==", BEARER_CHALLENGE),  # another scheme: no error code (RFC 6750)
+        ("Bearer", BEARER_CHALLENGE),
+        ("Bearer not-a-token", INVALID_TOKEN_CHALLENGE),
+        (invalid_authorization("expired")[0], INVALID_TOKEN_CHALLENGE),
+        (invalid_authorization("wrong signature")[0], INVALID_TOKEN_CHALLENGE),
+    ],
+    ids=["missing", "empty", "basic", "bearer without token", "malformed", "expired", "wrong signature"],
+)
+def test_a_401_says_how_to_authenticate(
+    gateway: LocalGateway, authorization: str | None, challenge: str
+) -> None:
+    response = send(gateway, "POST", "/orders", ORDERS, authorization=authorization)
+
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == challenge
+    assert json_body(response) == GATEWAY_RESPONSES["UNAUTHORIZED"][1]
+
+
+@pytest.mark.parametrize("second_name", ["Authorization", "authorization", "AUTHORIZATION"])
+def test_two_authorization_headers_are_unauthorized_even_if_both_are_good(
+    gateway: LocalGateway, gateway_api: SpyFunction, second_name: str
+) -> None:
+    # Given a request with two Authorization headers, each with a valid token of its own trader
+    response = send(
+        gateway,
+        "POST",
+        "/orders",
+        ORDERS,
+        authorization=bearer("trader-1"),
+        extra_headers=[(second_name, bearer("trader-2"))],
+    )
+
+    # Then it is refused before the API, saying the request is malformed
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == INVALID_REQUEST_CHALLENGE
     assert gateway_api.events == []
 
 

@@ -65,9 +65,17 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
     return None
 
 
+def _value_count(multi_headers: dict[str, list[str]] | None, name: str) -> int:
+    return sum(len(values or []) for key, values in (multi_headers or {}).items() if key.lower() == name)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     authorization = _header(event.get("headers"), "authorization")
+    if _value_count(event.get("multiValueHeaders"), "authorization") > 1:
+        # "headers" holds one of them only: which token would the request speak for?
+        logger.info("token refused", extra={"reason": "repeated_header"})
+        raise Unauthorized()
     try:
         principal = container().token_verifier().verify(authorization)
     except InvalidToken as err:

@@ -20,7 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from energy_auction.errors import GATEWAY_DEFAULT_ERRORS, GATEWAY_RESPONSES
+from energy_auction.auth import InvalidToken, bearer_token
+from energy_auction.errors import (
+    BEARER_CHALLENGE,
+    GATEWAY_DEFAULT_ERRORS,
+    GATEWAY_RESPONSES,
+    INVALID_REQUEST_CHALLENGE,
+    INVALID_TOKEN_CHALLENGE,
+)
 from energy_auction.local.lambdas import LOCAL_ACCOUNT as ACCOUNT
 from energy_auction.local.lambdas import LocalFunction
 
@@ -58,9 +65,9 @@ def json_response(status: int, payload: Mapping[str, Any], **headers: str) -> Ga
     )
 
 
-def _gateway_response(kind: str) -> GatewayResponse:
+def _gateway_response(kind: str, **headers: str) -> GatewayResponse:
     status, body = GATEWAY_RESPONSES[kind]
-    return json_response(status, body)
+    return json_response(status, body, **headers)
 
 
 def _refused(status: int, message: str) -> GatewayResponse:
@@ -68,6 +75,18 @@ def _refused(status: int, message: str) -> GatewayResponse:
     return json_response(
         status, {"error": GATEWAY_DEFAULT_ERRORS[f"DEFAULT_{status // 100}XX"], "message": message}
     )
+
+
+def _challenge(headers: list[tuple[str, str]]) -> str:
+    """The ``WWW-Authenticate`` of a 401 (RFC 6750 section 3): no error code without a bearer token."""
+    given = [value for name, value in headers if name.lower() == "authorization"]
+    if len(given) > 1:
+        return INVALID_REQUEST_CHALLENGE
+    try:
+        bearer_token(given[0] if given else None)
+    except InvalidToken:
+        return BEARER_CHALLENGE  # missing, empty, or another scheme (Basic ...)
+    return INVALID_TOKEN_CHALLENGE
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -190,7 +209,7 @@ class LocalGateway:
             policy = self._authorizer.invoke(authorizer_event)
         except Exception as err:
             if str(err) == "Unauthorized":
-                return _gateway_response("UNAUTHORIZED")
+                return _gateway_response("UNAUTHORIZED", **{"WWW-Authenticate": _challenge(headers)})
             return json_response(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 {"error": "authorizer_error", "message": "the authorizer failed"},
