@@ -13,7 +13,8 @@ from typing import Any
 import jwt
 
 from energy_auction import codec
-from energy_auction.auth import Role, mint_token
+from energy_auction.auth import mint_token
+from energy_auction.roles import Role
 
 from .conftest import SECRET
 

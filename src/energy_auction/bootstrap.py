@@ -224,6 +224,7 @@ class Container:
             issuer=self.settings.jwt_issuer,
             audience=self.settings.jwt_audience,
             leeway_seconds=self.settings.jwt_leeway_seconds,
+            max_lifetime_seconds=self.settings.jwt_max_lifetime_seconds,
         )
 
     def aws_client(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from energy_auction.roles import Role
 from energy_auction.settings import PREFIX, Backend, InvalidSettings, Settings
 
 if TYPE_CHECKING:
@@ -192,10 +193,18 @@ def cmd_token(args: argparse.Namespace) -> int:
     from energy_auction.bootstrap import Container
 
     if args.stage:
+        settings = Settings.from_env(backend=Backend.AWS, **({"region": args.region} if args.region else {}))
+    else:
+        settings = local_settings(args.home)
+    if args.ttl > settings.jwt_max_lifetime_seconds:
+        raise InvalidSettings(
+            f"--ttl {args.ttl} is longer than the service accepts: a token lives at most "
+            f"{settings.jwt_max_lifetime_seconds} seconds ({PREFIX}JWT_MAX_LIFETIME_SECONDS)"
+        )
+    if args.stage:
         # A deployed stage: its generated secret, read with the caller's AWS credentials.
         from energy_auction.deployment import jwt_secret_name
 
-        settings = Settings.from_env(backend=Backend.AWS, **({"region": args.region} if args.region else {}))
         try:
             secret = Container(settings).secrets.secret(jwt_secret_name(args.stage), max_age_seconds=0)
         except Exception as err:  # no credentials, no access, no such stage: say which, not the stack trace
@@ -210,7 +219,6 @@ def cmd_token(args: argparse.Namespace) -> int:
             print(f"energy-auction: the {args.stage} stage's JWT secret is refused: {err}", file=sys.stderr)
             return 2
     else:
-        settings = local_settings(args.home)
         secret = local_signing_secret(Container(settings), _say_secret_created)
     print(
         mint_token(
@@ -219,6 +227,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             ttl_seconds=args.ttl,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            role=None if args.role is None else Role(args.role),
         )
     )
     return 0
@@ -474,7 +483,19 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--sub", type=_subject, default="local-trader", help="the token's subject (default local-trader)"
     )
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        help="seconds until the token expires (default 3600, at most "
+        f"{_setting_default('jwt_max_lifetime_seconds').removeprefix('default: ')})",
+    )
+    token.add_argument(
+        "--role",
+        choices=[role.value for role in Role],
+        default=None,
+        help="the token's role claim (default: none, which the service reads as trader)",
+    )
     token.add_argument("--home", type=Path, default=None, help=home_help)
     token.add_argument(
         "--stage",

@@ -186,3 +186,16 @@ GATEWAY_RESPONSES: dict[str, tuple[int, dict[str, str]]] = {
 }
 """The bodies API Gateway answers with when the authorizer refuses a request (deployed as gateway
 responses; the local stack answers the same)."""
+
+GATEWAY_DEFAULT_ERRORS: dict[str, str] = {"DEFAULT_4XX": "request_refused", "DEFAULT_5XX": "internal_error"}
+"""The ``error`` code of every other response API Gateway makes itself; each keeps its own status
+(413, 415, 502, 504, ...) and says why in ``message``. The local gateway's own refusals (a body
+shorter than its Content-Length, a URL or a header too long) answer with the same codes."""
+
+BEARER_CHALLENGE = "Bearer"
+"""``WWW-Authenticate`` of a 401 when no bearer token was given (RFC 6750 section 3). API Gateway's
+one UNAUTHORIZED response cannot tell a missing token from a refused one, so on AWS every 401 has it."""
+INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'  # noqa: S105 (an RFC 6750 error code)
+"""``WWW-Authenticate`` of a 401 for a bearer token that was given and refused (the local stack)."""
+INVALID_REQUEST_CHALLENGE = 'Bearer error="invalid_request"'
+"""``WWW-Authenticate`` of a 401 for a request with more than one Authorization header (the local stack)."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from energy_auction.auth import Role
 from energy_auction.cursors import CursorCodec
 from energy_auction.errors import InvalidQuery, OrderNotFound, RoleForbidden
 from energy_auction.orders import (
@@ -28,6 +27,7 @@ from energy_auction.orders import (
     order_key,
     parse_orders,
 )
+from energy_auction.roles import Role
 
 if TYPE_CHECKING:
     from energy_auction.ports import OrderStore

@@ -55,11 +55,13 @@ def is_record_id(text: str) -> bool:
     return len(text) <= RECORD_ID_MAX_LENGTH and _RECORD_ID_RE.fullmatch(text) is not None
 
 
-# DynamoDB numbers: up to 38 significant digits, magnitude between 1e-130 and 1e126.
+# DynamoDB numbers: up to 38 significant digits, magnitude at least 1e-130 and less than 1e126.
 _MAX_DIGITS = 38
 _MIN_ADJUSTED_EXPONENT = -130
 _MAX_ADJUSTED_EXPONENT = 125
 _MIN_EXPONENT = -165  # boto3's DynamoDB context: Emin -128 less 37 more digits
+PARAMETER_2_RANGE_RULE = "must be at least 1e-130 and less than 1e126 in magnitude"
+PARAMETER_2_PLACE_RULE = "must have no digit smaller than 1e-165"
 
 
 class OrderStatus(StrEnum):
@@ -123,8 +125,10 @@ def _finite_number(value: object) -> Decimal:
     if significant > _MAX_DIGITS:
         raise ValueError(f"must have at most {_MAX_DIGITS} significant digits")
     adjusted = exponent + significant - 1
-    if not (_MIN_ADJUSTED_EXPONENT <= adjusted <= _MAX_ADJUSTED_EXPONENT and exponent >= _MIN_EXPONENT):
-        raise ValueError("must be between 1e-130 and 9.99e125 in magnitude")
+    if not _MIN_ADJUSTED_EXPONENT <= adjusted <= _MAX_ADJUSTED_EXPONENT:
+        raise ValueError(PARAMETER_2_RANGE_RULE)
+    if exponent < _MIN_EXPONENT:  # 1.2345678901234567890123456789012345678e-130: in range, too fine
+        raise ValueError(PARAMETER_2_PLACE_RULE)
     if len(digits) > _MAX_DIGITS:  # trailing zeros beyond 38 digits: same value, fewer digits
         return Decimal((sign, digits[:significant], exponent))
     return number
@@ -353,34 +357,67 @@ class Limits:
     max_body_bytes: int = 256 * 1024
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r} in an object")
+            raise _DuplicateKey(f"duplicate key {key!r} in an object")
         result[key] = value
     return result
 
 
-def parse_json(body: str | bytes) -> Any:
-    """Parse a JSON document keeping every number exact (``Decimal``).
+def _position(text: str) -> str:
+    """``line L column C`` of the character just after ``text`` (both counted from 1)."""
+    line, column = text.count("\n") + 1, len(text) - text.rfind("\n")
+    return f"line {line} column {column}"
 
-    NaN and Infinity literals (which Python's parser accepts) become non-finite Decimals, so the
-    validator can name the field they appear in; duplicate keys are invalid JSON here.
+
+def _utf8(body: bytes) -> str:
+    # Strictly UTF-8: json.loads would detect UTF-16 and UTF-32 in bytes, and skip a UTF-8 BOM.
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        where = _position(body[: err.start].decode("utf-8"))
+        raise InvalidJson(f"body is not valid JSON: bytes that are not UTF-8 at {where}") from None
+
+
+def parse_json(body: str | bytes) -> Any:
+    """Parse a JSON document keeping every number exact (``Decimal``, integers too, of any length).
+
+    Bytes must be UTF-8, and a byte order mark is refused (RFC 8259 section 8.1: JSON on a network
+    is UTF-8, without one). NaN and Infinity literals (which Python's parser accepts) become
+    non-finite Decimals, so the validator can name the field they appear in; duplicate keys are
+    invalid JSON here. Each message is plain, with the line and column where they are known.
     """
+    text = _utf8(body) if isinstance(body, bytes) else body
+    if text.startswith("\ufeff"):
+        raise InvalidJson(
+            "body is not valid JSON: a byte order mark (U+FEFF) at line 1 column 1; send UTF-8 without one"
+        )
     try:
         return json.loads(
-            body,
+            text,
             parse_float=Decimal,
+            parse_int=Decimal,  # int() refuses more than 4300 digits; the validator counts digits itself
             parse_constant=Decimal,
             object_pairs_hook=_reject_duplicate_keys,
         )
     except json.JSONDecodeError as err:
-        raise InvalidJson(
-            f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from err
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise InvalidJson(f"body is not valid JSON: {err}") from err
+        where = f"line {err.lineno} column {err.colno}"
+        if text[err.pos : err.pos + 1] == "\x00":
+            # What UTF-16 or UTF-32 text looks like when read as UTF-8: a NUL beside every character.
+            raise InvalidJson(
+                f"body is not valid JSON: a NUL character at {where} (send UTF-8, not UTF-16 or UTF-32)"
+            ) from None
+        raise InvalidJson(f"body is not valid JSON: {err.msg} at {where}") from None
+    except RecursionError:
+        raise InvalidJson("body is not valid JSON: nested too deeply") from None
+    except _DuplicateKey as err:
+        raise InvalidJson(f"body is not valid JSON: {err}") from None
 
 
 _MESSAGES = {
@@ -412,7 +449,8 @@ def parse_orders(body: str | bytes | None, limits: Limits) -> list[OrderRequest]
     BodyTooLarge, InvalidJson, TooManyOrders, OrdersInvalid
         Every problem with the request is reported at once; nothing is partially accepted.
     """
-    raw = body.encode() if isinstance(body, str) else (body or b"")
+    # surrogatepass: a lone surrogate in a text body is then refused as bytes that are not UTF-8.
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
     if len(raw) > limits.max_body_bytes:
         raise BodyTooLarge(len(raw), limits.max_body_bytes)
     if not raw.strip():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from energy_auction.auth import Role
+from energy_auction.roles import Role
 
 _PARAMETER = re.compile(r"\{(\w+)\}")
 

@@ -19,6 +19,8 @@ from energy_auction.webhook import WEBHOOK_RULE, is_webhook_url
 PREFIX = "ENERGY_AUCTION_"
 MAX_ORDERS_CEILING = 100
 """A request is stored as one DynamoDB transaction (all or nothing), which holds at most 100 items."""
+DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 60 * 60
+"""The longest a bearer token may live (its ``exp`` less its ``iat``) unless configured otherwise."""
 
 
 class Backend(StrEnum):
@@ -84,6 +86,8 @@ class Settings:
     jwt_issuer: str | None = _setting(None, _optional)
     jwt_audience: str | None = _setting(None, _optional)
     jwt_leeway_seconds: int = _setting(0, int, 0, 300)
+    jwt_max_lifetime_seconds: int = _setting(DEFAULT_JWT_MAX_LIFETIME_SECONDS, int, 60, 30 * 24 * 3600)
+    """The longest lifetime (exp - iat) of a token the service accepts, and that ``token`` mints."""
     secret_cache_seconds: int = _setting(300, int, 0, 3600)
 
     orders_table: str | None = _setting(None, _optional)

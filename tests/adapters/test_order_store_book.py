@@ -39,14 +39,20 @@ def decided(record_id: str, submitted: int = NOW) -> Decision:
     )
 
 
-def listed(subject: StoreUnderTest, **query: object) -> list[str]:
+def listed(
+    subject: StoreUnderTest,
+    *,
+    now: float = NOW + 1,
+    trader: str | None = None,
+    status: OrderStatus | None = None,
+    since: float | None = None,
+) -> list[str]:
     """Every record_id a listing gives, following its pages (a page of 3), newest first."""
     found: list[str] = []
     before = None
     for _ in range(100):
-        page = subject.store.list_orders(
-            OrderQuery(now=query.pop("now", NOW + 1), before=before, limit=3, **query)
-        )  # type: ignore[arg-type]
+        query = OrderQuery(now=now, trader=trader, status=status, since=since, before=before, limit=3)
+        page = subject.store.list_orders(query)
         found += [o.record_id for o in page.orders]
         if page.next_before is None:
             return found
@@ -80,7 +86,7 @@ def test_two_traders_may_use_the_same_record_id_without_touching_each_other(subj
     subject.store.put_orders([theirs], now=NOW)
 
     # Then each reads their own, and trader-1's processed order was neither replaced nor refused
-    assert subject.store.get_order(key("ord-1")).parameter_1 == "mine"  # type: ignore[union-attr]
+    assert subject.store.get_order(key("ord-1")).parameter_1 == "mine"
     assert subject.store.get_order(key("ord-1", OTHER)) == theirs
 
 
@@ -195,7 +201,7 @@ def test_an_order_a_run_holds_or_decided_is_locked(subject: StoreUnderTest) -> N
     for record_id in ("held", "decided"):
         with pytest.raises(OrderLocked):
             store.cancel_order(key(record_id), NOW + 1)
-        assert store.get_order(key(record_id)).status is OrderStatus.PENDING  # type: ignore[union-attr]
+        assert store.get_order(key(record_id)).status is OrderStatus.PENDING
     # a held order whose claim lapsed, and that no market decided, may be cancelled
     assert store.cancel_order(key("held"), NOW + LEASE).status is OrderStatus.CANCELLED
 
@@ -220,7 +226,7 @@ def test_cancelling_an_order_that_is_not_there_is_not_found(subject: StoreUnderT
 
     with pytest.raises(OrderNotFound):
         subject.store.cancel_order(wanted, at)
-    assert subject.store.get_order(key("ord-1", OTHER)).status is OrderStatus.PENDING  # type: ignore[union-attr]
+    assert subject.store.get_order(key("ord-1", OTHER)).status is OrderStatus.PENDING
 
 
 def test_a_claim_after_a_cancel_gets_nothing_and_a_cancel_after_a_claim_is_locked(
@@ -235,8 +241,8 @@ def test_a_claim_after_a_cancel_gets_nothing_and_a_cancel_after_a_claim_is_locke
     assert store.claim_orders([key("first-claim")], "run-1", NOW, LEASE)
     with pytest.raises(OrderLocked):
         store.cancel_order(key("first-claim"), NOW)
-    assert store.get_order(key("first-cancel")).status is OrderStatus.CANCELLED  # type: ignore[union-attr]
-    assert store.get_order(key("first-claim")).claim_run_id == "run-1"  # type: ignore[union-attr]
+    assert store.get_order(key("first-cancel")).status is OrderStatus.CANCELLED
+    assert store.get_order(key("first-claim")).claim_run_id == "run-1"
 
 
 def test_cancels_racing_claims_in_threads_each_order_goes_one_way(sqlite_store: StoreUnderTest) -> None:

@@ -155,6 +155,17 @@ def test_malformed_record_id_in_the_path_is_not_found() -> None:
     assert_error(get("a" * 65), 404, "not_found")
 
 
+@pytest.mark.parametrize("record_id", ["a\nb", "a/b", 'a"b', "a#b", "a\\b"])
+def test_an_id_the_resolver_cannot_route_is_a_missing_order(record_id: str) -> None:
+    # Given API Gateway routed /orders/{record_id} with an id holding a character no id has
+    response = get(record_id)
+
+    # Then the answer is exactly that of a missing order, not "no such route"
+    payload = assert_error(response, 404, "not_found")
+    assert payload == {"error": "not_found", "message": f"no unexpired order with record_id {record_id!r}"}
+    assert payload.keys() == body(get("never-posted")).keys()
+
+
 def test_unknown_route_is_not_found() -> None:
     assert_error(call(api_event("GET", "/nowhere")), 404, "not_found")
 
@@ -191,6 +202,31 @@ def test_base64_body_that_is_not_utf8_is_a_bad_request() -> None:
     response = post(raw_body=b'[{"record_id": "a", "parameter_1": "\xff", "parameter_2": 1}]')
 
     assert_error(response, 400, "invalid_json")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_utf16_or_utf32_body_is_invalid_json_and_stores_nothing(encoding: str) -> None:
+    # Given the example orders encoded as UTF-16 or UTF-32 (base64 in the event, as binary media)
+    raw = json.dumps([{"record_id": "wide", "parameter_1": "x", "parameter_2": 1}]).encode(encoding)
+
+    # When posted, then they are refused as invalid JSON, and nothing is stored
+    payload = assert_error(post(raw_body=raw), 400, "invalid_json")
+    assert "line 1 column" in payload["message"]
+    assert get("wide")["statusCode"] == 404
+
+
+def test_a_text_body_with_a_byte_order_mark_is_invalid_json() -> None:
+    text = "\ufeff" + json.dumps([{"record_id": "bom", "parameter_1": "x", "parameter_2": 1}])
+
+    payload = assert_error(post(raw_body=text), 400, "invalid_json")
+
+    assert "byte order mark" in payload["message"]
+    assert get("bom")["statusCode"] == 404
+
+
+def test_deeply_nested_json_is_invalid_json_in_plain_words() -> None:
+    payload = assert_error(post(raw_body="[" * 100_000), 400, "invalid_json")
+    assert payload["message"] == "body is not valid JSON: nested too deeply"
 
 
 def test_invalid_orders_are_unprocessable_with_every_problem_listed() -> None:

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from energy_auction import bootstrap
-from energy_auction.auth import Role
 from energy_auction.deployment import SERVICE
 from energy_auction.handlers import authorizer
 from energy_auction.local.gateway import policy_allows
 from energy_auction.local.lambdas import LocalLambdaContext
 from energy_auction.observability import logger
+from energy_auction.roles import Role
 from energy_auction.routes import ROUTES, routes_for
 from energy_auction.settings import Backend, Settings
 
@@ -193,6 +193,30 @@ def test_unusable_token_is_unauthorized(case: str) -> None:
     assert str(refused.value) == "Unauthorized"
 
 
+@pytest.mark.parametrize(
+    "multi_value_headers",
+    [
+        {"Authorization": [bearer("trader-1"), bearer("trader-2")]},
+        {"Authorization": [bearer("trader-1")], "authorization": [bearer("trader-2")]},
+        {"authorization": [bearer("trader-1"), bearer("trader-1")]},
+    ],
+    ids=["two values", "two names differing in case", "the same token twice"],
+)
+def test_more_than_one_authorization_value_is_unauthorized(
+    multi_value_headers: dict[str, list[str]], log_output: io.StringIO
+) -> None:
+    # Given a request whose headers (API Gateway keeps one value there) hold a valid token, and
+    # whose multiValueHeaders show that the Authorization header came more than once
+    event = authorizer_event(bearer("trader-1"))
+    event["multiValueHeaders"] = multi_value_headers
+
+    # When the authorizer runs, then it refuses it, and says why in the log
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(event)
+    records = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert any(r.get("message") == "token refused" and r.get("reason") == "repeated_header" for r in records)
+
+
 def test_issuer_is_checked_when_configured(tmp_path: Path) -> None:
     settings = Settings(
         backend=Backend.LOCAL, home=tmp_path, jwt_secret=SECRET, jwt_issuer="https://auth.example"
@@ -201,6 +225,28 @@ def test_issuer_is_checked_when_configured(tmp_path: Path) -> None:
 
     with pytest.raises(Exception, match=r"^Unauthorized$"):
         authorize(authorizer_event(bearer()))  # no iss claim
+
+
+def test_the_configured_longest_token_lifetime_is_enforced(tmp_path: Path) -> None:
+    # Given a stack that accepts tokens of at most 10 minutes
+    settings = Settings(backend=Backend.LOCAL, home=tmp_path, jwt_secret=SECRET, jwt_max_lifetime_seconds=600)
+    bootstrap.use(bootstrap.Container(settings))
+
+    # Then a 10-minute token is accepted and an 11-minute one refused
+    assert authorize(authorizer_event(bearer(ttl=600)))["principalId"] == "trader-1"
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(bearer(ttl=660)))
+
+
+def test_a_token_whose_expiry_is_a_string_is_unauthorized(log_output: io.StringIO) -> None:
+    t = int(time.time())
+    token = jwt_token({"sub": "trader-1", "iat": t, "exp": str(t + 600)})
+
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize(authorizer_event(f"Bearer {token}"))
+
+    records = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert any(r.get("message") == "token refused" and r.get("reason") == "bad_numeric_date" for r in records)
 
 
 def test_rotated_secret_takes_effect_without_a_new_container(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from energy_auction.auth import InvalidToken, TokenVerifier, bearer_token, mint_token
+from energy_auction.roles import Role
 
 from ..conftest import SECRET
 from ..events import INVALID_AUTHORIZATION_CASES, invalid_authorization, jwt_token
@@ -84,6 +85,79 @@ def test_refusal_never_repeats_the_token(case: str) -> None:
             assert all(segment not in text for text in texts)
     # and the library's exception (whose text could mention the token) is not chained as the cause
     assert error.__cause__ is None
+
+
+# --- NumericDates: exp, iat and nbf are JSON numbers (RFC 7519)
+
+
+@pytest.mark.parametrize("name", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize(
+    "value",
+    ["a string of digits", True, False, None, float("nan"), float("inf"), [1], {"at": 1}],
+    ids=["digits string", "true", "false", "null", "NaN", "Infinity", "array", "object"],
+)
+def test_a_time_claim_that_is_not_a_json_number_is_refused(name: str, value: object) -> None:
+    # Given a well-signed token whose time claim is not a number (PyJWT alone reads int() of it)
+    if value == "a string of digits":
+        value = str(claims()[name] if name != "nbf" else now() - 10)
+    token = jwt_token(claims(**{name: value}))
+
+    # When it is verified, then it is refused for a fixed reason (a required claim that is null is missing)
+    with pytest.raises(InvalidToken) as refused:
+        TokenVerifier(SECRET).verify(f"Bearer {token}")
+    assert refused.value.reason == (
+        "missing_claim" if value is None and name != "nbf" else "bad_numeric_date"
+    )
+
+
+def test_time_claims_may_be_fractional_numbers() -> None:
+    t = time.time()
+    token = jwt_token(claims(iat=t - 0.5, nbf=t - 0.25, exp=t + 60.5))
+    assert TokenVerifier(SECRET).verify(f"Bearer {token}").subject == "trader-1"
+
+
+# --- The longest lifetime (exp - iat): 24 hours unless configured
+
+
+def test_a_token_living_exactly_the_maximum_is_accepted() -> None:
+    t = now()
+    assert TokenVerifier(SECRET).verify(f"Bearer {jwt_token(claims(iat=t, exp=t + 86400))}")
+    assert TokenVerifier(SECRET, max_lifetime_seconds=600).verify(
+        f"Bearer {jwt_token(claims(exp=now() + 600))}"
+    )
+
+
+@pytest.mark.parametrize(("limit", "lifetime"), [(None, 86401), (None, 10 * 365 * 86400), (600, 601)])
+def test_a_token_living_longer_than_the_maximum_is_refused(limit: int | None, lifetime: int) -> None:
+    # Given a verifier with the default limit (24 h) or a configured one, and a longer-lived token
+    verifier = TokenVerifier(SECRET) if limit is None else TokenVerifier(SECRET, max_lifetime_seconds=limit)
+    t = now()
+    token = jwt_token(claims(iat=t, exp=t + lifetime))
+
+    # Then it is refused, however valid it is otherwise
+    with pytest.raises(InvalidToken) as refused:
+        verifier.verify(f"Bearer {token}")
+    assert refused.value.reason == "lifetime_too_long"
+
+
+# --- Roles
+
+
+@pytest.mark.parametrize(
+    ("extra", "role"),
+    [({}, Role.TRADER), ({"role": "trader"}, Role.TRADER), ({"role": "operator"}, Role.OPERATOR)],
+    ids=["no role claim", "trader", "operator"],
+)
+def test_the_principal_carries_the_tokens_role(extra: dict[str, object], role: Role) -> None:
+    principal = TokenVerifier(SECRET).verify(f"Bearer {jwt_token(claims(**extra))}")
+    assert principal.role is role
+
+
+@pytest.mark.parametrize("value", ["admin", "Operator", "", " trader", 1, True, None, ["operator"]])
+def test_an_unknown_or_non_string_role_is_refused(value: object) -> None:
+    with pytest.raises(InvalidToken) as refused:
+        TokenVerifier(SECRET).verify(f"Bearer {jwt_token(claims(role=value))}")
+    assert refused.value.reason == "bad_role"
 
 
 # --- bearer_token
@@ -181,6 +255,26 @@ def test_minted_token_carries_subject_and_lifetime() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     decoded = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
     assert decoded == {"sub": "trader-9", "iat": 1_700_000_000, "exp": 1_700_005_400}
+
+
+@pytest.mark.parametrize("role", [Role.TRADER, Role.OPERATOR])
+def test_minted_token_with_a_role_carries_it_and_verifies_as_that_role(role: Role) -> None:
+    token = mint_token(SECRET, subject="ops-1", role=role)
+
+    assert jwt.decode(token, SECRET, algorithms=["HS256"])["role"] == role.value
+    assert TokenVerifier(SECRET).verify(f"Bearer {token}").role is role
+
+
+def test_minted_token_without_a_role_has_no_role_claim_and_is_a_traders() -> None:
+    token = mint_token(SECRET, subject="desk-1")
+
+    assert "role" not in jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert TokenVerifier(SECRET).verify(f"Bearer {token}").role is Role.TRADER
+
+
+def test_a_role_that_is_not_a_role_is_not_minted() -> None:
+    with pytest.raises(ValueError, match="trader, operator"):
+        mint_token(SECRET, subject="x", role="admin")  # type: ignore[arg-type]
 
 
 def test_minted_token_is_accepted_until_it_expires() -> None:

@@ -168,6 +168,67 @@ def test_a_ttl_that_is_not_positive_is_refused(
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "role"), [([], None), (["--role", "trader"], "trader"), (["--role", "operator"], "operator")]
+)
+def test_token_carries_the_role_asked_for_and_none_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], role: str | None
+) -> None:
+    home = tmp_path / "home"
+    code, out, _ = run(["token", "--home", str(home), *argv], capsys)
+
+    assert code == 0
+    claims = claims_of(out.strip(), (home / "jwt-secret").read_text().strip())
+    assert claims.get("role") == role
+    assert TokenVerifier((home / "jwt-secret").read_text().strip()).verify(f"Bearer {out.strip()}").role == (
+        role or "trader"
+    )
+
+
+def test_an_unknown_role_is_refused_by_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--home", str(tmp_path / "home"), "--role", "admin"])
+    assert exited.value.code == 2
+    assert "--role" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_ttl_of_the_longest_lifetime_is_minted_and_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    code, out, _ = run(["token", "--home", str(home), "--ttl", "86400"], capsys)
+
+    assert code == 0
+    assert TokenVerifier((home / "jwt-secret").read_text().strip()).verify(f"Bearer {out.strip()}")
+
+
+@pytest.mark.parametrize(("limit", "ttl"), [(None, "86401"), ("600", "601")])
+def test_a_ttl_longer_than_the_service_accepts_is_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    limit: str | None,
+    ttl: str,
+) -> None:
+    # Given the default longest lifetime (24 h), or a configured one
+    if limit is not None:
+        monkeypatch.setenv("ENERGY_AUCTION_JWT_MAX_LIFETIME_SECONDS", limit)
+
+    # When a longer-lived token is asked for
+    code, out, err = run(["token", "--home", str(tmp_path / "home"), "--ttl", ttl], capsys)
+
+    # Then no token is printed, one line says why and names the setting, and nothing is created
+    assert (code, out) == (2, "")
+    assert err == (
+        f"energy-auction: --ttl {ttl} is longer than the service accepts: a token lives at most "
+        f"{limit or 86400} seconds (ENERGY_AUCTION_JWT_MAX_LIFETIME_SECONDS)\n"
+    )
+    assert not (tmp_path / "home").exists()
+
+
 # --- token --stage (a deployed stage's secret in Secrets Manager, on moto)
 
 

@@ -6,11 +6,17 @@ import base64
 import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
 from energy_auction import codec
-from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.errors import (
+    BEARER_CHALLENGE,
+    GATEWAY_RESPONSES,
+    INVALID_REQUEST_CHALLENGE,
+    INVALID_TOKEN_CHALLENGE,
+)
 from energy_auction.handlers import api, authorizer
 from energy_auction.local.gateway import (
     API_ID,
@@ -115,7 +121,9 @@ def test_health_reports_starting_until_ready() -> None:
     assert json_body(response) == {"status": "starting"}
 
 
-@pytest.mark.parametrize("target", ["/", "/order", "/orders/a/b", "/ORDERS", "/health/x"])
+@pytest.mark.parametrize(
+    "target", ["/", "/order", "/orders/a/b", "/ORDERS", "/health/x", "//orders/x", "/orders//x", "//orders"]
+)
 def test_unknown_path_is_not_found(gateway: LocalGateway, gateway_api: SpyFunction, target: str) -> None:
     response = send(gateway, "GET", target, authorization=bearer())
     assert response.status == 404
@@ -143,6 +151,45 @@ def test_wrong_method_on_a_known_path_is_not_allowed(
     assert gateway_api.events == []
 
 
+def json_response_body(kind: str) -> bytes:
+    return json.dumps(GATEWAY_RESPONSES[kind][1]).encode()
+
+
+def test_paths_with_an_empty_segment_agree_with_each_other_whatever_the_method(gateway: LocalGateway) -> None:
+    # "//orders/x" is a path in a request line, not a host "orders" and a path "/x"
+    answers = {
+        (method, target): send(
+            gateway, method, target, ORDERS if method == "POST" else None, authorization=bearer()
+        )
+        for method in ("GET", "POST")
+        for target in ("//orders/x", "/orders//x", "//orders")
+    }
+    assert {(r.status, r.body) for r in answers.values()} == {
+        (404, json_response_body("MISSING_AUTHENTICATION_TOKEN"))
+    }
+
+
+@pytest.mark.parametrize("encoded", ["a%0Ab", "a%2Fb", "a%22b", "a%20b", "%E2%9A%A1"])
+def test_an_id_no_order_can_have_is_a_missing_order_not_a_refusal(
+    gateway: LocalGateway, gateway_api: SpyFunction, encoded: str
+) -> None:
+    # Given a valid token, and a record_id with a character no record_id has (a newline, "/", ...)
+    record_id = unquote(encoded)
+
+    # When that order is asked for
+    response = send(gateway, "GET", f"/orders/{encoded}", authorization=bearer())
+
+    # Then the answer is that of a missing order, from the API, with the id decoded
+    assert response.status == 404
+    assert json_body(response) == {
+        "error": "not_found",
+        "message": f"no unexpired order with record_id {record_id!r}",
+    }
+    (event,) = gateway_api.events
+    assert event["pathParameters"] == {"record_id": record_id}
+    assert event["path"] == f"/orders/{record_id}"
+
+
 # --- The authorizer
 
 
@@ -161,6 +208,49 @@ def test_bad_token_is_unauthorized(gateway: LocalGateway, gateway_api: SpyFuncti
     response = send(gateway, "GET", "/orders/gw-1", authorization=authorization)
     assert response.status == 401
     assert json_body(response) == GATEWAY_RESPONSES["UNAUTHORIZED"][1]
+    assert gateway_api.events == []
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        (None, BEARER_CHALLENGE),
+        ("", BEARER_CHALLENGE),
+        ("Basic dHJhZGVyOnNlY3JldA==", BEARER_CHALLENGE),  # another scheme: no error code (RFC 6750)
+        ("Bearer", BEARER_CHALLENGE),
+        ("Bearer not-a-token", INVALID_TOKEN_CHALLENGE),
+        (invalid_authorization("expired")[0], INVALID_TOKEN_CHALLENGE),
+        (invalid_authorization("wrong signature")[0], INVALID_TOKEN_CHALLENGE),
+    ],
+    ids=["missing", "empty", "basic", "bearer without token", "malformed", "expired", "wrong signature"],
+)
+def test_a_401_says_how_to_authenticate(
+    gateway: LocalGateway, authorization: str | None, challenge: str
+) -> None:
+    response = send(gateway, "POST", "/orders", ORDERS, authorization=authorization)
+
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == challenge
+    assert json_body(response) == GATEWAY_RESPONSES["UNAUTHORIZED"][1]
+
+
+@pytest.mark.parametrize("second_name", ["Authorization", "authorization", "AUTHORIZATION"])
+def test_two_authorization_headers_are_unauthorized_even_if_both_are_good(
+    gateway: LocalGateway, gateway_api: SpyFunction, second_name: str
+) -> None:
+    # Given a request with two Authorization headers, each with a valid token of its own trader
+    response = send(
+        gateway,
+        "POST",
+        "/orders",
+        ORDERS,
+        authorization=bearer("trader-1"),
+        extra_headers=[(second_name, bearer("trader-2"))],
+    )
+
+    # Then it is refused before the API, saying the request is malformed
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == INVALID_REQUEST_CHALLENGE
     assert gateway_api.events == []
 
 
@@ -401,3 +491,12 @@ def doc(*statements: dict[str, Any]) -> dict[str, Any]:
 )
 def test_policy_allows(policy_document: dict[str, Any], allowed: bool) -> None:
     assert policy_allows(policy_document, METHOD_ARN) is allowed
+
+
+def test_a_wildcard_spans_every_character_a_path_can_hold() -> None:
+    # IAM's * is any run of characters: an id holding a newline is still under GET /orders/*
+    policy_document = doc(statement("Allow", f"{ARN}/GET/orders/*"))
+    assert policy_allows(policy_document, f"{ARN}/GET/orders/a\nb")
+    assert policy_allows(policy_document, f"{ARN}/GET/orders/\n")
+    # and an exact resource is that resource alone, not the same with a newline after it
+    assert not policy_allows(doc(statement("Allow", METHOD_ARN)), METHOD_ARN + "\n")

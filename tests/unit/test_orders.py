@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from energy_auction.errors import (
 from energy_auction.intake import Caller, find_order, submit_orders
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
+    PARAMETER_2_PLACE_RULE,
+    PARAMETER_2_RANGE_RULE,
     Decision,
     Limits,
     NoticeClaim,
@@ -253,6 +256,109 @@ def test_duplicate_keys_in_an_object_are_invalid_json() -> None:
         parse_orders(body, LIMITS)
 
 
+def invalid_json_message(body: str | bytes) -> str:
+    with pytest.raises(InvalidJson) as refused:
+        parse_orders(body, LIMITS)
+    return refused.value.message
+
+
+NOT_UTF8 = "body is not valid JSON: bytes that are not UTF-8 at line 1 column 1"
+NUL_AT = "body is not valid JSON: a NUL character at line 1 column {} (send UTF-8, not UTF-16 or UTF-32)"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("utf-16", NOT_UTF8),  # with a byte order mark: FF FE is no UTF-8
+        ("utf-16-le", NUL_AT.format(2)),  # ASCII in UTF-16 is valid UTF-8 with a NUL after each character
+        ("utf-16-be", NUL_AT.format(1)),
+        ("utf-32", NOT_UTF8),
+        ("utf-32-le", NUL_AT.format(2)),
+        ("utf-32-be", NUL_AT.format(1)),
+    ],
+    ids=["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"],
+)
+def test_a_body_in_utf16_or_utf32_is_invalid_json_and_says_where(encoding: str, message: str) -> None:
+    # Given the example request in UTF-16 or UTF-32, with or without a byte order mark
+    body = EXAMPLE.encode(encoding)
+
+    # When it is parsed, then it is refused as invalid JSON at its first character
+    assert invalid_json_message(body) == message
+
+
+def test_a_byte_that_is_not_utf8_is_located_by_line_and_column() -> None:
+    body = b'[{"record_id": "a",\n  "parameter_1": "\xe9t\xe9", "parameter_2": 1}]'  # Latin-1 text
+
+    assert (
+        invalid_json_message(body) == "body is not valid JSON: bytes that are not UTF-8 at line 2 column 19"
+    )
+
+
+@pytest.mark.parametrize(
+    "body", [b"\xef\xbb\xbf" + EXAMPLE.encode(), "\ufeff" + EXAMPLE], ids=["bytes", "text"]
+)
+def test_a_utf8_byte_order_mark_is_refused(body: str | bytes) -> None:
+    # RFC 8259 forbids sending one; refusing it keeps bytes and text bodies (AWS, local) alike
+    assert invalid_json_message(body) == (
+        "body is not valid JSON: a byte order mark (U+FEFF) at line 1 column 1; send UTF-8 without one"
+    )
+
+
+def test_a_lone_surrogate_in_a_text_body_is_invalid_json_not_a_crash() -> None:
+    body = '[{"record_id": "a", "parameter_1": "\udc00", "parameter_2": 1}]'  # no UTF-8 bytes can say this
+
+    assert (
+        invalid_json_message(body) == "body is not valid JSON: bytes that are not UTF-8 at line 1 column 37"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[" * 100_000, "body is not valid JSON: nested too deeply"),
+        ('{"a":' * 30_000 + "1" + "}" * 30_000, "body is not valid JSON: nested too deeply"),
+        (
+            '[{"record_id": "a",\n "parameter_1": "x" "parameter_2": 1}]',
+            ("body is not valid JSON: Expecting ',' delimiter at line 2 column 21"),
+        ),
+    ],
+    ids=["deep arrays", "deep objects", "missing comma"],
+)
+def test_invalid_json_messages_are_plain_and_locate_the_problem(body: str, message: str) -> None:
+    assert invalid_json_message(body) == message
+
+
+def test_a_number_of_thousands_of_digits_is_json_and_refused_as_a_value() -> None:
+    # Given integers longer than Python's int() reads by default (4300 digits)
+    digits = "7" * 5000
+    body = f'[{{"record_id": "a", "parameter_1": "x", "parameter_2": {digits}}}, {{"record_id": {digits}}}]'
+
+    # When parsed, then it is valid JSON, and each field says what is wrong with its value
+    problems = problems_of(body)
+    assert [(p.index, p.field, p.message) for p in problems] == [
+        (0, "parameter_2", "must have at most 38 significant digits"),
+        (1, "record_id", "must be a string"),
+        (1, "parameter_1", "is required"),
+        (1, "parameter_2", "is required"),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_invalid_json_never_shows_python_internals(body: bytes) -> None:
+    message = None
+    try:
+        parse_orders(body, LIMITS)
+    except InvalidJson as refused:
+        message = refused.message
+    except (OrdersInvalid, TooManyOrders, BodyTooLarge):
+        return
+    if message is not None:
+        assert re.fullmatch(r"body is not valid JSON: [^\n]+", message)
+        for internal in ("recursion", "sys.", "Exceeds the limit", "codec", "decode", "Traceback"):
+            assert internal not in message
+
+
 # --- The body must be a non-empty array
 
 
@@ -379,8 +485,6 @@ def test_parameter_1_of_256_characters_is_accepted() -> None:
         ("NaN", "must be a finite number (NaN and Infinity are refused)"),
         ("Infinity", "must be a finite number (NaN and Infinity are refused)"),
         ("-Infinity", "must be a finite number (NaN and Infinity are refused)"),
-        ("1e-131", "must be between 1e-130 and 9.99e125 in magnitude"),
-        ("1e126", "must be between 1e-130 and 9.99e125 in magnitude"),
     ],
 )
 def test_parameter_2_must_be_a_finite_json_number(literal: str, message: str) -> None:
@@ -388,6 +492,52 @@ def test_parameter_2_must_be_a_finite_json_number(literal: str, message: str) ->
     problem = only_problem(body)
     assert (problem.index, problem.record_id, problem.field) == (0, "r1", "parameter_2")
     assert problem.message == message
+
+
+MAX_PARAMETER_2 = "9.9999999999999999999999999999999999999e125"  # 38 nines: the largest DynamoDB stores
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        MAX_PARAMETER_2,
+        "-" + MAX_PARAMETER_2,
+        "9.999e125",
+        "1e125",
+        "1e-130",
+        "-1e-130",
+        "1.23456789012345678901234567890123456e-130",  # its last digit is the 1e-165 place
+    ],
+)
+def test_parameter_2_at_the_edges_of_dynamodbs_range_is_accepted(literal: str) -> None:
+    (parsed,) = parse_orders(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]', LIMITS)
+    assert parsed.parameter_2 == Decimal(literal)
+
+
+@pytest.mark.parametrize(
+    ("literal", "message"),
+    [
+        ("1e126", PARAMETER_2_RANGE_RULE),
+        ("-1e126", PARAMETER_2_RANGE_RULE),
+        ("10e125", PARAMETER_2_RANGE_RULE),
+        ("9.9e-131", PARAMETER_2_RANGE_RULE),
+        ("-1e-131", PARAMETER_2_RANGE_RULE),
+        ("1.234567890123456789012345678901234567e-130", PARAMETER_2_PLACE_RULE),  # a digit at 1e-166
+    ],
+)
+def test_parameter_2_just_outside_dynamodbs_range_is_refused_saying_the_rule(
+    literal: str, message: str
+) -> None:
+    problem = only_problem(f'[{{"record_id": "r1", "parameter_1": "x", "parameter_2": {literal}}}]')
+    assert (problem.field, problem.message) == ("parameter_2", message)
+
+
+def test_the_readme_states_the_range_in_the_words_of_the_messages() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `parameter_2` |")]
+    assert PARAMETER_2_RANGE_RULE in row
+    assert PARAMETER_2_PLACE_RULE in row
+    assert "9.9999999999999999999999999999999999999e125" in row
 
 
 @pytest.mark.parametrize(
@@ -576,8 +726,8 @@ record_ids = st.from_regex(VALID_RECORD_ID, fullmatch=True)
 
 @st.composite
 def exact_numbers(draw: st.DrawFn) -> Decimal:
-    """Finite decimals DynamoDB stores exactly: at most 38 significant digits, magnitude 1e-130..9.99e125,
-    exponent at least -165 (the smallest boto3's DynamoDB context represents)."""
+    """Finite decimals DynamoDB stores exactly: at most 38 significant digits, magnitude at least 1e-130
+    and less than 1e126, no digit below 1e-165 (the smallest boto3's DynamoDB context represents)."""
     coefficient = draw(st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1))
     if coefficient == 0:
         return Decimal(0)

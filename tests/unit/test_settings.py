@@ -28,6 +28,7 @@ def test_defaults_without_any_variable() -> None:
     assert settings.storage_base_delay_seconds == 0.05
     assert settings.jwt_secret is None
     assert settings.jwt_leeway_seconds == 0
+    assert settings.jwt_max_lifetime_seconds == 86400
     assert settings.secret_cache_seconds == 300
     assert settings.region is None
     assert settings.work_prefix == "work/"
@@ -74,6 +75,7 @@ def test_from_env_reads_the_process_environment_by_default(monkeypatch: pytest.M
         ("ENERGY_AUCTION_JWT_ISSUER", "issuer-1", "jwt_issuer", "issuer-1"),
         ("ENERGY_AUCTION_JWT_AUDIENCE", "traders", "jwt_audience", "traders"),
         ("ENERGY_AUCTION_JWT_LEEWAY_SECONDS", "30", "jwt_leeway_seconds", 30),
+        ("ENERGY_AUCTION_JWT_MAX_LIFETIME_SECONDS", "600", "jwt_max_lifetime_seconds", 600),
         ("ENERGY_AUCTION_SECRET_CACHE_SECONDS", "0", "secret_cache_seconds", 0),
         ("ENERGY_AUCTION_ORDERS_TABLE", "orders", "orders_table", "orders"),
         ("ENERGY_AUCTION_REGION", "us-east-2", "region", "us-east-2"),
@@ -135,6 +137,7 @@ def test_every_field_has_a_variable_of_its_name() -> None:
         "jwt_issuer",
         "jwt_audience",
         "jwt_leeway_seconds",
+        "jwt_max_lifetime_seconds",
         "secret_cache_seconds",
         "orders_table",
         "region",
@@ -215,6 +218,8 @@ def test_region_falls_back_to_aws_region_then_aws_default_region(
         ("ENERGY_AUCTION_STORAGE_MAX_ATTEMPTS", "11"),
         ("ENERGY_AUCTION_STORAGE_BASE_DELAY_SECONDS", "-0.1"),
         ("ENERGY_AUCTION_JWT_LEEWAY_SECONDS", "301"),
+        ("ENERGY_AUCTION_JWT_MAX_LIFETIME_SECONDS", "59"),
+        ("ENERGY_AUCTION_JWT_MAX_LIFETIME_SECONDS", str(30 * 86400 + 1)),
         ("ENERGY_AUCTION_SECRET_CACHE_SECONDS", "-1"),
         ("ENERGY_AUCTION_MARKET_READY_PROBABILITY", "-0.01"),
         ("ENERGY_AUCTION_MARKET_ACCEPT_PROBABILITY", "1.5"),

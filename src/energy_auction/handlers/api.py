@@ -17,9 +17,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from energy_auction import codec, errors, intake
-from energy_auction.auth import Role
 from energy_auction.bootstrap import container
 from energy_auction.observability import logger, metrics, tracer
+from energy_auction.roles import Role
 from energy_auction.routes import ROUTES, Route
 
 app = APIGatewayRestResolver(serializer=codec.dumps)
@@ -61,6 +61,12 @@ def handle_domain_error(err: errors.EnergyAuctionError) -> Response[str]:
 
 @app.not_found
 def handle_not_found(_: Exception) -> Response[str]:
+    record_id = (app.current_event.path_parameters or {}).get("record_id")
+    if record_id is not None:
+        # API Gateway matched /orders/{record_id}, but the resolver's pattern lacks a character of
+        # the id (a newline, '"', '/' from %2F ...): no order has such an id, so it is not found.
+        missing: Response[str] = handle_domain_error(errors.OrderNotFound(record_id))
+        return missing
     status, body = errors.GATEWAY_RESPONSES["MISSING_AUTHENTICATION_TOKEN"]
     metrics.add_metric(name="RequestsRefused", unit=MetricUnit.Count, value=1)
     return error_response(status, body["error"], body["message"])

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from energy_auction.auth import InvalidToken, Role
+from energy_auction.auth import InvalidToken
 from energy_auction.bootstrap import container
 from energy_auction.observability import logger
+from energy_auction.roles import Role
 from energy_auction.routes import routes_for
 
 if TYPE_CHECKING:
@@ -66,9 +67,17 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
     return None
 
 
+def _value_count(multi_headers: dict[str, list[str]] | None, name: str) -> int:
+    return sum(len(values or []) for key, values in (multi_headers or {}).items() if key.lower() == name)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     authorization = _header(event.get("headers"), "authorization")
+    if _value_count(event.get("multiValueHeaders"), "authorization") > 1:
+        # "headers" holds one of them only: which token would the request speak for?
+        logger.info("token refused", extra={"reason": "repeated_header"})
+        raise Unauthorized()
     try:
         principal = container().token_verifier().verify(authorization)
     except InvalidToken as err:

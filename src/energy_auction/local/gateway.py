@@ -20,7 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.auth import InvalidToken, bearer_token
+from energy_auction.errors import (
+    BEARER_CHALLENGE,
+    GATEWAY_DEFAULT_ERRORS,
+    GATEWAY_RESPONSES,
+    INVALID_REQUEST_CHALLENGE,
+    INVALID_TOKEN_CHALLENGE,
+)
 from energy_auction.local.lambdas import LOCAL_ACCOUNT as ACCOUNT
 from energy_auction.local.lambdas import LocalFunction
 from energy_auction.routes import match
@@ -29,6 +36,7 @@ STAGE = "local"
 API_ID = "local"
 REGION = "local"
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
+MAX_URL_CHARACTERS = 10240  # API Gateway's limit on the URL of a regional REST API
 
 
 @dataclass
@@ -44,14 +52,45 @@ def json_response(status: int, payload: Mapping[str, Any], **headers: str) -> Ga
     )
 
 
-def _gateway_response(kind: str) -> GatewayResponse:
+def _gateway_response(kind: str, **headers: str) -> GatewayResponse:
     status, body = GATEWAY_RESPONSES[kind]
-    return json_response(status, body)
+    return json_response(status, body, **headers)
+
+
+def _refused(status: int, message: str) -> GatewayResponse:
+    """The gateway's own refusal of a request it cannot pass on, with API Gateway's default error codes."""
+    return json_response(
+        status, {"error": GATEWAY_DEFAULT_ERRORS[f"DEFAULT_{status // 100}XX"], "message": message}
+    )
+
+
+def _challenge(headers: list[tuple[str, str]]) -> str:
+    """The ``WWW-Authenticate`` of a 401 (RFC 6750 section 3): no error code without a bearer token."""
+    given = [value for name, value in headers if name.lower() == "authorization"]
+    if len(given) > 1:
+        return INVALID_REQUEST_CHALLENGE
+    try:
+        bearer_token(given[0] if given else None)
+    except InvalidToken:
+        return BEARER_CHALLENGE  # missing, empty, or another scheme (Basic ...)
+    return INVALID_TOKEN_CHALLENGE
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """The raw (still percent-encoded) path and the query of a request target.
+
+    urlsplit would read "//orders/x" as a host "orders" and a path "/x"; in a request line it is a path.
+    """
+    if not target.startswith("/"):  # absolute-form: http://host/path?query
+        url = urlsplit(target)
+        return url.path or "/", url.query
+    path, _, query = target.partition("?")
+    return path, query
 
 
 def _arn_pattern(resource: str) -> re.Pattern[str]:
-    # IAM resource wildcards: * is any run of characters (including "/"), ? is one character.
-    return re.compile("^" + re.escape(resource).replace(r"\*", ".*").replace(r"\?", ".") + "$")
+    # IAM resource wildcards: * is any run of characters (including "/" and a newline), ? is one character.
+    return re.compile(re.escape(resource).replace(r"\*", ".*").replace(r"\?", "."), re.DOTALL)
 
 
 def policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
@@ -64,7 +103,7 @@ def policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
             continue
         resources = statement.get("Resource", [])
         resources = [resources] if isinstance(resources, str) else resources
-        if any(_arn_pattern(r).match(method_arn) for r in resources):
+        if any(_arn_pattern(r).fullmatch(method_arn) for r in resources):
             if statement.get("Effect") == "Deny":
                 return False
             allowed = allowed or statement.get("Effect") == "Allow"
@@ -96,12 +135,14 @@ class LocalGateway:
         body: bytes,
         source_ip: str = "127.0.0.1",
     ) -> GatewayResponse:
-        url = urlsplit(target)
-        path = unquote(url.path) or "/"
+        raw_path, query = _split_target(target)
+        path = unquote(raw_path)
         if path == "/health" and method in {"GET", "HEAD"}:
             status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
             return json_response(status, {"status": "ok" if self.ready else "starting"})
-        route, path_parameters, allowed = match(method, path)
+        # Matched on the raw path, so an encoded "/" (%2F) stays inside its segment, as on API Gateway.
+        route, path_parameters, allowed = match(method, raw_path)
+        path_parameters = {name: unquote(value) for name, value in path_parameters.items()}
         if route is None:
             if allowed:
                 return json_response(
@@ -112,7 +153,7 @@ class LocalGateway:
             return _gateway_response("MISSING_AUTHENTICATION_TOKEN")
 
         query_pairs = [
-            (k, v) for k, values in parse_qs(url.query, keep_blank_values=True).items() for v in values
+            (k, v) for k, values in parse_qs(query, keep_blank_values=True).items() for v in values
         ]
         single_headers, multi_headers = _multi(headers)
         single_query, multi_query = _multi(query_pairs)
@@ -155,7 +196,7 @@ class LocalGateway:
             policy = self._authorizer.invoke(authorizer_event)
         except Exception as err:
             if str(err) == "Unauthorized":
-                return _gateway_response("UNAUTHORIZED")
+                return _gateway_response("UNAUTHORIZED", **{"WWW-Authenticate": _challenge(headers)})
             return json_response(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 {"error": "authorizer_error", "message": "the authorizer failed"},
@@ -204,6 +245,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server_version = "energy-auction-local"
 
     def _serve(self) -> None:
+        # The target as sent: http.server turns a leading "//" into "/" (so that no answer of a file
+        # server reads as a link to another host), which made //orders/x mean /orders/x here.
+        target = self.requestline.split()[1]
+        if len(target) > MAX_URL_CHARACTERS:
+            self._write(
+                _refused(
+                    HTTPStatus.REQUEST_URI_TOO_LONG, f"the URL is longer than {MAX_URL_CHARACTERS} characters"
+                ),
+                close=True,
+            )
+            return
         length_header = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             self._write(
@@ -217,12 +269,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         try:
             length = int(length_header or 0)
         except ValueError:
-            self._write(
-                json_response(
-                    HTTPStatus.BAD_REQUEST, {"error": "bad_request", "message": "bad Content-Length"}
-                ),
-                close=True,
-            )
+            length = -1
+        if length < 0:
+            self._write(_refused(HTTPStatus.BAD_REQUEST, "bad Content-Length"), close=True)
             return
         if length > MAX_PAYLOAD_BYTES:
             self._write(
@@ -234,8 +283,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
             return
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client closed its side early: never pass on a partial body
+            self._write(
+                _refused(
+                    HTTPStatus.BAD_REQUEST,
+                    f"the body ended after {len(body)} of its {length} bytes (Content-Length)",
+                ),
+                close=True,
+            )
+            return
         response = self.server.gateway.handle(
-            self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+            self.command, target, list(self.headers.items()), body, self.client_address[0]
         )
         self._write(response)
 
@@ -253,6 +311,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line over 64 KiB, a header line too long, too many
+        headers, a malformed request line) in JSON, like every other answer, not its HTML page."""
+        status = HTTPStatus(code)
+        # Before it has read a version, http.server takes a request for HTTP/0.9: no status line.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        self._write(_refused(status, message or status.phrase), close=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the handlers log each request as JSON
