@@ -27,7 +27,7 @@ from energy_auction.adapters.local import SqliteOrderStore
 from energy_auction.bootstrap import Container
 from energy_auction.orders import OrderStatus
 from energy_auction.settings import Backend, Settings
-from tests.builders import record_ids, store_orders
+from tests.builders import key, record_ids, store_orders
 from tests.fake_slack import FakeSlack, Reply
 
 from .stack import LocalStack, OrderBody
@@ -118,7 +118,7 @@ def notices(home: Path) -> list[dict[str, Any]]:
 def assert_settled_exactly_once(home: Path, ids: list[str]) -> list[str]:
     """Checks the home; returns the record_ids of its rejected orders."""
     store = SqliteOrderStore(home / "orders.sqlite3")
-    orders = {r: store.get_order(r) for r in ids}
+    orders = {r: store.get_order(key(r)) for r in ids}
     store.close()
     assert all(o is not None for o in orders.values())
     statuses = {r: o.status for r, o in orders.items() if o is not None}
@@ -258,7 +258,7 @@ def test_stopping_the_stack_while_slack_hangs_is_prompt_and_loses_no_notice(
     again = LocalStack(home=home, env=env, args=("--no-schedule",)).start()
     try:
         store = SqliteOrderStore(home / "orders.sqlite3")
-        rejected = sorted(r for r in ids if store.get_order(r).status is OrderStatus.REJECTED)  # type: ignore[union-attr]
+        rejected = sorted(r for r in ids if store.get_order(key(r)).status is OrderStatus.REJECTED)  # type: ignore[union-attr]
         while rejections_posted(slack) != rejected and time.monotonic() < deadline + 60:
             time.sleep(0.2)
         assert rejected
