@@ -3,6 +3,8 @@
 Sections:
 - intake_http: POST /orders against the local stack (a real process) from a concurrent client;
 - dynamodb_writes: DynamoDB write API calls per stored order (botocore event hooks, on moto);
+- listing: GET /orders page latency on the local stack, and calls and read units per page on
+  DynamoDB (``benchmarks/listing.py``);
 - import_ms: import time of the handler modules in a fresh interpreter.
 """
 
@@ -94,9 +96,10 @@ def bench_dynamodb_writes(requests: int) -> dict[str, Any]:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     import boto3
     from moto import mock_aws
+    from tests.adapters.stores import create_orders_table
 
     from energy_auction.adapters.aws import DynamoDbOrderStore
-    from energy_auction.intake import submit_orders
+    from energy_auction.intake import Caller, submit_orders
     from energy_auction.orders import Limits
 
     calls: dict[str, int] = {}
@@ -106,18 +109,14 @@ def bench_dynamodb_writes(requests: int) -> dict[str, Any]:
 
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName="orders",
-            KeySchema=[{"AttributeName": "record_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "record_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_orders_table(client, "orders")
         client.meta.events.register("before-call.dynamodb.*", count)
         store = DynamoDbOrderStore(client, "orders")
         stored = 0
         for n in range(requests):
             orders = [{"record_id": f"w{n}-{i}", "parameter_1": "x", "parameter_2": i} for i in range(100)]
-            stored += len(submit_orders(json.dumps(orders), store, Limits(), time.time()).orders)
+            receipt = submit_orders(json.dumps(orders), Caller("bench"), store, Limits(), time.time())
+            stored += len(receipt.orders)
     writes = sum(v for k, v in calls.items() if k in WRITE_OPERATIONS)
     return {
         "requests": requests,
@@ -165,6 +164,13 @@ def main() -> int:
     ]
     print("DynamoDB write calls ...", file=sys.stderr)
     report["dynamodb_writes"] = bench_dynamodb_writes(int(20 * scale) or 1)
+    print("listing ...", file=sys.stderr)
+    from benchmarks.listing import bench_listing_dynamodb, bench_listing_http
+
+    report["listing"] = {
+        "http": bench_listing_http(per_trader=max(100, int(1000 * scale))),
+        "dynamodb": bench_listing_dynamodb(per_trader=max(100, int(1000 * scale))),
+    }
     print("pipeline on the ASL interpreter ...", file=sys.stderr)
     from benchmarks.pipeline import bench_pipeline
 

@@ -323,7 +323,8 @@ class DynamoDbOrderStore:
             KeyConditionExpression=condition,
             ExpressionAttributeValues=values,
             ScanIndexForward=False,
-            Limit=min(page, _TRANSACTION_ITEMS),
+            # One more than the page: the merge reads one key ahead of what it gives.
+            Limit=min(page + 1, _TRANSACTION_ITEMS),
         ):
             listed_at = item[LISTED_AT_ATTRIBUTE]["S"]
             if before is None or listed_at < before:  # BETWEEN includes its upper end
