@@ -3,6 +3,7 @@ to the real process. Every answer is JSON, and nothing a refused request carried
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 from dataclasses import dataclass
@@ -174,3 +175,51 @@ def test_two_authorization_headers_are_unauthorized_and_nothing_is_stored(stack:
     assert answer.headers["www-authenticate"] == 'Bearer error="invalid_request"'
     assert answer.json()["error"] == "unauthorized"
     assert stack.get_order("edge-1", first).status == 404
+
+
+def send(
+    stack: LocalStack, method: str, path: str, token: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    url = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+    try:
+        connection.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        answer = connection.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("method", ["TRACE", "BREW", "PUT"])
+def test_any_method_a_known_path_does_not_take_is_a_json_405_with_allow(
+    stack: LocalStack, method: str
+) -> None:
+    status, headers, body = send(stack, method, "/orders", stack.token())
+
+    assert status == 405
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"] == "method_not_allowed"
+    assert headers["allow"] == "POST, GET, HEAD"
+
+
+def test_an_unknown_method_on_an_unknown_path_is_a_json_404(stack: LocalStack) -> None:
+    status, headers, body = send(stack, "BREW", "/coffee")
+
+    assert (status, headers["content-type"], json.loads(body)["error"]) == (
+        404,
+        "application/json",
+        "not_found",
+    )
+
+
+def test_head_on_a_get_route_answers_as_get_without_the_body(stack: LocalStack) -> None:
+    token = stack.token()
+    stack.post_orders([ORDER], token)
+
+    got = send(stack, "GET", "/orders/edge-1", token)
+    head = send(stack, "HEAD", "/orders/edge-1", token)
+
+    assert head[0] == got[0] == 200
+    assert head[2] == b""
+    assert head[1]["content-length"] == str(len(got[2]))
+    assert head[1]["content-type"] == got[1]["content-type"] == "application/json"

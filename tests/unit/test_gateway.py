@@ -135,9 +135,11 @@ def test_unknown_path_is_not_found(gateway: LocalGateway, gateway_api: SpyFuncti
 @pytest.mark.parametrize(
     ("method", "target", "allowed"),
     [
-        ("PUT", "/orders", "POST, GET"),
-        ("PATCH", "/orders/x", "GET, DELETE"),
-        ("POST", "/orders/x", "GET, DELETE"),
+        ("PUT", "/orders", "POST, GET, HEAD"),
+        ("PATCH", "/orders/x", "GET, DELETE, HEAD"),
+        ("POST", "/orders/x", "GET, DELETE, HEAD"),
+        ("TRACE", "/orders", "POST, GET, HEAD"),
+        ("BREW", "/orders/x", "GET, DELETE, HEAD"),
     ],
 )
 def test_wrong_method_on_a_known_path_is_not_allowed(

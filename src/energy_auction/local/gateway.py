@@ -142,13 +142,16 @@ class LocalGateway:
             return json_response(status, {"status": "ok" if self.ready else "starting"})
         # Matched on the raw path, so an encoded "/" (%2F) stays inside its segment, as on API Gateway.
         route, path_parameters, allowed = match(method, raw_path)
+        if route is None and method == "HEAD" and "GET" in allowed:
+            # HEAD is GET without the body (RFC 9110): the same status and headers; _write sends no body.
+            return self.handle("GET", target, headers, body, source_ip)
         path_parameters = {name: unquote(value) for name, value in path_parameters.items()}
         if route is None:
             if allowed:
                 return json_response(
                     HTTPStatus.METHOD_NOT_ALLOWED,
                     {"error": "method_not_allowed", "message": f"{method} is not supported on {path}"},
-                    Allow=", ".join(allowed),
+                    Allow=", ".join([*allowed, *(["HEAD"] if "GET" in allowed else [])]),
                 )
             return _gateway_response("MISSING_AUTHENTICATION_TOKEN")
 
@@ -310,7 +313,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method without a do_<METHOD> with an HTML 501: every method (TRACE,
+        # or one nobody has heard of) goes to the gateway, which answers it in JSON like the rest.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (a request line over 64 KiB, a header line too long, too many
