@@ -186,37 +186,21 @@ class OrdersApi(Construct):
         table: dynamodb.ITable,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.jwt_secret = secretsmanager.Secret(
-            self,
+        self.jwt_secret = self._generated_secret(
             "JwtSigningSecret",
-            secret_name=jwt_secret_name(config.stage),
-            description="HS256 signing secret of the Energy Auction API's bearer tokens",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True
-            ),
-            removal_policy=config.removal_policy,
-        )
-        acknowledge(
-            self.jwt_secret,
-            "SMG4",
+            jwt_secret_name(config.stage),
+            "HS256 signing secret of the Energy Auction API's bearer tokens",
             "Rotating the signing secret invalidates every issued token, so it is rotated by hand at a "
             "chosen time (README runbook: rotating the JWT signing secret), not on a schedule",
+            config,
         )
-        self.cursor_secret = secretsmanager.Secret(
-            self,
+        self.cursor_secret = self._generated_secret(
             "CursorSigningKey",
-            secret_name=cursor_secret_name(config.stage),
-            description="HMAC key of the Energy Auction API's listing cursors (GET /orders)",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True
-            ),
-            removal_policy=config.removal_policy,
-        )
-        acknowledge(
-            self.cursor_secret,
-            "SMG4",
+            cursor_secret_name(config.stage),
+            "HMAC key of the Energy Auction API's listing cursors (GET /orders)",
             "Rotating the cursor key only invalidates the cursors handed out (a client starts its "
             "listing again), so it is rotated by hand like the signing secret, not on a schedule",
+            config,
         )
         self.handler = ServiceFunction(
             self,
@@ -355,6 +339,23 @@ class OrdersApi(Construct):
         )
         for response_type, error in DEFAULT_ERRORS.items():
             self._gateway_response(response_type, None, default_error_template(error))
+
+    def _generated_secret(
+        self, construct_id: str, name: str, description: str, why_not_rotated: str, config: StageConfig
+    ) -> secretsmanager.Secret:
+        """A secret of 64 random characters made at deploy, rotated by hand (``why_not_rotated``)."""
+        secret = secretsmanager.Secret(
+            self,
+            construct_id,
+            secret_name=name,
+            description=description,
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True
+            ),
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(secret, "SMG4", why_not_rotated)
+        return secret
 
     def _gateway_response(
         self,

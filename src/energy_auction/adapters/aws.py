@@ -126,6 +126,15 @@ def _error_code(err: ClientError) -> str:
     return err.response.get("Error", {}).get("Code", "")
 
 
+def _order_before(err: ClientError) -> Order | None:
+    """The order as it was when a conditional update's condition failed (asked for with
+    ``ReturnValuesOnConditionCheckFailure``), None if there was none; any other error is raised."""
+    if _error_code(err) != "ConditionalCheckFailedException":
+        raise err
+    item: Any = err.response.get("Item")
+    return item_to_order(item) if item else None
+
+
 def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -353,10 +362,7 @@ class DynamoDbOrderStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
-            if _error_code(err) != "ConditionalCheckFailedException":
-                raise
-            item: Any = err.response.get("Item")
-            current = item_to_order(item) if item else None
+            current = _order_before(err)
             if current is None or not current.is_live(now):
                 raise OrderNotFound(key.partition("/")[2]) from None
             if current.status is OrderStatus.CANCELLED:
@@ -450,10 +456,7 @@ class DynamoDbOrderStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
-            if _error_code(err) != "ConditionalCheckFailedException":
-                raise
-            item: Any = err.response.get("Item")  # the order as it was (ReturnValuesOnConditionCheckFailure)
-            current = item_to_order(item) if item else None
+            current = _order_before(err)
             if current is None or not current.completed_by(run_id, status):
                 raise ClaimLost(f"run {run_id!r} does not hold order {key!r}") from None
 
@@ -498,10 +501,7 @@ class DynamoDbOrderStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
-            if _error_code(err) != "ConditionalCheckFailedException":
-                raise
-            item: Any = err.response.get("Item")
-            current = item_to_order(item) if item else None
+            current = _order_before(err)
             if current is None or not current.completed_by(run_id, OrderStatus.REJECTED):
                 return NoticeClaim.UNKNOWN
             return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
