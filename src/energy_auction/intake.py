@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from energy_auction.cursors import CursorCodec
@@ -31,6 +31,9 @@ from energy_auction.roles import Role
 
 if TYPE_CHECKING:
     from energy_auction.ports import OrderStore
+
+SINCE_LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+"""``since`` must be before this (a later time has no ISO 8601 form with a four-digit year)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,9 @@ def find_order(
 ) -> Order:
     """The live order ``record_id`` of the caller (an operator: of ``trader``); expired orders do
     not exist, even before TTL deletion, and another trader's order does not exist for a trader."""
-    owner = caller.trader_of(trader)
     if not is_record_id(record_id):
         raise OrderNotFound(record_id)  # it could never have been stored
+    owner = caller.trader_of(trader)
     order = store.get_order(order_key(owner, record_id))
     if order is None or not order.is_live(now):
         raise OrderNotFound(record_id)
@@ -120,10 +123,13 @@ def _listing_filters(caller: Caller, parameters: Mapping[str, str], now: float) 
         if parsed.tzinfo is None:
             raise InvalidQuery("since", "must say its time zone (Z or an offset such as +01:00)")
         since_epoch = parsed.timestamp()
+        if not 0 <= since_epoch < SINCE_LATEST:
+            raise InvalidQuery("since", "must be a time between 1970 and 9999 (UTC)")
     limit_text = parameters.get("limit")
     limit = LIST_LIMIT_DEFAULT
     if limit_text is not None:
-        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= LIST_LIMIT_MAX:
+        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= len(str(LIST_LIMIT_MAX))
+        if not digits or not 1 <= int(limit_text) <= LIST_LIMIT_MAX:
             raise InvalidQuery("limit", f"must be a whole number from 1 to {LIST_LIMIT_MAX}")
         limit = int(limit_text)
     trader = parameters.get("trader")

@@ -106,7 +106,11 @@ def result_key(auction_date: str, key: str) -> str:
 def _key_of(result: Mapping[str, Any]) -> tuple[str, str]:
     """``(record_id, store key)`` of the order an item of a run's results is about."""
     record_id = str(result["record_id"])
-    return record_id, order_key(str(result["trader"]), record_id)
+    trader = result.get("trader")
+    if not isinstance(trader, str):
+        # An item staged by a version before orders had traders: its order is not in this store.
+        raise ClaimLost(f"order result {record_id} names no trader (staged by an earlier version)")
+    return record_id, order_key(trader, record_id)
 
 
 def process_order(

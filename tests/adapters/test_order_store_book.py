@@ -292,3 +292,17 @@ def test_dynamodb_lists_with_queries_on_the_listing_indexes_and_never_scans(
     # a trader's page: one query of the trader's index and one batch read of the orders it names
     assert (after_trader.get("query"), after_trader.get("batch_get_item")) == (1, 1)
     assert faulty.calls.get("scan", 0) == 0
+
+
+def test_a_cursor_whose_order_expired_since_ends_the_listing(subject: StoreUnderTest) -> None:
+    # Given a page that ended at an order which has expired by the time the next page is asked for
+    subject.store.put_orders([pending("old", submitted=NOW), pending("new", submitted=NOW + 10)], now=NOW)
+    first = subject.store.list_orders(OrderQuery(now=NOW + 11, trader=TRADER, limit=1))
+    assert [o.record_id for o in first.orders] == ["new"]
+    later = NOW + ORDER_TTL_SECONDS + 20  # "new" (and so the cursor's position) expired too
+
+    # When the next page is asked for with that position
+    page = subject.store.list_orders(OrderQuery(now=later, trader=TRADER, before=first.next_before))
+
+    # Then the listing is over, with no error
+    assert (list(page.orders), page.next_before) == ([], None)

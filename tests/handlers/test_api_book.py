@@ -119,6 +119,8 @@ def test_a_listing_filters_on_status_and_since(clock: FakeClock) -> None:
         ({"since": "2027-01-15T08:00:00"}, "since"),  # no time zone
         ({"sort": "asc"}, "sort"),
         ({"limit": ["2", "3"]}, "limit"),
+        ({"limit": "0" * 4301 + "1"}, "limit"),  # digits past Python's int limit
+        ({"since": "9999-12-31T23:59:59-01:00"}, "since"),  # past the last ISO 8601 year
     ],
 )
 def test_a_bad_query_is_a_400_naming_the_parameter(query: dict[str, Any], parameter: str) -> None:
@@ -168,8 +170,9 @@ def test_an_operator_lists_everyone_or_one_trader_and_reads_any_order() -> None:
     assert list_all("ops", role="operator", trader="bob") == ["b0"]
     status, order, _ = call("GET", "/orders/b0", principal="ops", role="operator", query={"trader": "bob"})
     assert (status, order["trader"]) == (200, "bob")
-    # an operator names whose order to read
+    # an operator names whose order to read; an id no order can have is a 404 all the same
     assert call("GET", "/orders/b0", principal="ops", role="operator")[1]["error"] == "invalid_query"
+    assert call("GET", "/orders/a%0Ab", principal="ops", role="operator")[0] == 404
 
 
 def test_a_trader_cannot_list_or_read_another_traders_orders_by_naming_them() -> None:

@@ -417,6 +417,24 @@ def test_an_order_that_was_never_claimed_is_a_lost_claim(local_container: Contai
     assert not result_file(local_container, result_key(item["auction_date"], key("free0"))).exists()
 
 
+def test_a_result_staged_before_orders_had_traders_is_a_lost_claim_and_changes_nothing(
+    local_container: Container,
+) -> None:
+    # Given a result item without its trader, as a run of an earlier version staged it
+    item = claimed_result(local_container, "legacy", "accepted")
+    del item["trader"]
+
+    # When the run tries to settle it, or give it back
+    with pytest.raises(ClaimLost, match="names no trader"):
+        settle(local_container, item)
+    with pytest.raises(ClaimLost, match="names no trader"):
+        release_order(item, RUN, store=local_container.order_store)
+
+    # Then nothing is written, and the order stays this run's to settle
+    assert not result_file(local_container, result_key(item["auction_date"], key("legacy"))).exists()
+    assert get(local_container, "legacy").claim_run_id == RUN
+
+
 def test_an_order_that_no_longer_exists_is_a_lost_claim(local_container: Container) -> None:
     # Given a result for an order that was claimed and has since been purged (expired)
     item = claimed_result(local_container, "gone", "accepted")

@@ -101,7 +101,7 @@ def order_to_item(order: Order) -> dict[str, Any]:
     plain[TTL_ATTRIBUTE] = order.purge_at()
     plain[TRADER_KEY_ATTRIBUTE] = trader_key(order.trader)
     plain[LISTED_AT_ATTRIBUTE] = order.listed_at
-    plain[LIST_SHARD_ATTRIBUTE] = index_shard(order.key)
+    plain[LIST_SHARD_ATTRIBUTE] = index_shard(order.key, LIST_SHARDS)
     if order.status is OrderStatus.PENDING:
         plain[PENDING_SHARD_ATTRIBUTE] = index_shard(order.key)
     if order.notice_due_at is not None:
@@ -116,10 +116,10 @@ def item_to_order(item: dict[str, Any]) -> Order:
     return Order.model_validate(plain)
 
 
-def index_shard(key: str) -> str:
-    """The index partition of an order (pending-orders, owed-notices, orders-by-time) from its key:
-    a stable hash, so it survives restarts."""
-    return str(zlib.crc32(key.encode()) % PENDING_SHARDS)
+def index_shard(key: str, shards: int = PENDING_SHARDS) -> str:
+    """The index partition of an order (pending-orders and owed-notices over ``PENDING_SHARDS``,
+    orders-by-time over ``LIST_SHARDS``) from its key: a stable hash, so it survives restarts."""
+    return str(zlib.crc32(key.encode()) % shards)
 
 
 def _error_code(err: ClientError) -> str:
@@ -286,6 +286,10 @@ class DynamoDbOrderStore:
         newer) is skipped: the order is listed once, at its entry for the current submission.
         """
         lowest = query.lowest_listed_at()
+        if query.before is not None and query.before <= lowest:
+            # The cursor's order has expired since (or since is past it): nothing is left, and
+            # DynamoDB refuses a BETWEEN whose upper bound is below its lower one.
+            return OrderPage([], None)
         wanted = query.limit + 1  # one more than the page: whether anything is left
         if query.trader is not None:
             partitions = [(TRADER_INDEX, TRADER_KEY_ATTRIBUTE, trader_key(query.trader))]

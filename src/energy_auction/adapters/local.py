@@ -106,13 +106,18 @@ _OVERDUE_SQL = (
     " AND (notice_lease_until IS NULL OR notice_lease_until <= :now)"
     " ORDER BY notice_due_at, order_key LIMIT :limit"
 )
-_LIST_SQL = (
-    "SELECT document FROM orders WHERE listed_at >= :lowest AND (:before IS NULL OR listed_at < :before)"
-    " AND expires_at > :now AND (:trader_key IS NULL OR trader_key = :trader_key)"
-    " AND (:status IS NULL OR status = :status)"
-    " ORDER BY listed_at DESC LIMIT :limit"
+_LIST_TRADER_SQL = (
+    "SELECT document FROM orders INDEXED BY orders_by_trader WHERE trader_key = :trader_key"
+    " AND listed_at >= :lowest AND (:before IS NULL OR listed_at < :before) AND expires_at > :now"
+    " AND (:status IS NULL OR status = :status) ORDER BY listed_at DESC LIMIT :limit"
 )
-"""A listing page (``OrderQuery``), through the (trader_key, listed_at) or (listed_at) index."""
+_LIST_ALL_SQL = (
+    "SELECT document FROM orders INDEXED BY orders_by_time WHERE listed_at >= :lowest"
+    " AND (:before IS NULL OR listed_at < :before) AND expires_at > :now"
+    " AND (:status IS NULL OR status = :status) ORDER BY listed_at DESC LIMIT :limit"
+)
+"""A listing page (``OrderQuery``): a trader's through the (trader_key, listed_at) index, everyone's
+through the (listed_at) index."""
 
 _IN_CLAUSE_SIZE = 500
 """Record ids per ``IN (...)`` query, well under SQLite's limit on bound parameters."""
@@ -355,7 +360,7 @@ class SqliteOrderStore:
 
     def list_orders(self, query: OrderQuery) -> OrderPage:
         found = self._select(
-            _LIST_SQL,
+            _LIST_TRADER_SQL if query.trader is not None else _LIST_ALL_SQL,
             {
                 "lowest": query.lowest_listed_at(),
                 "before": query.before,
