@@ -82,7 +82,7 @@ def bench_pipeline(orders: int, accept_probability: float = 0.7) -> dict[str, An
                 for i in range(start, min(orders, start + 100))
             ]
             container.order_store.put_orders(
-                new_orders(parse_orders(json.dumps(batch), Limits()), time.time()), int(time.time())
+                new_orders(parse_orders(json.dumps(batch), Limits()), time.time(), "bench"), int(time.time())
             )
         with (
             _recorded_events() as histories,
