@@ -186,3 +186,10 @@ GATEWAY_RESPONSES: dict[str, tuple[int, dict[str, str]]] = {
 }
 """The bodies API Gateway answers with when the authorizer refuses a request (deployed as gateway
 responses; the local stack answers the same)."""
+
+THROTTLED_BODY = {"error": "throttled", "message": "too many requests; retry later"}
+"""API Gateway's 429 when the stage's throttle refuses a request (AWS only), with Retry-After."""
+THROTTLED_RETRY_AFTER_SECONDS = 1
+DEFAULT_ERRORS = {"DEFAULT_4XX": "request_refused", "DEFAULT_5XX": "internal_error"}
+"""The ``error`` code of every other response API Gateway makes itself; each keeps its own status
+(413, 415, 502, 504, ...) and says why in ``message``."""

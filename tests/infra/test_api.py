@@ -6,15 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.api import (
-    DEFAULT_ERRORS,
-    THROTTLED_BODY,
-    VALIDATION_FAILED_BODY,
-    orders_request_schema,
-)
+from infra.api import VALIDATION_FAILED_BODY, orders_request_schema
 
-from energy_auction.errors import GATEWAY_RESPONSES
-from energy_auction.handlers.authorizer import ROUTES
+from energy_auction.errors import DEFAULT_ERRORS, GATEWAY_RESPONSES, THROTTLED_BODY
+from energy_auction.routes import ROUTES
 from energy_auction.settings import Settings
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import functions, logical_id, referenced_ids
@@ -71,7 +66,7 @@ def test_authorizer_policy_covers_every_method_it_protects(stage_stack: Synthesi
         return any(
             verb == v
             and (path.lstrip("/") == p or (p.endswith("/*") and path.lstrip("/").startswith(p[:-1])))
-            for v, p in ROUTES
+            for v, p in ((r.method, r.policy_path) for r in ROUTES)
         )
 
     assert all(allows(verb, path) for verb, path in _methods(stage_stack))
