@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from energy_auction.auth import Role
@@ -27,6 +26,7 @@ from energy_auction.orders import (
     new_orders,
     order_key,
     parse_orders,
+    rfc3339_epoch,
 )
 
 if TYPE_CHECKING:
@@ -114,12 +114,11 @@ def _listing_filters(caller: Caller, parameters: Mapping[str, str], now: float) 
     since_epoch = None
     if since is not None:
         try:
-            parsed = datetime.fromisoformat(since)
+            since_epoch = rfc3339_epoch(since)
         except ValueError:
-            raise InvalidQuery("since", "must be an ISO 8601 time, e.g. 2026-12-01T08:00:00Z") from None
-        if parsed.tzinfo is None:
-            raise InvalidQuery("since", "must say its time zone (Z or an offset such as +01:00)")
-        since_epoch = parsed.timestamp()
+            raise InvalidQuery(
+                "since", "must be an RFC 3339 time with its time zone, e.g. 2026-12-01T08:00:00Z or +01:00"
+            ) from None
     limit_text = parameters.get("limit")
     limit = LIST_LIMIT_DEFAULT
     if limit_text is not None:
