@@ -12,9 +12,10 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,6 +43,17 @@ def json_response(status: int, payload: Mapping[str, Any], **headers: str) -> Ga
     return GatewayResponse(
         status, json.dumps(payload).encode(), {"Content-Type": "application/json", **headers}
     )
+
+
+OPENAPI_PATH = "/openapi.json"
+"""The API's OpenAPI document, served without a token (the local stack's own route, as /health)."""
+
+
+@cache
+def _openapi_document() -> bytes:
+    from energy_auction.openapi import render  # the generator: only when the document is asked for
+
+    return render().encode()
 
 
 def _gateway_response(kind: str) -> GatewayResponse:
@@ -101,6 +113,8 @@ class LocalGateway:
         if path == "/health" and method in {"GET", "HEAD"}:
             status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
             return json_response(status, {"status": "ok" if self.ready else "starting"})
+        if path == OPENAPI_PATH and method in {"GET", "HEAD"}:
+            return GatewayResponse(HTTPStatus.OK, _openapi_document(), {"Content-Type": "application/json"})
         route, path_parameters, allowed = match(method, path)
         if route is None:
             if allowed:
@@ -252,7 +266,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # Every method reaches the gateway (http.server looks up do_<METHOD>): TRACE or an unknown
+        # method is answered like any other, 405 with Allow on a known path, never a 501 HTML page.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the handlers log each request as JSON
