@@ -34,7 +34,7 @@ CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETR
 	node_modules/.bin/cdk --no-notices -c stage=$(STAGE) $(if $(REGION),-c region=$(REGION))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test unit lint typecheck check-locks bench bench-first-run lock clean bundle \
+.PHONY: help install run test unit lint typecheck check-locks openapi bench bench-first-run lock clean bundle \
 	synth deploy deploy-pipeline destroy
 
 help: ## list the targets
@@ -98,6 +98,9 @@ check-locks: ## check that local.lock and bootstrap.lock pin the versions dev.lo
 		/^[A-Za-z0-9]/ && dev[name] != pin[2] { \
 			printf "%s pins %s, %s pins %s\n", FILENAME, $$1, "$(LOCK)", dev[name] ? name "==" dev[name] : "nothing"; bad = 1 } \
 		END { if (bad) { print "run make lock"; exit 1 } }' $(LOCK) $(LOCAL_LOCK) $(BOOTSTRAP_LOCK)
+
+openapi: $(RUN_STAMP) ## regenerate docs/openapi.json from the route table and the models (a test fails when it is stale)
+	$(BIN)/python -m energy_auction.openapi --out docs/openapi.json
 
 bench: $(STAMP) ## benchmarks -> benchmarks/report.json
 	$(BIN)/python -m benchmarks.run --out benchmarks/report.json

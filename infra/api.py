@@ -17,7 +17,13 @@ from pydantic_core import core_schema
 
 from energy_auction.adapters.aws import TIME_INDEX, TRADER_INDEX
 from energy_auction.deployment import cursor_secret_name, jwt_secret_name
-from energy_auction.errors import BEARER_CHALLENGE, GATEWAY_DEFAULT_ERRORS, GATEWAY_RESPONSES
+from energy_auction.errors import (
+    BEARER_CHALLENGE,
+    GATEWAY_DEFAULT_ERRORS,
+    GATEWAY_RESPONSES,
+    THROTTLED_BODY,
+    THROTTLED_RETRY_AFTER_SECONDS,
+)
 from energy_auction.orders import ORDER_FIELDS, OrderRequest
 from energy_auction.routes import ROUTES
 from energy_auction.settings import MAX_ORDERS_CEILING
@@ -49,11 +55,6 @@ renders as a quoted JSON string, so it is not quoted here)."""
 
 ERROR_MESSAGE = "$context.error.messageString"
 """API Gateway's own message for the error; it renders as a quoted JSON string."""
-DEFAULT_ERRORS = GATEWAY_DEFAULT_ERRORS
-"""The ``error`` code of every other response API Gateway makes itself; each keeps its own status
-(413, 415, 502, 504, ...) and says why in ``message``."""
-THROTTLED_BODY = {"error": "throttled", "message": "too many requests; retry later"}
-THROTTLED_RETRY_AFTER_SECONDS = 1
 
 
 def default_error_template(error: str) -> str:
@@ -337,7 +338,7 @@ class OrdersApi(Construct):
             json.dumps(THROTTLED_BODY),
             {"Retry-After": f"'{THROTTLED_RETRY_AFTER_SECONDS}'"},
         )
-        for response_type, error in DEFAULT_ERRORS.items():
+        for response_type, error in GATEWAY_DEFAULT_ERRORS.items():
             self._gateway_response(response_type, None, default_error_template(error))
 
     def _generated_secret(

@@ -199,3 +199,7 @@ INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'  # noqa: S105 (an RFC 6
 """``WWW-Authenticate`` of a 401 for a bearer token that was given and refused (the local stack)."""
 INVALID_REQUEST_CHALLENGE = 'Bearer error="invalid_request"'
 """``WWW-Authenticate`` of a 401 for a request with more than one Authorization header (the local stack)."""
+
+THROTTLED_BODY = {"error": "throttled", "message": "too many requests; retry later"}
+"""API Gateway's 429 when the stage's throttle refuses a request (AWS only), with Retry-After."""
+THROTTLED_RETRY_AFTER_SECONDS = 1

@@ -329,7 +329,10 @@ class OrderQuery:
         """The smallest ``listed_at`` an order this query wants can have: live orders were submitted
         less than 24 hours ago (``expires_at`` is the submission's whole second plus 24 hours)."""
         oldest_live = math.floor(self.now - ORDER_TTL_SECONDS) + 1
-        return iso_utc(max(oldest_live, self.since if self.since is not None else oldest_live))
+        since = oldest_live if self.since is None else max(oldest_live, self.since)
+        # No order was submitted a day from now: a later since (up to year 9999 and past it, with a
+        # negative offset) wants what that day wants, nothing, and stays a time iso_utc can write.
+        return iso_utc(min(since, self.now + ORDER_TTL_SECONDS))
 
     def wants(self, order: Order) -> bool:
         return (
@@ -505,6 +508,47 @@ def settled_outcome(run_id: str, status: OrderStatus, outcome: dict[str, Any]) -
     if stored.setdefault("run_id", run_id) != run_id:
         raise ValueError(f"outcome names run {stored['run_id']!r}, not {run_id!r}")
     return stored
+
+
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_DAY_SECONDS = 24 * 60 * 60
+_YEAR_0_TO_4_SECONDS = (366 + 3 * 365) * _DAY_SECONDS  # year 0 is a leap year, as year 4 is
+
+
+def rfc3339_epoch(text: str) -> float:
+    """Epoch seconds of an RFC 3339 date-time (``2026-12-01T08:00:00Z``, ``...T09:00:00.5+01:00``):
+    the form of the times the API writes, and OpenAPI's ``date-time``. A leap second, 23:59:60 UTC,
+    is the second after 23:59:59.
+
+    Raises
+    ------
+    ValueError
+        ``text`` is not an RFC 3339 date-time (ISO 8601's other forms are not).
+    """
+    matched = _RFC3339.fullmatch(text)
+    if matched is None:
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    year, month, day, hour, minute, second = (int(matched[i]) for i in range(1, 7))
+    sign, offset_hours, offset_minutes = matched[8], int(matched[9] or 0), int(matched[10] or 0)
+    if hour > 23 or minute > 59 or second > 60 or offset_hours > 23 or offset_minutes > 59:
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    # datetime starts at year 1: year 0 is read as year 4, which has the same calendar.
+    shift = -_YEAR_0_TO_4_SECONDS if year == 0 else 0
+    try:
+        local = datetime(year or 4, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+    except ValueError:  # no such day (2027-02-29, 2027-04-31)
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}") from None
+    offset = (offset_hours * 60 + offset_minutes) * 60 * (-1 if sign == "-" else 1)
+    epoch = local.timestamp() - offset
+    if second == 60:
+        utc = datetime.fromtimestamp(epoch, UTC)
+        if (utc.hour, utc.minute) != (23, 59):
+            raise ValueError(f"not an RFC 3339 date-time (a leap second is 23:59:60 UTC): {text!r}")
+        epoch += 1
+    return epoch + shift + float(matched[7] or 0)
 
 
 def iso_utc(epoch_seconds: float) -> str:

@@ -190,18 +190,6 @@ def send(
         connection.close()
 
 
-@pytest.mark.parametrize("method", ["TRACE", "BREW", "PUT"])
-def test_any_method_a_known_path_does_not_take_is_a_json_405_with_allow(
-    stack: LocalStack, method: str
-) -> None:
-    status, headers, body = send(stack, method, "/orders", stack.token())
-
-    assert status == 405
-    assert headers["content-type"] == "application/json"
-    assert json.loads(body)["error"] == "method_not_allowed"
-    assert headers["allow"] == "POST, GET, HEAD"
-
-
 def test_an_unknown_method_on_an_unknown_path_is_a_json_404(stack: LocalStack) -> None:
     status, headers, body = send(stack, "BREW", "/coffee")
 

@@ -120,7 +120,6 @@ def test_a_listing_filters_on_status_and_since(clock: FakeClock) -> None:
         ({"sort": "asc"}, "sort"),
         ({"limit": ["2", "3"]}, "limit"),
         ({"limit": "0" * 4301 + "1"}, "limit"),  # digits past Python's int limit
-        ({"since": "9999-12-31T23:59:59-01:00"}, "since"),  # past the last ISO 8601 year
     ],
 )
 def test_a_bad_query_is_a_400_naming_the_parameter(query: dict[str, Any], parameter: str) -> None:

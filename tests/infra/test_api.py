@@ -6,14 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.api import (
-    DEFAULT_ERRORS,
-    THROTTLED_BODY,
-    VALIDATION_FAILED_BODY,
-    orders_request_schema,
-)
+from infra.api import VALIDATION_FAILED_BODY, orders_request_schema
 
-from energy_auction.errors import GATEWAY_RESPONSES
+from energy_auction.errors import GATEWAY_DEFAULT_ERRORS, GATEWAY_RESPONSES, THROTTLED_BODY
 from energy_auction.routes import ROUTES
 from energy_auction.settings import Settings
 from tests.infra.conftest import Synthesized
@@ -163,7 +158,7 @@ def test_gateway_responses_answer_json_like_the_service(stage_stack: Synthesized
         "DEFAULT_4XX": (None, {"error": "request_refused", "message": message}),
         "DEFAULT_5XX": (None, {"error": "internal_error", "message": message}),
     }
-    assert set(DEFAULT_ERRORS) <= set(expected)
+    assert set(GATEWAY_DEFAULT_ERRORS) <= set(expected)
     assert set(responses) == set(expected)
     for response_type, (status, body) in expected.items():
         response = responses[response_type]

@@ -12,9 +12,10 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +51,17 @@ def json_response(status: int, payload: Mapping[str, Any], **headers: str) -> Ga
     return GatewayResponse(
         status, json.dumps(payload).encode(), {"Content-Type": "application/json", **headers}
     )
+
+
+OPENAPI_PATH = "/openapi.json"
+"""The API's OpenAPI document, served without a token (the local stack's own route, as /health)."""
+
+
+@cache
+def _openapi_document() -> bytes:
+    from energy_auction.openapi import render  # the generator: only when the document is asked for
+
+    return render().encode()
 
 
 def _gateway_response(kind: str, **headers: str) -> GatewayResponse:
@@ -140,6 +152,8 @@ class LocalGateway:
         if path == "/health" and method in {"GET", "HEAD"}:
             status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
             return json_response(status, {"status": "ok" if self.ready else "starting"})
+        if path == OPENAPI_PATH and method in {"GET", "HEAD"}:
+            return GatewayResponse(HTTPStatus.OK, _openapi_document(), {"Content-Type": "application/json"})
         # Matched on the raw path, so an encoded "/" (%2F) stays inside its segment, as on API Gateway.
         route, path_parameters, allowed = match(method, raw_path)
         if route is None and method == "HEAD" and "GET" in allowed:
@@ -313,9 +327,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    def __getattr__(self, name: str) -> Any:
-        # http.server answers a method without a do_<METHOD> with an HTML 501: every method (TRACE,
-        # or one nobody has heard of) goes to the gateway, which answers it in JSON like the rest.
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # Every method reaches the gateway (http.server looks up do_<METHOD>): TRACE or an unknown
+        # method is answered like any other, 405 with Allow on a known path, never a 501 HTML page.
         if name.startswith("do_"):
             return self._serve
         raise AttributeError(name)
