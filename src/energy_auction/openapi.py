@@ -331,6 +331,11 @@ _AWS_VALIDATION = _Answer(
 )
 """API Gateway refuses a body the request model refuses before the function runs: ``detail``
 holds its own account (``infra/api.py``, ``VALIDATION_FAILED_TEMPLATE``)."""
+_AWS_TOO_LARGE = _Answer(
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    {"error": errors.DEFAULT_ERRORS["DEFAULT_4XX"], "message": "Request Too Long"},
+    "API Gateway's 10 MB payload limit (AWS)",
+)
 _SERVER_ERRORS = (
     HTTPStatus.INTERNAL_SERVER_ERROR,
     HTTPStatus.BAD_GATEWAY,
@@ -598,7 +603,7 @@ def _route_answers(route: Route, service: Mapping[type[EnergyAuctionError], _Ans
         # A parameter holding "/" (encoded or not) makes a path no route has.
         answers.append(gateway[_UNKNOWN_ROUTE])
     if route.takes_orders:
-        answers.append(_AWS_VALIDATION)
+        answers += [_AWS_VALIDATION, _AWS_TOO_LARGE]
     return answers
 
 
@@ -679,8 +684,8 @@ def document() -> dict[str, Any]:
                 "description": "A deployed stage",
                 "variables": {
                     "api": {"default": "api-id", "description": "The RestApi's id (a stack output)"},
-                    "region": {"default": "eu-west-1"},
-                    "stage": {"default": "dev", "enum": ["dev", "prod"]},
+                    "region": {"default": "region", "description": "The stage's AWS region"},
+                    "stage": {"default": "dev", "description": "The stage (CDK context stage)"},
                 },
             },
         ],
