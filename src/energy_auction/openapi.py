@@ -672,7 +672,9 @@ def document() -> dict[str, Any]:
                 "404, as a missing one does). An order lives 24 hours after its latest submission. "
                 f"Roles, from the token's `role` claim: {roles} (absent: trader).\n\n"
                 "Every error is a JSON body with a stable `error` code and a `message`, plus the "
-                "details its code names. A refused request changes nothing.\n\n"
+                "details its code names. A refused request changes nothing. A method a path does not "
+                "take answers 405 with `Allow` on the local stack, and 404 `not_found` on AWS, as a "
+                "path no route has does.\n\n"
                 "Generated from the route table and the models (`make openapi`); the local stack "
                 "serves it at `GET /openapi.json`."
             ),
