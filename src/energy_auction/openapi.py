@@ -332,6 +332,11 @@ _AWS_VALIDATION = _Answer(
 )
 """API Gateway refuses a body the request model refuses before the function runs: ``detail``
 holds its own account (``infra/api.py``, ``VALIDATION_FAILED_TEMPLATE``)."""
+_AWS_TOO_LARGE = _Answer(
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    {"error": errors.DEFAULT_ERRORS["DEFAULT_4XX"], "message": "Request Too Long"},
+    "API Gateway's 10 MB payload limit (AWS)",
+)
 _SERVER_ERRORS = (
     HTTPStatus.INTERNAL_SERVER_ERROR,
     HTTPStatus.BAD_GATEWAY,
@@ -599,7 +604,7 @@ def _route_answers(route: Route, service: Mapping[type[EnergyAuctionError], _Ans
         # A parameter holding "/" (encoded or not) makes a path no route has.
         answers.append(gateway[_UNKNOWN_ROUTE])
     if route.takes_orders:
-        answers.append(_AWS_VALIDATION)
+        answers += [_AWS_VALIDATION, _AWS_TOO_LARGE]
     return answers
 
 
@@ -668,7 +673,9 @@ def document() -> dict[str, Any]:
                 "404, as a missing one does). An order lives 24 hours after its latest submission. "
                 f"Roles, from the token's `role` claim: {roles} (absent: trader).\n\n"
                 "Every error is a JSON body with a stable `error` code and a `message`, plus the "
-                "details its code names. A refused request changes nothing.\n\n"
+                "details its code names. A refused request changes nothing. A method a path does not "
+                "take answers 405 with `Allow` on the local stack, and 404 `not_found` on AWS, as a "
+                "path no route has does.\n\n"
                 "Generated from the route table and the models (`make openapi`); the local stack "
                 "serves it at `GET /openapi.json`."
             ),
@@ -680,8 +687,8 @@ def document() -> dict[str, Any]:
                 "description": "A deployed stage",
                 "variables": {
                     "api": {"default": "api-id", "description": "The RestApi's id (a stack output)"},
-                    "region": {"default": "eu-west-1"},
-                    "stage": {"default": "dev", "enum": ["dev", "prod"]},
+                    "region": {"default": "region", "description": "The stage's AWS region"},
+                    "stage": {"default": "dev", "description": "The stage (CDK context stage)"},
                 },
             },
         ],

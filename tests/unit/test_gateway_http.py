@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openapi_schema_validator import OAS31Validator
 
-from energy_auction.local.gateway import LocalGateway, LocalHttpServer
+from energy_auction.local.gateway import MAX_PAYLOAD_BYTES, LocalGateway, LocalHttpServer
 from energy_auction.openapi import DOCUMENT
 
 from .test_gateway import real_authorizer, spy_api
@@ -73,3 +74,22 @@ def test_head_of_the_openapi_document_has_its_length_and_no_body(server: LocalHt
     assert status == 200
     assert int(headers["Content-Length"]) == len((ROOT / DOCUMENT).read_bytes())
     assert body == b""
+
+
+def test_a_body_over_the_gateways_limit_is_the_documented_413(server: LocalHttpServer) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        # Given a Content-Length over the gateway's own limit (the body is never read)
+        connection.putrequest("POST", "/orders")
+        connection.putheader("Content-Length", str(MAX_PAYLOAD_BYTES + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        status, body = response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+    assert status == 413
+    assert body["limit_bytes"] == MAX_PAYLOAD_BYTES
+    document = json.loads((ROOT / DOCUMENT).read_text())
+    schema = document["paths"]["/orders"]["post"]["responses"]["413"]["content"]["application/json"]["schema"]
+    assert list(OAS31Validator({**schema, "components": document["components"]}).iter_errors(body)) == []

@@ -294,7 +294,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._write(
                 json_response(
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    {"error": "body_too_large", "message": f"the limit is {MAX_PAYLOAD_BYTES} bytes"},
+                    {
+                        "error": "body_too_large",
+                        "message": f"the limit is {MAX_PAYLOAD_BYTES} bytes",
+                        "limit_bytes": MAX_PAYLOAD_BYTES,  # as the service's own 413 (the API contract)
+                    },
                 ),
                 close=True,
             )
