@@ -334,7 +334,7 @@ _AWS_VALIDATION = _Answer(
 holds its own account (``infra/api.py``, ``VALIDATION_FAILED_TEMPLATE``)."""
 _AWS_TOO_LARGE = _Answer(
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    {"error": errors.DEFAULT_ERRORS["DEFAULT_4XX"], "message": "Request Too Long"},
+    {"error": errors.GATEWAY_DEFAULT_ERRORS["DEFAULT_4XX"], "message": "Request Too Long"},
     "API Gateway's 10 MB payload limit (AWS)",
 )
 _SERVER_ERRORS = (
