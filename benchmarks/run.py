@@ -5,7 +5,8 @@ Sections:
 - dynamodb_writes: DynamoDB write API calls per stored order (botocore event hooks, on moto);
 - listing: GET /orders page latency on the local stack, and calls and read units per page on
   DynamoDB (``benchmarks/listing.py``);
-- import_ms: import time of the handler modules in a fresh interpreter.
+- import_ms: import time of the handler modules in a fresh interpreter, in Lambda's environment
+  (tracing on, the X-Ray SDK on its Lambda path).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,18 +130,67 @@ def bench_dynamodb_writes(requests: int) -> dict[str, Any]:
     }
 
 
+def lambda_environment() -> dict[str, str]:
+    """The environment a handler imports in on Lambda, as far as the import depends on it.
+
+    ``LAMBDA_TASK_ROOT`` makes the X-Ray SDK take its Lambda path (the sampling decision comes with
+    the invocation); outside Lambda it builds two X-Ray API clients for centralized sampling at
+    import, which no deployed function does. Tracing is on, as deployed (``infra/functions.py``
+    sets no ``POWERTOOLS_TRACE_DISABLED``).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "POWERTOOLS_TRACE_DISABLED"}
+    env.update(
+        LAMBDA_TASK_ROOT=str(ROOT / "src"),
+        AWS_LAMBDA_FUNCTION_NAME="energy-auction-bench",
+        AWS_REGION="eu-west-1",
+        POWERTOOLS_SERVICE_NAME="energy-auction",
+    )
+    return env
+
+
 def bench_import_ms(module: str, runs: int) -> dict[str, Any]:
     code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1000)"
+    env = lambda_environment()
     samples = [
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+            ).stdout
+        )
         for _ in range(runs)
     ]
     return {
         "module": module,
         "runs": runs,
+        "min_ms": round(min(samples), 1),
         "median_ms": round(statistics.median(samples), 1),
         "max_ms": round(max(samples), 1),
+        "instructions": import_instructions(module, env),
     }
+
+
+def import_instructions(module: str, env: dict[str, str]) -> int | None:
+    """Instructions the import executes (valgrind's callgrind, interpreter start subtracted).
+
+    This machine's speed drifts by up to 1.6x between minutes, so milliseconds compare badly across
+    runs and commits; an instruction count is the same every time for the same code. None where
+    valgrind is not installed.
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+
+    def count(code: str) -> int:
+        out = subprocess.run(
+            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stderr
+        return int(out.rsplit("Collected :", 1)[1].split()[0])
+
+    return count(f"import {module}") - count("pass")
 
 
 def main() -> int:
@@ -178,8 +229,8 @@ def main() -> int:
         report["pipeline"] = [bench_pipeline(max(10, int(n * scale))) for n in (1_000, 10_000)]
     print("handler import time ...", file=sys.stderr)
     report["import_ms"] = {
-        "authorizer": bench_import_ms("energy_auction.handlers.authorizer", 7),
-        "api": bench_import_ms("energy_auction.handlers.api", 7),
+        "authorizer": bench_import_ms("energy_auction.handlers.authorizer", 11),
+        "api": bench_import_ms("energy_auction.handlers.api", 11),
     }
     hundred = report["intake_http"][1]
     report["verdict"] = {

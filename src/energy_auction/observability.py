@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
 NAMESPACE = "EnergyAuction"
+PATCHED_MODULES = ("botocore",)
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
@@ -28,4 +29,6 @@ metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
 def tracer() -> Tracer:
     from aws_lambda_powertools import Tracer
 
-    return Tracer(service=SERVICE)
+    # Only botocore is patched: the handlers make no other traced calls (Slack goes over urllib),
+    # and patching every supported module would import requests and more at each cold start.
+    return Tracer(service=SERVICE, patch_modules=PATCHED_MODULES)
