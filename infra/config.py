@@ -61,8 +61,11 @@ class StageConfig:
     pipeline_task_retry_max_attempts: int = Settings.pipeline_task_retry_max_attempts
     pipeline_task_retry_backoff_rate: float = Settings.pipeline_task_retry_backoff_rate
     pipeline_max_concurrency: int = Settings.pipeline_max_concurrency
-    claim_lease_seconds: int | None = None
-    """Defaults to the pipeline timeout plus 15 minutes: a claim must outlive the run holding it."""
+    pipeline_batch_size: int = Settings.pipeline_batch_size
+    pipeline_batch_concurrency: int = Settings.pipeline_batch_concurrency
+    pipeline_max_orders: int = Settings.pipeline_max_orders
+    claim_lease_seconds: int = Settings.claim_lease_seconds
+    """A claim must outlive the batch (an EXPRESS child, at most 5 minutes) that holds it."""
     market_ready_probability: float = Settings.market_ready_probability
     market_accept_probability: float = Settings.market_accept_probability
     market_seed: int | None = None
@@ -73,16 +76,13 @@ class StageConfig:
     def __post_init__(self) -> None:
         if not STAGE_PATTERN.fullmatch(self.stage):
             raise ConfigError(f"stage must match {STAGE_PATTERN.pattern}, not {self.stage!r}")
-        if self.claim_lease_seconds is None:
-            object.__setattr__(self, "claim_lease_seconds", self.pipeline_timeout_seconds + 900)
-        assert self.claim_lease_seconds is not None
-        # A claim must outlive everything its run may still do: the execution, then its children.
-        shortest = self.pipeline_timeout_seconds + EXPRESS_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS
+        # A claim must outlive the batch holding it: an EXPRESS child runs at most 5 minutes, and
+        # ProcessOrder settles an order only while its claim has CLAIM_MARGIN_SECONDS left.
+        shortest = EXPRESS_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS
         if self.claim_lease_seconds < shortest:
             raise ConfigError(
-                f"claim_lease_seconds must be at least pipeline_timeout_seconds + "
-                f"{EXPRESS_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS} ({shortest}): on AWS the children of a run "
-                "that timed out go on for up to 5 minutes"
+                f"claim_lease_seconds must be at least {shortest}: a batch (an EXPRESS child) runs for "
+                f"up to {EXPRESS_LIMIT_SECONDS} s after it claimed its orders"
             )
         if self.notice_delivery_lease_seconds <= NOTIFIER_TIMEOUT_SECONDS:
             raise ConfigError(
@@ -127,7 +127,6 @@ class StageConfig:
 
     def settings(self) -> Settings:
         """The service settings the deployed Lambdas will read (resource names aside)."""
-        assert self.claim_lease_seconds is not None  # set in __post_init__
         return Settings(
             backend=Backend.AWS,
             claim_lease_seconds=self.claim_lease_seconds,
@@ -138,6 +137,9 @@ class StageConfig:
             pipeline_task_retry_max_attempts=self.pipeline_task_retry_max_attempts,
             pipeline_task_retry_backoff_rate=self.pipeline_task_retry_backoff_rate,
             pipeline_max_concurrency=self.pipeline_max_concurrency,
+            pipeline_batch_size=self.pipeline_batch_size,
+            pipeline_batch_concurrency=self.pipeline_batch_concurrency,
+            pipeline_max_orders=self.pipeline_max_orders,
             market_ready_probability=self.market_ready_probability,
             market_accept_probability=self.market_accept_probability,
             market_seed=self.market_seed,

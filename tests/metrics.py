@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from energy_auction.observability import metrics
+from energy_auction.observability import every_metrics
 
 EMPTY_METRICS_WARNING = "No application metrics to publish"
 
@@ -32,7 +32,8 @@ def published_metrics(
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     published = Published()
     # While they were disabled, Powertools kept every earlier test's metrics: start from none.
-    metrics.clear_metrics()
+    for metrics in every_metrics():
+        metrics.clear_metrics()
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,4 +1,4 @@
-"""Powertools Logger, Tracer and Metrics shared by the handlers.
+"""Powertools Logger, Tracer and Metrics of the handlers.
 
 Service name, log level and metrics namespace come from the POWERTOOLS_* variables the deployment
 (or the local stack) sets; the defaults below apply when they are absent. The Tracer is built by
@@ -11,7 +11,8 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics
 
 from energy_auction.deployment import SERVICE
 
@@ -22,7 +23,24 @@ NAMESPACE = "EnergyAuction"
 PATCHED_MODULES = ("botocore",)
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
+
+_METRICS: dict[str, EphemeralMetrics] = {}
+
+
+def metrics_for(function: str) -> EphemeralMetrics:
+    """The metrics of one function, its own: ``Metrics`` instances share one set of metrics per
+    process, so a function that flushed (``log_metrics``) while another ran in the same process
+    (the local stack runs the notifier beside the pipeline) took the other's metrics with it, and
+    the other's flush then failed with "Must contain at least one metric". Each function runs one
+    invocation at a time (on Lambda, and locally too), so its metrics are its invocation's own."""
+    if function not in _METRICS:
+        _METRICS[function] = EphemeralMetrics(service=SERVICE, namespace=NAMESPACE)
+    return _METRICS[function]
+
+
+def every_metrics() -> list[EphemeralMetrics]:
+    """Each function's metrics made so far (tests clear them)."""
+    return list(_METRICS.values())
 
 
 @cache

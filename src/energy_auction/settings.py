@@ -103,15 +103,24 @@ class Settings:
     market_accept_probability: float = _setting(0.7, _finite, 0, 1)
     market_seed: int | None = _setting(None, int)
     """Seed of the simulated market, to reproduce a run's outcomes; unset means random."""
-    claim_lease_seconds: int = _setting(4500, int, 11, 7 * 24 * 3600)
-    """How long a run holds the orders it claimed; then the orders of a run that died are free again."""
+    claim_lease_seconds: int = _setting(900, int, 11, 7 * 24 * 3600)
+    """How long a batch of a run holds the orders it claimed; then the orders of a run that died are
+    free again. Each batch claims its own orders when it starts, so the lease must outlive one
+    batch (on AWS an EXPRESS child: at most 5 minutes), not the whole run."""
     pipeline_max_attempts: int = _setting(10, int, 1, 1000)
     pipeline_retry_seconds: int = _setting(30, int, 0, 3600)
     pipeline_timeout_seconds: int = _setting(3600, int, 10, 86400)
     pipeline_task_retry_interval_seconds: int = _setting(2, int, 1, 300)
     pipeline_task_retry_max_attempts: int = _setting(4, int, 0, 20)
     pipeline_task_retry_backoff_rate: float = _setting(2.0, _finite, 1, 10)
-    pipeline_max_concurrency: int = _setting(8, int, 1, 1000)
+    pipeline_max_concurrency: int = _setting(40, int, 1, 1000)
+    """Batches (Distributed Map children) of a run in flight at once."""
+    pipeline_batch_size: int = _setting(100, int, 1, 200)
+    """Orders per batch: one child execution claims, asks the market about and settles them."""
+    pipeline_batch_concurrency: int = _setting(10, int, 1, 40)
+    """ProcessOrder invocations in flight in one batch (its inline Map's MaxConcurrency)."""
+    pipeline_max_orders: int = _setting(1_000_000, int, 1, 10_000_000)
+    """Orders one run takes at most (the oldest first); the rest wait, unclaimed, for the next run."""
 
     # Notifications
     notification_topic_arn: str | None = _setting(None, _optional)
@@ -143,13 +152,6 @@ class Settings:
             raise InvalidSettings(
                 f"SLACK_WEBHOOK_URL (or {PREFIX}SLACK_WEBHOOK_URL) is refused: {WEBHOOK_RULE}; "
                 "its value is not shown, as it is a secret"
-            )
-        # Checked after the ranges, so an out-of-range value is told its range first.
-        if self.claim_lease_seconds <= self.pipeline_timeout_seconds:
-            raise InvalidSettings(
-                f"{PREFIX}CLAIM_LEASE_SECONDS ({self.claim_lease_seconds}) must exceed "
-                f"{PREFIX}PIPELINE_TIMEOUT_SECONDS ({self.pipeline_timeout_seconds}), so a claim "
-                "outlives the run that holds it"
             )
 
     @classmethod

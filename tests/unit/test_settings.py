@@ -35,14 +35,17 @@ def test_defaults_without_any_variable() -> None:
     assert settings.market_ready_probability == 0.8
     assert settings.market_accept_probability == 0.7
     assert settings.market_seed is None
-    assert settings.claim_lease_seconds == 4500
+    assert settings.claim_lease_seconds == 900
     assert settings.pipeline_max_attempts == 10
     assert settings.pipeline_retry_seconds == 30
     assert settings.pipeline_timeout_seconds == 3600
     assert settings.pipeline_task_retry_interval_seconds == 2
     assert settings.pipeline_task_retry_max_attempts == 4
     assert settings.pipeline_task_retry_backoff_rate == 2.0
-    assert settings.pipeline_max_concurrency == 8
+    assert settings.pipeline_max_concurrency == 40
+    assert settings.pipeline_batch_size == 100
+    assert settings.pipeline_batch_concurrency == 10
+    assert settings.pipeline_max_orders == 1_000_000
     assert settings.slack_webhook_url is None
     assert settings.slack_webhook_secret_id is None
 
@@ -90,6 +93,9 @@ def test_from_env_reads_the_process_environment_by_default(monkeypatch: pytest.M
         ("ENERGY_AUCTION_PIPELINE_MAX_ATTEMPTS", "3", "pipeline_max_attempts", 3),
         ("ENERGY_AUCTION_PIPELINE_RETRY_SECONDS", "1", "pipeline_retry_seconds", 1),
         ("ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS", "600", "pipeline_timeout_seconds", 600),
+        ("ENERGY_AUCTION_PIPELINE_BATCH_SIZE", "50", "pipeline_batch_size", 50),
+        ("ENERGY_AUCTION_PIPELINE_BATCH_CONCURRENCY", "4", "pipeline_batch_concurrency", 4),
+        ("ENERGY_AUCTION_PIPELINE_MAX_ORDERS", "5000", "pipeline_max_orders", 5000),
         (
             "ENERGY_AUCTION_PIPELINE_TASK_RETRY_INTERVAL_SECONDS",
             "5",
@@ -155,6 +161,9 @@ def test_every_field_has_a_variable_of_its_name() -> None:
         "pipeline_task_retry_max_attempts",
         "pipeline_task_retry_backoff_rate",
         "pipeline_max_concurrency",
+        "pipeline_batch_size",
+        "pipeline_batch_concurrency",
+        "pipeline_max_orders",
         "slack_webhook_url",
         "slack_webhook_secret_id",
         "notification_topic_arn",
@@ -346,23 +355,7 @@ def test_an_https_webhook_or_one_on_this_machine_is_accepted(url: str) -> None:
     assert Settings.from_env({"SLACK_WEBHOOK_URL": url}).slack_webhook_url == url
 
 
-# --- The claim lease and the pipeline timeout
-
-
-@pytest.mark.parametrize(
-    "environ",
-    [
-        {"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "3600"},
-        {"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "600"},
-        {"ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS": "4500"},
-        {"ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS": "7200"},
-    ],
-)
-def test_the_claim_lease_must_exceed_the_pipeline_timeout(environ: dict[str, str]) -> None:
-    with pytest.raises(
-        InvalidSettings, match=f"{PREFIX}CLAIM_LEASE_SECONDS.*{PREFIX}PIPELINE_TIMEOUT_SECONDS"
-    ):
-        Settings.from_env(environ)
+# --- The claim lease
 
 
 def test_a_claim_lease_out_of_range_is_told_its_range_first() -> None:
@@ -370,18 +363,13 @@ def test_a_claim_lease_out_of_range_is_told_its_range_first() -> None:
         Settings.from_env({"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "-5"})
 
 
-def test_the_shortest_timeout_and_lease_are_accepted_for_tests_of_dead_runs() -> None:
+@pytest.mark.parametrize(("lease", "timeout"), [("11", "10"), ("600", "3600"), ("900", "86400")])
+def test_the_claim_lease_need_not_outlast_the_run(lease: str, timeout: str) -> None:
+    # Each batch claims its own orders when it starts: a lease outlives a batch, not the whole run.
     settings = Settings.from_env(
-        {"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "11", "ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS": "10"}
+        {"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": lease, "ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS": timeout}
     )
-    assert (settings.claim_lease_seconds, settings.pipeline_timeout_seconds) == (11, 10)
-
-
-def test_a_claim_lease_one_second_longer_than_the_timeout_is_accepted() -> None:
-    settings = Settings.from_env(
-        {"ENERGY_AUCTION_CLAIM_LEASE_SECONDS": "601", "ENERGY_AUCTION_PIPELINE_TIMEOUT_SECONDS": "600"}
-    )
-    assert (settings.claim_lease_seconds, settings.pipeline_timeout_seconds) == (601, 600)
+    assert (settings.claim_lease_seconds, settings.pipeline_timeout_seconds) == (int(lease), int(timeout))
 
 
 # --- Overrides and empty values

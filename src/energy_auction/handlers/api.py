@@ -18,9 +18,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from energy_auction import codec, errors, intake
 from energy_auction.bootstrap import container
-from energy_auction.observability import logger, metrics, tracer
+from energy_auction.observability import logger, metrics_for, tracer
 from energy_auction.roles import Role
 from energy_auction.routes import ROUTES, Route
+
+metrics = metrics_for("api")
 
 app = APIGatewayRestResolver(serializer=codec.dumps)
 

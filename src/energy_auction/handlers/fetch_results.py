@@ -13,14 +13,19 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from energy_auction.adapters.transient import retried_by_the_state_machine
 from energy_auction.bootstrap import container
-from energy_auction.observability import logger, metrics, tracer
+from energy_auction.observability import logger, metrics_for, tracer
 from energy_auction.pipeline import fetch_results, redeliver_notices, release_run
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
+metrics = metrics_for("fetch-results")
+
+
 # Each action publishes a metric, so Powertools never warns "No application metrics to publish".
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer().capture_lambda_handler
 @metrics.log_metrics

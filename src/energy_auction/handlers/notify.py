@@ -15,11 +15,14 @@ from aws_lambda_powertools.utilities.data_classes import SNSEvent
 
 from energy_auction.bootstrap import container
 from energy_auction.notifications import NotificationFailed, notice_from_message
-from energy_auction.observability import logger, metrics, tracer
+from energy_auction.observability import logger, metrics_for, tracer
 from energy_auction.pipeline import deliver_notice
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+metrics = metrics_for("notify")
 
 
 @logger.inject_lambda_context(clear_state=True)

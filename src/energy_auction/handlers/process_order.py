@@ -13,11 +13,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from energy_auction.adapters.transient import retried_by_the_state_machine
 from energy_auction.bootstrap import container
 from energy_auction.errors import OrderRejected
-from energy_auction.observability import logger, metrics, tracer
+from energy_auction.observability import logger, metrics_for, tracer
 from energy_auction.pipeline import CLAIM_MARGIN_SECONDS, process_order, release_order
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+metrics = metrics_for("process-order")
 
 
 @logger.inject_lambda_context(clear_state=True)
