@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from energy_auction.settings import PREFIX, Backend, InvalidSettings, Settings
+from energy_auction.settings import Backend, InvalidSettings, Settings
 
 JWT_SECRET = "s3cr3t-value-that-must-never-be-printed-0123456789"
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/never-print-me"
