@@ -52,7 +52,10 @@ class RunSummary:
     run_id: str
     status: str = "RUNNING"
     attempts: int = 0
+    staged: int = 0
+    """Orders the run took (FetchResults staged them); 0 until the market was ready."""
     orders: int = 0
+    """Orders settled so far: accepted + rejected + failed."""
     accepted: int = 0
     rejected: int = 0
     failed: int = 0
@@ -253,21 +256,30 @@ class PipelineEngine:
         event = json.loads(params.get("body") or b"{}")  # Lambda's runtime parses numbers as floats too
         parsed: dict[str, Any] = {"StatusCode": 200, "ExecutedVersion": "$LATEST"}
         try:
-            payload = json.dumps(function.invoke(event)).encode()
-            self._tally(function.name, event, None)
+            answer = function.invoke(event)
+            payload = json.dumps(answer).encode()
+            self._tally(function.name, event, None, answer)
         except Exception as err:
-            self._tally(function.name, event, err)
+            self._tally(function.name, event, err, None)
             payload = json.dumps({"errorType": type(err).__name__, "errorMessage": str(err)}).encode()
             parsed["FunctionError"] = "Unhandled"
         parsed["Payload"] = StreamingBody(io.BytesIO(payload), len(payload))
         return AWSResponse(params.get("url", ""), 200, HTTPHeaders(), None), parsed
 
-    def _tally(self, function: str, event: dict[str, Any], error: Exception | None) -> None:
+    def progress(self, run_id: str) -> RunSummary:
+        """The run's summary so far (a copy): orders staged and settled while it runs."""
+        with self._lock:
+            return replace(self._runs.get(run_id) or RunSummary(run_id))
+
+    def _tally(self, function: str, event: dict[str, Any], error: Exception | None, answer: Any) -> None:
         run_id = str(event.get("run_id", ""))
         with self._lock:
             summary = self._runs.setdefault(run_id, RunSummary(run_id))
             if function == FETCH_RESULTS:
-                summary.attempts += "action" not in event  # not the redelivery or the release
+                if "action" not in event:  # not the redelivery or a batch's claim
+                    summary.attempts += 1
+                    if isinstance(answer, dict) and answer.get("results"):
+                        summary.staged = int(answer.get("count", 0))
                 return
             if event.get("action") == "release":
                 summary.failed += 1
