@@ -53,7 +53,7 @@ def _recorded_events() -> Iterator[dict[int, list[tuple[str, int, str | None]]]]
         event_manager.EventManager.add_event = original  # type: ignore[method-assign]
 
 
-def bench_pipeline(orders: int, accept_probability: float = 0.7) -> dict[str, Any]:
+def bench_pipeline(orders: int, accept_probability: float = 0.7, **settings_overrides: Any) -> dict[str, Any]:
     from energy_auction.handlers import fetch_results, notify, process_order
     from energy_auction.local.engine import PipelineEngine
 
@@ -74,6 +74,7 @@ def bench_pipeline(orders: int, accept_probability: float = 0.7) -> dict[str, An
             market_ready_probability=1.0,
             market_accept_probability=accept_probability,
             market_seed=1,
+            **settings_overrides,
         )  # the service's default pipeline settings (MaxConcurrency 8), as a user runs it
         container = Container(settings)
         for start in range(0, orders, 100):

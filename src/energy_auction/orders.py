@@ -93,6 +93,49 @@ def order_key(trader: str, record_id: str) -> str:
     return f"{trader_key(trader)}/{record_id}"
 
 
+@dataclass(frozen=True)
+class BatchTally:
+    """How the orders of one batch of a run, or of every batch recorded so far, were settled."""
+
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    """Given back after processing kept failing (pending again, for a later run)."""
+    batches: int = 0
+
+    @property
+    def orders(self) -> int:
+        return self.accepted + self.rejected + self.failed
+
+    def __add__(self, other: BatchTally) -> BatchTally:
+        return BatchTally(
+            self.accepted + other.accepted,
+            self.rejected + other.rejected,
+            self.failed + other.failed,
+            self.batches + other.batches,
+        )
+
+    @classmethod
+    def of(cls, statuses: Sequence[str]) -> BatchTally:
+        """One batch's tally from its orders' statuses (``accepted``, ``rejected`` or ``failed``)."""
+        known = {"accepted", "rejected", "failed"}
+        unknown = set(statuses) - known
+        if unknown:
+            raise ValueError(f"an order of a batch ended {sorted(unknown)}; expected one of {sorted(known)}")
+        return cls(statuses.count("accepted"), statuses.count("rejected"), statuses.count("failed"), 1)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run took and, so far, settled: kept with the orders for 14 days."""
+
+    staged: int = 0
+    """Orders the run took (FetchResults staged their keys)."""
+    left: int = 0
+    """Claimable orders beyond the run's limit, left unclaimed for the next run."""
+    settled: BatchTally = BatchTally()
+
+
 class NoticeClaim(StrEnum):
     """What a notifier may do with an order's rejection notice (``OrderStore.claim_notice``)."""
 

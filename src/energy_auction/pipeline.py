@@ -24,8 +24,10 @@ notified once, whichever run, retry or redelivery brings it.
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ from energy_auction.errors import ClaimLost, OrderRejected
 from energy_auction.market import OrderResult
 from energy_auction.notifications import REJECTION_SUBJECT, Notice, NoticeKind
 from energy_auction.observability import logger
-from energy_auction.orders import NoticeClaim, Order, OrderStatus, order_key, settled_outcome
+from energy_auction.orders import BatchTally, NoticeClaim, Order, OrderStatus, order_key, settled_outcome
 
 if TYPE_CHECKING:
     from energy_auction.ports import (
@@ -51,6 +53,9 @@ MAX_REDELIVERY_WAIT_SECONDS = 6 * 3600
 REDELIVERIES_PER_RUN = 100
 """Owed notices one run publishes again at most (Slack takes about one message a second); the
 next run takes the rest."""
+BATCH_PAYLOAD_BYTES = 200 * 1024
+"""The most JSON a batch's claim answers with: Step Functions passes at most 256 KB between
+states, and the child's state around the results needs some of it."""
 CLAIM_MARGIN_SECONDS = 10
 """ProcessOrder settles an order only while its run's claim has at least this long left (the
 function's own timeout): a run whose claim is about to lapse leaves the order to the run that
@@ -65,35 +70,120 @@ def fetch_results(
     market: AuctionMarket,
     work: WorkStore,
     now: float,
-    lease_seconds: int,
+    batch_size: int,
+    max_orders: int,
 ) -> dict[str, Any]:
-    """Lambda A: ``{"results": false, ...}`` while not ready, else ``{"results": true, "count", "items"}``."""
+    """Lambda A: ``{"results": false, ...}`` while not ready, else ``{"results": true, "count",
+    "batches", "left", "items"}``.
+
+    When the market is ready, the keys of up to ``max_orders`` claimable orders, oldest expiry
+    first, are streamed page by page into the run's batches file (``items``: a JSON array of
+    ``{"batch": n, "keys": [...]}`` with ``batch_size`` keys each), which the Distributed Map
+    reads. Nothing is claimed here: each batch claims its own orders when it starts
+    (:func:`claim_batch`), so a run that fails, times out or is stopped leaves every order it did
+    not reach claimable at once. ``left`` counts the claimable orders beyond ``max_orders``, which
+    wait for the next run.
+    """
     answer: dict[str, Any] = {"run_id": run_id, "attempt": attempt}
     if not market.is_ready(run_id, attempt):
         return {"results": False, **answer}
     at = int(now)
-    pending = store.pending_orders(at, run_id)  # with this run's own claims, should this be a retry
-    if not pending:
-        return {"results": True, **answer, "count": 0}
-    submitted = {o.key: o.submitted_at for o in pending}
-    # Only orders without a decision are put to the market: an order a dead run claimed keeps the
-    # answer it got then (stored with that claim), whatever the market would say now.
-    decisions = {
-        r.key: r.decision(submitted[r.key])
-        for r in market.decide([o for o in pending if o.decision is None], run_id, now)
-    }
-    claimed = store.claim_orders([o.key for o in pending], run_id, at, lease_seconds, decisions)
-    if not claimed:
-        return {"results": True, **answer, "count": 0}
-    results = [OrderResult.of(order) for order in claimed]
-    accepted = sum(1 for r in results if r.status == "accepted")
+    keys = store.pending_keys(at, run_id)
+    first = next(keys, None)
+    if first is None:
+        store.begin_run(run_id, 0, 0, at)
+        return {"results": True, **answer, "count": 0, "batches": 0, "left": 0}
+    staged = 0
+
+    def batches() -> Iterator[dict[str, Any]]:
+        nonlocal staged
+        taken = itertools.chain([first], itertools.islice(keys, max_orders - 1))
+        for number in itertools.count():
+            chunk = list(itertools.islice(taken, batch_size))
+            if not chunk:
+                return
+            staged += len(chunk)
+            yield {"batch": number, "keys": chunk}
+
+    items = work.write_batches(run_id, batches())
+    left = sum(1 for _ in keys)  # the rest of the same read: claimable, and not this run's
+    store.begin_run(run_id, staged, left, at)
     return {
         "results": True,
         **answer,
-        "count": len(results),
-        "accepted": accepted,
-        "rejected": len(results) - accepted,
-        "items": work.write_items(run_id, [r.as_item() for r in results]),
+        "count": staged,
+        "batches": -(-staged // batch_size),
+        "left": left,
+        "items": items,
+    }
+
+
+def claim_batch(
+    keys: Sequence[str],
+    batch: int,
+    run_id: str,
+    *,
+    store: OrderStore,
+    market: AuctionMarket,
+    now: float,
+    lease_seconds: int,
+    payload_bytes: int = BATCH_PAYLOAD_BYTES,
+) -> dict[str, Any]:
+    """Lambda A for one batch: claim its orders for ``run_id`` and answer their results.
+
+    The orders are read (one consistent batch read); those without a decision are put to the
+    market, and the claim stores each decision in the same conditional write, on the submission
+    it was made for. An order a dead run claimed keeps the answer it got then. Orders another run
+    holds, or that were cancelled, settled, replaced or expired since they were staged, are left
+    out: the claim's conditions decide, so a cancel and a claim never both win. Results beyond
+    ``payload_bytes`` of JSON (Step Functions passes at most 256 KB between states; only subjects
+    of extraordinary length come near) are not claimed and wait for the next run.
+    """
+    at = int(now)
+    found = [o for o in store.get_orders(keys) if o.is_claimable(run_id, at)]
+    answers = {r.key: r for r in market.decide([o for o in found if o.decision is None], run_id, now)}
+    fitting, size = [], 0
+    for order in found:
+        result = answers[order.key] if order.decision is None else OrderResult.of(order)
+        size += len(codec.dumps(result.as_item())) + 1
+        if size > payload_bytes:
+            break
+        fitting.append(order.key)
+    decisions = {key: answers[key].decision(o.submitted_at) for o in found if (key := o.key) in answers}
+    claimed = store.claim_orders(fitting, run_id, at, lease_seconds, decisions)
+    return {"run_id": run_id, "batch": batch, "results": [OrderResult.of(o).as_item() for o in claimed]}
+
+
+def tally_batch(
+    outcomes: Sequence[Mapping[str, Any]], batch: int, run_id: str, *, store: OrderStore
+) -> dict[str, Any]:
+    """Record how a batch's orders ended (each ``{"status": "accepted" | "rejected" | "failed"}``)
+    in the run's record, once per batch."""
+    tally = BatchTally.of([str(o.get("status")) for o in outcomes])
+    store.record_batch(run_id, batch, tally)
+    return {
+        "run_id": run_id,
+        "batch": batch,
+        "accepted": tally.accepted,
+        "rejected": tally.rejected,
+        "failed": tally.failed,
+    }
+
+
+def summarise_run(run_id: str, started_at: str, *, store: OrderStore, now: float) -> dict[str, Any]:
+    """The run summary notice's message: what the run took, how its orders ended, how long it took."""
+    record = store.run_record(run_id)
+    started = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    return {
+        "run_id": run_id,
+        "staged": record.staged,
+        "orders": record.settled.orders,
+        "accepted": record.settled.accepted,
+        "rejected": record.settled.rejected,
+        "failed": record.settled.failed,
+        "left": record.left,
+        "started_at": started.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "duration_seconds": round(max(0.0, now - started.timestamp()), 1),
     }
 
 
@@ -195,14 +285,6 @@ def _result_document(order: Order, outcome: Mapping[str, Any]) -> dict[str, Any]
         "run_id": outcome["run_id"],
         "processed_at": outcome["processed_at"],
     }
-
-
-def release_run(run_id: str, *, store: OrderStore, now: float) -> dict[str, Any]:
-    """Give back every order ``run_id`` holds, after its FetchResults failed for good."""
-    held = [o for o in store.pending_orders(int(now), run_id) if o.claim_run_id == run_id]
-    for order in held:
-        store.release_order(order.key, run_id)
-    return {"run_id": run_id, "released": len(held)}
 
 
 def release_order(result: Mapping[str, Any], run_id: str, *, store: OrderStore) -> dict[str, str]:

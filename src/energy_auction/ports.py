@@ -5,12 +5,21 @@ This module imports only the model modules (orders, market, notifications); none
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from energy_auction.market import OrderResult
 from energy_auction.notifications import Notice
-from energy_auction.orders import Decision, NoticeClaim, Order, OrderPage, OrderQuery, OrderStatus
+from energy_auction.orders import (
+    BatchTally,
+    Decision,
+    NoticeClaim,
+    Order,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    RunRecord,
+)
 
 
 class AuctionMarket(Protocol):
@@ -34,10 +43,12 @@ class ResultStore(Protocol):
 
 
 class WorkStore(Protocol):
-    """Transient run data: the order results a run's Distributed Map reads (S3 on AWS and locally)."""
+    """Transient run data: the batches of order keys a run's Distributed Map reads (S3 on AWS and
+    locally)."""
 
-    def write_items(self, run_id: str, items: Sequence[dict[str, Any]]) -> dict[str, str]:
-        """Write the items as one JSON array; returns ``{"bucket": ..., "key": ...}`` for the ItemReader."""
+    def write_batches(self, run_id: str, batches: Iterable[dict[str, Any]]) -> dict[str, str]:
+        """Write the batches, as they come, as one JSON array (streamed: memory does not grow with
+        their number); returns ``{"bucket": ..., "key": ...}`` for the ItemReader."""
         ...
 
 
@@ -121,13 +132,19 @@ class OrderStore(Protocol):
         """
         ...
 
-    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """The orders a run may claim (``Order.is_claimable``): pending orders that no run holds (no
-        claim, or a lapsed one) or that ``run_id`` itself holds (so a retried FetchResults gets its
-        orders back), live ones and, even past their expiry, decided ones.
+    def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
+        """The keys of the orders a run may claim (``Order.is_claimable``), oldest expiry first,
+        read page by page as they are taken: pending orders that no run holds (no claim, or a
+        lapsed one) or that ``run_id`` itself holds, live ones and, even past their expiry, decided
+        ones.
 
         On DynamoDB this is a query on the pending-orders index, never a scan.
         """
+        ...
+
+    def get_orders(self, keys: Sequence[str]) -> list[Order]:
+        """The stored orders with these keys (strongly consistent), in the order of ``keys``; keys
+        of no order are left out."""
         ...
 
     def claim_orders(
@@ -142,8 +159,8 @@ class OrderStore(Protocol):
         the claimed orders.
 
         An order is claimed when it is pending, live or decided (``Order.is_claimable``), and is
-        unclaimed, its claim has lapsed, or ``run_id`` already holds it (so a retried FetchResults
-        claims the same orders again). Orders that fail these conditions (another run holds them,
+        unclaimed, its claim has lapsed, or ``run_id`` already holds it (so a retried claim of a
+        batch claims the same orders again). Orders that fail these conditions (another run holds them,
         they were processed, replaced or expired) are left out silently. Safe against concurrent
         runs: each order goes to one run.
 
@@ -207,4 +224,18 @@ class OrderStore(Protocol):
     def postpone_notice(self, key: str, run_id: str, due_at: int) -> None:
         """After an owed notice was published again: wait until ``due_at`` before the next time,
         and count the redelivery. A no-op when the notice is no longer owed."""
+        ...
+
+    def begin_run(self, run_id: str, staged: int, left: int, now: int) -> None:
+        """Record that ``run_id`` took ``staged`` orders and left ``left`` for the next run, with
+        nothing settled yet; kept 14 days."""
+        ...
+
+    def record_batch(self, run_id: str, batch: int, tally: BatchTally) -> None:
+        """Add a settled batch's counts to its run's record, once: recording batch ``batch`` of
+        ``run_id`` again (a retried task) changes nothing."""
+        ...
+
+    def run_record(self, run_id: str) -> RunRecord:
+        """What ``run_id`` took and settled so far (all zeros for an unknown run)."""
         ...

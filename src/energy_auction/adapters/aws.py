@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import itertools
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -20,12 +21,14 @@ from energy_auction.errors import ClaimLost, OrderNotFound, OrdersAlreadyProcess
 from energy_auction.orders import (
     LIST_EXAMINED_MAX,
     RETENTION_SECONDS,
+    BatchTally,
     Decision,
     NoticeClaim,
     Order,
     OrderPage,
     OrderQuery,
     OrderStatus,
+    RunRecord,
     iso_utc,
     trader_key,
 )
@@ -86,6 +89,14 @@ _STORAGE_ATTRIBUTES = (
 )
 """Attributes that only place an item in an index or schedule its deletion; not part of the order."""
 
+RUN_KEY_PREFIX = "run#"
+"""Key prefix of a run's totals in the orders table (``record_batch``)."""
+
+
+def run_key(run_id: str) -> str:
+    return f"{RUN_KEY_PREFIX}{run_id}"
+
+
 _T = TypeVar("_T")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -139,6 +150,9 @@ def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
+
+WORK_PART_BYTES = 8 * 1024 * 1024
+"""Bytes per part of a run's batches file (S3's smallest part, but the last, is 5 MiB)."""
 
 _TRANSACTION_ITEMS = 100
 """The most actions one TransactWriteItems call takes, and the most keys one BatchGetItem call reads."""
@@ -248,34 +262,92 @@ class DynamoDbOrderStore:
         item = response.get("Item")
         return item_to_order(item) if item else None
 
-    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Claimable orders (live, or decided), by expiry then key.
+    def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
+        """Claimable orders' keys, oldest expiry first, page by page.
 
-        Two queries per index shard: the live orders, and the expired ones that were decided (an
-        expired pending order stays in the index only until the TTL sweep deletes it)."""
+        Two queries per index shard (the live orders, and the expired ones that were decided: an
+        expired pending order stays in the index only until the TTL sweep deletes it), each sorted
+        by expiry, merged as they are read: memory holds one page per query, whatever the number
+        of orders."""
         free = "(attribute_not_exists(claim_run_id) OR claim_expires_at <= :now OR claim_run_id = :run)"
-        orders: list[Order] = []
-        for shard in range(PENDING_SHARDS):
-            for key_condition, condition in (
-                ("expires_at > :now", free),
-                ("expires_at <= :now", f"attribute_exists(decision) AND {free}"),
-            ):
-                orders.extend(
-                    item_to_order(item)
-                    for item in self._query(
-                        IndexName=PENDING_INDEX,
-                        KeyConditionExpression=f"{PENDING_SHARD_ATTRIBUTE} = :shard AND {key_condition}",
-                        # Claimed orders stay in the index (still pending); another run's live claim
-                        # hides them.
-                        FilterExpression=condition,
-                        ExpressionAttributeValues={
-                            ":shard": {"S": str(shard)},
-                            ":now": {"N": str(now)},
-                            ":run": {"S": run_id or ""},
-                        },
-                    )
+        streams = [
+            (
+                (int(item[EXPIRES_ATTRIBUTE]["N"]), item[ORDERS_KEY]["S"])
+                for item in self._query(
+                    IndexName=PENDING_INDEX,
+                    KeyConditionExpression=f"{PENDING_SHARD_ATTRIBUTE} = :shard AND {key_condition}",
+                    # Claimed orders stay in the index (still pending); another run's live claim
+                    # hides them.
+                    FilterExpression=condition,
+                    ProjectionExpression=f"{ORDERS_KEY}, {EXPIRES_ATTRIBUTE}",
+                    ExpressionAttributeValues={
+                        ":shard": {"S": str(shard)},
+                        ":now": {"N": str(now)},
+                        ":run": {"S": run_id},
+                    },
                 )
-        return sorted(orders, key=lambda o: (o.expires_at, o.key))
+            )
+            for shard in range(PENDING_SHARDS)
+            for key_condition, condition in (
+                ("expires_at <= :now", f"attribute_exists(decision) AND {free}"),
+                ("expires_at > :now", free),
+            )
+        ]
+        for _, key in heapq.merge(*streams):
+            yield key
+
+    def get_orders(self, keys: Sequence[str]) -> list[Order]:
+        found = self._read_orders(list(dict.fromkeys(keys)))
+        return [found[k] for k in dict.fromkeys(keys) if k in found]
+
+    def begin_run(self, run_id: str, staged: int, left: int, now: int) -> None:
+        """The run's item, ``run#<run_id>`` in the orders table: a key no order can have (a trader
+        key has no ``#``), with no index attribute, so no index or listing ever holds it."""
+        self._call(
+            self._client.put_item,
+            TableName=self._table,
+            Item={
+                ORDERS_KEY: {"S": run_key(run_id)},
+                "staged": {"N": str(staged)},
+                "left": {"N": str(left)},
+                TTL_ATTRIBUTE: {"N": str(now + RETENTION_SECONDS)},
+            },
+        )
+
+    def record_batch(self, run_id: str, batch: int, tally: BatchTally) -> None:
+        """One ``ADD`` to the run's item, in a transaction with a ``ClientRequestToken`` made of the
+        run and the batch: DynamoDB applies a repeat within 10 minutes once, so a retried task (an
+        EXPRESS child lasts at most 5) does not count its batch twice."""
+        token = hashlib.sha256(f"{run_id}\n{batch}".encode()).hexdigest()[:36]
+        update: Any = {
+            "TableName": self._table,
+            "Key": {ORDERS_KEY: {"S": run_key(run_id)}},
+            "UpdateExpression": "ADD accepted :a, rejected :r, failed :f, batches :one",
+            "ExpressionAttributeValues": {
+                ":a": {"N": str(tally.accepted)},
+                ":r": {"N": str(tally.rejected)},
+                ":f": {"N": str(tally.failed)},
+                ":one": {"N": "1"},
+            },
+        }
+        self._call(
+            self._client.transact_write_items, TransactItems=[{"Update": update}], ClientRequestToken=token
+        )
+
+    def run_record(self, run_id: str) -> RunRecord:
+        response = self._call(
+            self._client.get_item,
+            TableName=self._table,
+            Key={ORDERS_KEY: {"S": run_key(run_id)}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item") or {}
+
+        def count(name: str) -> int:
+            return int(item[name]["N"]) if name in item else 0
+
+        settled = BatchTally(count("accepted"), count("rejected"), count("failed"), count("batches"))
+        return RunRecord(count("staged"), count("left"), settled)
 
     def list_orders(self, query: OrderQuery) -> OrderPage:
         """Keys from the trader's index (or every shard of the time index, merged) newest first,
@@ -722,22 +794,53 @@ class S3ResultStore:
 
 
 class S3WorkStore:
-    """A run's order results as one JSON array in S3, where the Distributed Map's ItemReader reads them."""
+    """A run's batches as one JSON array in S3, where the Distributed Map's ItemReader reads them.
+
+    Written as they come: a multipart upload of parts of :data:`WORK_PART_BYTES`, or one PutObject
+    when everything fits in one part, so memory holds at most one part whatever the run's size."""
 
     def __init__(self, client: S3Client, bucket: str, prefix: str = "work/") -> None:
         self._client = client
         self._bucket = bucket
         self._prefix = prefix
 
-    def write_items(self, run_id: str, items: Sequence[dict[str, Any]]) -> dict[str, str]:
-        key = f"{self._prefix}runs/{run_id}/results.json"
-        self._client.put_object(
-            Bucket=self._bucket,
-            Key=key,
-            Body=codec.dumps(list(items)).encode(),
-            ContentType="application/json",
-        )
+    def write_batches(self, run_id: str, batches: Iterable[dict[str, Any]]) -> dict[str, str]:
+        key = f"{self._prefix}runs/{run_id}/batches.json"
+        buffer = bytearray(b"[")
+        parts: list[Any] = []
+        upload: str | None = None
+        try:
+            for number, batch in enumerate(batches):
+                buffer += (b"," if number else b"") + codec.dumps(batch).encode()
+                if len(buffer) >= WORK_PART_BYTES:
+                    if upload is None:
+                        upload = self._client.create_multipart_upload(
+                            Bucket=self._bucket, Key=key, ContentType="application/json"
+                        )["UploadId"]
+                    parts.append(self._part(key, upload, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+            buffer += b"]"
+            if upload is None:
+                self._client.put_object(
+                    Bucket=self._bucket, Key=key, Body=bytes(buffer), ContentType="application/json"
+                )
+            else:
+                parts.append(self._part(key, upload, len(parts) + 1, bytes(buffer)))
+                self._client.complete_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            if upload is not None:
+                with contextlib.suppress(ClientError, BotoConnectionError, HTTPClientError):
+                    self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload)
+            raise
         return {"bucket": self._bucket, "key": key}
+
+    def _part(self, key: str, upload: str, number: int, body: bytes) -> Any:
+        etag = self._client.upload_part(
+            Bucket=self._bucket, Key=key, UploadId=upload, PartNumber=number, Body=body
+        )["ETag"]
+        return {"ETag": etag, "PartNumber": number}
 
 
 class SnsNoticePublisher:

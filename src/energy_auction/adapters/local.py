@@ -26,12 +26,14 @@ from energy_auction.errors import (
 from energy_auction.observability import logger
 from energy_auction.orders import (
     RETENTION_SECONDS,
+    BatchTally,
     Decision,
     NoticeClaim,
     Order,
     OrderPage,
     OrderQuery,
     OrderStatus,
+    RunRecord,
     iso_utc,
     trader_key,
 )
@@ -39,9 +41,10 @@ from energy_auction.orders import (
 if TYPE_CHECKING:
     from energy_auction.notifications import Notice
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """``PRAGMA user_version`` of an orders database this code writes. 0 is the first release (no
-decisions, no notice outbox), 2 had no purge time, 3 had no traders (orders keyed by record_id);
+decisions, no notice outbox), 2 had no purge time, 3 had no traders (orders keyed by record_id),
+4 had no run records;
 :meth:`SqliteOrderStore.migrate` brings an older one forward when it is opened."""
 
 LEGACY_TRADER = "local-trader"
@@ -70,6 +73,20 @@ CREATE INDEX IF NOT EXISTS owed_notices ON orders (notice_due_at) WHERE notice_d
 CREATE INDEX IF NOT EXISTS orders_by_purge ON orders (purge_at);
 CREATE INDEX IF NOT EXISTS orders_by_trader ON orders (trader_key, listed_at);
 CREATE INDEX IF NOT EXISTS orders_by_time ON orders (listed_at);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id   TEXT PRIMARY KEY,
+    staged   INTEGER NOT NULL,
+    left_for_next INTEGER NOT NULL,
+    purge_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_batches (
+    run_id   TEXT NOT NULL,
+    batch    INTEGER NOT NULL,
+    accepted INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    failed   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, batch)
+);
 """
 _ADDED_COLUMNS = {
     "decided": "INTEGER NOT NULL DEFAULT 0",
@@ -94,12 +111,15 @@ FROM orders_before_traders
 """
 """Schema 3 to 4: each order keyed by its trader (:data:`LEGACY_TRADER`) and record_id."""
 _PENDING_SQL = (
-    "SELECT document FROM orders INDEXED BY orders_by_status"
+    "SELECT expires_at, order_key FROM orders INDEXED BY orders_by_status"
     " WHERE status = 'pending' AND (expires_at > :now OR decided = 1)"
     " AND (claim_run_id IS NULL OR claim_expires_at <= :now OR claim_run_id = :run)"
-    " ORDER BY expires_at, order_key"
+    " AND (expires_at, order_key) > (:after_expiry, :after_key)"
+    " ORDER BY expires_at, order_key LIMIT :limit"
 )
-"""Claimable orders (``Order.is_claimable``) through the (status, expires_at) index."""
+"""A page of claimable orders (``Order.is_claimable``) through the (status, expires_at) index,
+after the last one of the page before."""
+_PENDING_PAGE = 1000
 _OVERDUE_SQL = (
     "SELECT document FROM orders INDEXED BY owed_notices"
     " WHERE notice_due_at IS NOT NULL AND notice_due_at <= :now"
@@ -388,9 +408,62 @@ class SqliteOrderStore:
             self._write(db, [cancelled])
             return cancelled
 
-    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        """Claimable orders (live, or decided), by expiry then key."""
-        return self._select(_PENDING_SQL, {"now": now, "run": run_id})
+    def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
+        """Claimable orders' keys, oldest expiry first, a page of 1,000 at a time."""
+        after: tuple[int, str] = (-1, "")
+        while True:
+            parameters = {"now": now, "run": run_id, "limit": _PENDING_PAGE}
+            parameters.update(after_expiry=after[0], after_key=after[1])
+            try:
+                with self._lock:
+                    rows = self._db.execute(_PENDING_SQL, parameters).fetchall()
+            except sqlite3.Error as err:
+                raise StorageUnavailable(f"the order database is unavailable: {_reason(err)}") from None
+            for _, key in rows:
+                yield key
+            if len(rows) < _PENDING_PAGE:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def get_orders(self, keys: Sequence[str]) -> list[Order]:
+        unique = list(dict.fromkeys(keys))
+        try:
+            with self._lock:
+                found = self._read(self._db, unique)
+        except sqlite3.Error as err:
+            raise StorageUnavailable(f"the order database is unavailable: {_reason(err)}") from None
+        return [found[k] for k in unique if k in found]
+
+    def begin_run(self, run_id: str, staged: int, left: int, now: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, staged, left_for_next, purge_at) VALUES (?, ?, ?, ?)",
+                (run_id, staged, left, now + RETENTION_SECONDS),
+            )
+
+    def record_batch(self, run_id: str, batch: int, tally: BatchTally) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO run_batches (run_id, batch, accepted, rejected, failed)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run_id, batch, tally.accepted, tally.rejected, tally.failed),
+            )
+
+    def run_record(self, run_id: str) -> RunRecord:
+        try:
+            with self._lock:
+                run = self._db.execute(
+                    "SELECT staged, left_for_next FROM runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                counts = self._db.execute(
+                    "SELECT COALESCE(SUM(accepted), 0), COALESCE(SUM(rejected), 0),"
+                    " COALESCE(SUM(failed), 0), COUNT(*) FROM run_batches WHERE run_id = ?",
+                    (run_id,),
+                ).fetchone()
+        except sqlite3.Error as err:
+            raise StorageUnavailable(f"the order database is unavailable: {_reason(err)}") from None
+        staged, left = run or (0, 0)
+        return RunRecord(staged, left, BatchTally(*counts))
 
     def claim_orders(
         self,
@@ -499,7 +572,11 @@ class SqliteOrderStore:
         settled, or rejected) is kept :data:`~energy_auction.orders.RETENTION_SECONDS` past its
         expiry."""
         with self._transaction() as db:
-            return db.execute("DELETE FROM orders WHERE purge_at <= ?", (now,)).rowcount
+            purged = db.execute("DELETE FROM orders WHERE purge_at <= ?", (now,)).rowcount
+            for (run_id,) in db.execute("SELECT run_id FROM runs WHERE purge_at <= ?", (now,)).fetchall():
+                db.execute("DELETE FROM run_batches WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE purge_at <= ?", (now,))
+            return purged
 
     def close(self) -> None:
         with self._lock:

@@ -1,8 +1,11 @@
-"""FetchResults (Lambda A): is the auction ready? If so, claim the pending orders and stage their results.
+"""FetchResults (Lambda A): is the auction ready? If so, stage the pending orders' keys in batches.
 
-``{"action": "release_run", "run_id": ...}`` gives back the orders of a run whose FetchResults
-kept failing; ``{"action": "redeliver", "run_id": ...}`` (the first state of every run) publishes
-again the rejection notices that are owed and overdue.
+Its other actions, each a task of the state machine: ``{"action": "redeliver", "run_id"}`` (the
+first state of every run) publishes again the rejection notices that are owed and overdue;
+``{"action": "claim", "run_id", "batch", "keys"}`` (the first state of each batch) claims the
+batch's orders and answers their results; ``{"action": "tally", "run_id", "batch", "outcomes"}``
+(the last state of each batch) records how they ended; ``{"action": "summarise", "run_id",
+"started_at"}`` answers the run summary.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from energy_auction.adapters.transient import retried_by_the_state_machine
 from energy_auction.bootstrap import container
 from energy_auction.observability import logger, metrics_for, tracer
-from energy_auction.pipeline import fetch_results, redeliver_notices, release_run
+from energy_auction.pipeline import claim_batch, fetch_results, redeliver_notices, summarise_run, tally_batch
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,12 +37,36 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = container()
     action = event.get("action")
     logger.append_keys(run_id=run_id)
-    if action == "release_run":
-        with retried_by_the_state_machine("releasing a run's orders"):
-            released = release_run(run_id, store=deps.order_store, now=deps.clock())
-        metrics.add_metric(name="OrdersReleased", unit=MetricUnit.Count, value=released["released"])
-        logger.warning("released the orders of a failed run", extra={"released": released["released"]})
-        return released
+    if action == "claim":
+        batch = int(event["batch"])
+        with retried_by_the_state_machine("claiming a batch"):
+            claimed = claim_batch(
+                [str(k) for k in event["keys"]],
+                batch,
+                run_id,
+                store=deps.order_store,
+                market=deps.market,
+                now=deps.clock(),
+                lease_seconds=deps.settings.claim_lease_seconds,
+            )
+        count = len(claimed["results"])
+        metrics.add_metric(name="OrdersClaimed", unit=MetricUnit.Count, value=count)
+        logger.info("batch claimed", extra={"batch": batch, "staged": len(event["keys"]), "claimed": count})
+        return claimed
+    if action == "tally":
+        with retried_by_the_state_machine("recording a batch"):
+            tally = tally_batch(event["outcomes"], int(event["batch"]), run_id, store=deps.order_store)
+        metrics.add_metric(name="BatchesSettled", unit=MetricUnit.Count, value=1)
+        logger.info("batch settled", extra=tally)
+        return tally
+    if action == "summarise":
+        with retried_by_the_state_machine("summarising the run"):
+            summary = summarise_run(
+                run_id, str(event["started_at"]), store=deps.order_store, now=deps.clock()
+            )
+        metrics.add_metric(name="OrdersSettled", unit=MetricUnit.Count, value=summary["orders"])
+        logger.info("run summary", extra=summary)
+        return summary
     if action == "redeliver":
         with retried_by_the_state_machine("redelivering owed notices"):
             redelivered = redeliver_notices(
@@ -56,6 +83,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return redelivered
     attempt = int(event["attempt"])
     logger.append_keys(attempt=attempt)
+    settings = deps.settings
     with retried_by_the_state_machine("fetching results"):
         answer = fetch_results(
             run_id,
@@ -64,10 +92,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             market=deps.market,
             work=deps.work_store,
             now=deps.clock(),
-            lease_seconds=deps.settings.claim_lease_seconds,
+            batch_size=settings.pipeline_batch_size,
+            max_orders=settings.pipeline_max_orders,
         )
     if answer["results"]:
-        metrics.add_metric(name="OrdersClaimed", unit=MetricUnit.Count, value=answer["count"])
+        metrics.add_metric(name="OrdersStaged", unit=MetricUnit.Count, value=answer["count"])
     else:
         metrics.add_metric(name="ResultsNotReady", unit=MetricUnit.Count, value=1)
     logger.info("fetch results", extra={k: v for k, v in answer.items() if k != "items"})

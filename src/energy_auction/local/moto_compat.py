@@ -8,7 +8,8 @@
    the next job, and the loop evaluates it after the current call returns.
 2. Speed, nothing else: every Lambda, SNS or S3 task built a new boto3 client (about a third of a
    local run's CPU), and every JSONPath was parsed anew on each use (a fifth). Clients are kept per
-   boto3 session (each engine has its own, with its own event hooks), and parsed paths are cached.
+   boto3 session (each engine has its own, with its own event hooks) whatever credentials the task
+   passes (moto ignores them), and parsed paths are cached.
 3. Start-up, nothing else: the interpreter's Batch task takes one enum from ``moto.batch.utils``,
    and importing that ran ``moto/batch/__init__.py``, which loads moto's Batch backend and with it
    EC2's (instance types, AMIs, regions: about 1.7 s and 40 MB, a third of a ``run-pipeline``).
@@ -77,8 +78,9 @@ def _kept_client(boto_client_for: Callable[..., Any]) -> Callable[..., Any]:
     def kept_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         import boto3
 
-        if state_credentials:  # a task that assumes a role of its own: not ours to share
-            return boto_client_for(region, service, state_credentials)
+        # moto 5.2.5 builds every task's client alike: it passes the task's credentials (each task
+        # gets the execution's role) and ignores them. So the client is shared whatever they are;
+        # before, a truthy credentials object made every task build its own.
         session = boto3.DEFAULT_SESSION
         key = (id(session), region, service)
         with _CLIENTS_LOCK:

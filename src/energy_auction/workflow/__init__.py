@@ -52,6 +52,7 @@ def tunables(settings: Settings, *, execution_type: str = "STANDARD") -> dict[st
         "WorkPrefix": settings.work_prefix,
         "MapExecutionType": execution_type,
         "MapMaxConcurrency": settings.pipeline_max_concurrency,
+        "BatchMaxConcurrency": settings.pipeline_batch_concurrency,
         "MaxAttempts": settings.pipeline_max_attempts,
         "RetrySeconds": settings.pipeline_retry_seconds,
         "ExecutionTimeoutSeconds": settings.pipeline_timeout_seconds,
