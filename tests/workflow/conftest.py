@@ -55,8 +55,27 @@ def settings_for(home: Path, **overrides: Any) -> Settings:
 
 
 def notifications(home: Path) -> list[dict[str, Any]]:
+    """Every notice of the local stack, in order (its JSONL log)."""
     path = home / "notifications.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def alerts(home: Path) -> list[dict[str, Any]]:
+    """The notices but the run summaries (which every run that settled anything sends)."""
+    return [n for n in notifications(home) if n["kind"] != "run_summary"]
+
+
+def run_summaries(home: Path) -> list[dict[str, Any]]:
+    return [n for n in notifications(home) if n["kind"] == "run_summary"]
+
+
+def claimable(container: Container, run_id: str = "another-run") -> list[str]:
+    """The record ids of the orders a new run could claim now."""
+    now = int(container.clock())
+    return sorted(
+        o.record_id
+        for o in container.order_store.get_orders(list(container.order_store.pending_keys(now, run_id)))
+    )
 
 
 @pytest.fixture
