@@ -204,3 +204,18 @@ def test_the_threshold_is_two_seconds_unless_given() -> None:
         clock.advance(0.1)
         line.show(summary(attempts=0))
         assert terminal.getvalue()
+
+
+def test_run_pipeline_help_says_when_the_line_is_drawn_and_how_to_turn_it_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run-pipeline", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+
+    assert (
+        "--no-progress draw no progress line on stderr; it is drawn only when stderr is a terminal" in shown
+    )
+    assert (
+        "--progress-after SECONDS draw the progress line once the run has taken this long (default 2" in shown
+    )
