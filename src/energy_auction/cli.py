@@ -15,15 +15,17 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from energy_auction.roles import Role
 from energy_auction.settings import PREFIX, Backend, InvalidSettings, Settings
 
 if TYPE_CHECKING:
     from energy_auction.bootstrap import Container
+    from energy_auction.local.engine import RunSummary
 
 DEFAULT_PORT = 8000
 PORT_HELP = "a port is a whole number from 0 to 65535 (0 picks a free one)"
@@ -243,6 +245,142 @@ def _say_secret_created(path: Path) -> None:
     )
 
 
+class ProgressLine:
+    """A run's progress on one line of a terminal, rewritten in place, that other output steps around.
+
+    ``show`` draws the line once ``after`` seconds have passed since the line was made, then at
+    most every ``every`` seconds: the market's attempts while its results are not ready, then the
+    orders settled of those the run took and the rate over the last ``window`` seconds. The run's
+    logs are written through the line (it is a stream): it is wiped before other output and drawn
+    again under each whole line of it. ``end`` wipes it for good. Plain text and carriage returns, no
+    escape sequences or colours.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        max_attempts: int,
+        clock: Callable[[], float] = time.monotonic,
+        after: float = 2.0,
+        every: float = 0.25,
+        window: float = 5.0,
+        columns: int = 80,
+    ) -> None:
+        self._stream = stream
+        self._max_attempts = max_attempts
+        self._clock = clock
+        self._shown_from = clock() + after
+        self.every = every
+        self._window = window
+        self._columns = columns
+        self._samples: deque[tuple[float, int]] = deque()
+        self._text = ""
+        self._on_screen = 0  # characters of the line on the terminal now
+        self._drawn_at = float("-inf")
+        self._at_line_start = True  # other output ended its line: the progress line may be drawn
+        self._lock = threading.Lock()
+
+    def show(self, progress: RunSummary) -> None:
+        now = self._clock()
+        with self._lock:
+            self._samples.append((now, progress.orders))
+            while len(self._samples) > 1 and self._samples[1][0] <= now - self._window:
+                self._samples.popleft()
+            if now < self._shown_from or now - self._drawn_at < self.every:
+                return
+            self._text = self._describe(progress, now)[: self._columns - 1]
+            self._drawn_at = now
+            self._draw()
+
+    def _describe(self, progress: RunSummary, now: float) -> str:
+        if not progress.staged:
+            if not progress.attempts:
+                return "asking the market for results"
+            tried = f"{progress.attempts} of {self._max_attempts} attempts"
+            return f"waiting for the market: not ready after {tried}"
+        text = f"settled {progress.orders:,} / {progress.staged:,} orders"
+        since, settled = self._samples[0]
+        if progress.orders < progress.staged and now > since:
+            text += f" ({(progress.orders - settled) / (now - since):,.1f} orders/s)"
+        return text
+
+    def _draw(self) -> None:
+        if self._at_line_start and self._text:
+            self._stream.write("\r" + self._text.ljust(self._on_screen))
+            self._stream.flush()
+            self._on_screen = max(self._on_screen, len(self._text))
+
+    def _wipe(self) -> None:
+        if self._on_screen:
+            self._stream.write("\r" + " " * self._on_screen + "\r")
+            self._on_screen = 0
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if text:
+                self._wipe()
+                self._stream.write(text)
+                self._at_line_start = text.endswith("\n")
+                self._draw()
+            return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of a stream (isatty, encoding, ...) is stderr's
+        return getattr(self._stream, name)
+
+    def end(self) -> None:
+        with self._lock:
+            self._wipe()
+            self._text = ""
+            self._stream.flush()
+
+
+def progress_line(
+    args: argparse.Namespace,
+    stream: TextIO,
+    environ: Mapping[str, str],
+    max_attempts: int,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProgressLine | None:
+    """The progress line ``run-pipeline`` draws on ``stream``: only on a terminal that can rewrite a
+    line (not ``TERM=dumb``), unless ``--no-progress``."""
+    if args.no_progress or environ.get("TERM") == "dumb" or not stream.isatty():
+        return None
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        columns = 0
+    # A terminal whose size is not known (0, as a new pseudo-terminal says) is taken as 80 wide.
+    return ProgressLine(
+        stream, max_attempts=max_attempts, clock=clock, after=args.progress_after, columns=columns or 80
+    )
+
+
+@contextlib.contextmanager
+def _progress_drawn(line: ProgressLine | None, progress: Callable[[], RunSummary]) -> Iterator[None]:
+    """While it lasts, a thread draws ``progress()`` on the line every ``line.every`` seconds."""
+    if line is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.wait(line.every):
+            line.show(progress())
+
+    thread = threading.Thread(target=draw, name="progress-line", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        line.end()
+
+
 def cmd_run_pipeline(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -261,8 +399,14 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
     )
     container = Container(settings)
     _open_local_files(container)
-    with _json_on_stdout(), PipelineEngine(container, delivery_grace_seconds=args.notice_wait) as engine:
-        summary = engine.run()
+    line = progress_line(args, sys.stderr, os.environ, settings.pipeline_max_attempts)
+    # On a terminal the run's logs go through the line (a stream: write, flush, the rest stderr's),
+    # so that it steps around them.
+    logs = sys.stderr if line is None else cast(TextIO, line)
+    with _json_on_stdout(logs), PipelineEngine(container, delivery_grace_seconds=args.notice_wait) as engine:
+        run_id = engine.start_run()
+        with _progress_drawn(line, lambda: engine.progress(run_id)):
+            summary = engine.wait(run_id)
     if summary.notices_undelivered:
         print(
             f"energy-auction: {summary.notices_undelivered} notices are not delivered yet (is Slack "
@@ -323,16 +467,18 @@ def cmd_notices(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _json_on_stdout() -> Iterator[None]:
-    """While it lasts, stdout carries only the command's JSON: log and EMF metric lines go to stderr."""
+def _json_on_stdout(logs: TextIO | None = None) -> Iterator[None]:
+    """While it lasts, stdout carries only the command's JSON: log and EMF metric lines go to
+    ``logs`` (default: stderr), and so does what is written to stderr (warnings)."""
     import logging
 
     from energy_auction.observability import logger
 
+    logs = sys.stderr if logs is None else logs
     handler = logger.registered_handler
-    previous = handler.setStream(sys.stderr) if isinstance(handler, logging.StreamHandler) else None
+    previous = handler.setStream(logs) if isinstance(handler, logging.StreamHandler) else None
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(logs), contextlib.redirect_stderr(logs):
             yield
     finally:
         if previous is not None and isinstance(handler, logging.StreamHandler):
@@ -463,6 +609,19 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after the run, wait at most this long for its notices to be delivered; what is left "
         "stays queued and is retried (default 10)",
+    )
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="draw no progress line on stderr; it is drawn only when stderr is a terminal and TERM is "
+        "not dumb, and cleared before the summary",
+    )
+    run.add_argument(
+        "--progress-after",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="draw the progress line once the run has taken this long (default 2; 0: at once)",
     )
     run.set_defaults(func=cmd_run_pipeline)
 
