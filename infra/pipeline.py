@@ -121,17 +121,21 @@ class AuctionPipeline(Construct):
             config=config,
             package=package,
             handler="fetch_results",
-            description="Lambda A: asks the market; claims the pending orders and stages their results; "
-            "republishes overdue rejection notices",
+            description="Lambda A: asks the market; stages the pending orders' keys in batches; claims a "
+            "batch and answers its results; tallies batches and summarises runs; republishes overdue "
+            "rejection notices",
             memory_size=1024,
-            timeout=Duration.minutes(2),
+            # Staging streams the keys page by page (a million orders: about 500 query pages and 10
+            # parts of upload); claiming a batch is one batch read and one transaction.
+            timeout=Duration.minutes(5),
             environment=settings_env(
                 backend="aws",
                 orders_table=table.table_name,
                 work_bucket=bucket.bucket_name,
                 work_prefix=config.work_prefix,
                 claim_lease_seconds=config.claim_lease_seconds,
-                pipeline_timeout_seconds=config.pipeline_timeout_seconds,
+                pipeline_batch_size=config.pipeline_batch_size,
+                pipeline_max_orders=config.pipeline_max_orders,
                 market_ready_probability=config.market_ready_probability,
                 market_accept_probability=config.market_accept_probability,
                 market_seed=config.market_seed,
@@ -139,25 +143,36 @@ class AuctionPipeline(Construct):
                 notice_redelivery_seconds=config.notice_redelivery_seconds,
             ),
         )
-        # Finding pending orders, and (action "release_run") the orders a failed run claimed: both
-        # query the pending-orders index; claims and releases are conditional updates. The
-        # redelivery of owed notices (action "redeliver") queries the owed-notices index.
+        # Staging queries the pending-orders index; the redelivery of owed notices (action
+        # "redeliver") queries the owed-notices index.
         _allow(
             self.fetch_results.role,
             ["dynamodb:Query"],
             f"{table.table_arn}/index/{PENDING_INDEX}",
             f"{table.table_arn}/index/{NOTICES_INDEX}",
         )
-        # Claims are transactional conditional updates (authorised as UpdateItem); the owed notices
-        # are read back (BatchGetItem) and postponed (UpdateItem).
-        _allow(self.fetch_results.role, ["dynamodb:UpdateItem", "dynamodb:BatchGetItem"], table.table_arn)
+        # A batch's orders are read (BatchGetItem) and claimed with transactional conditional updates
+        # (authorised as UpdateItem), as are the batch tallies; the owed notices are read back and
+        # postponed (UpdateItem). The run's record is written when it is staged (PutItem) and read
+        # for its summary (GetItem).
+        _allow(
+            self.fetch_results.role,
+            ["dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"],
+            table.table_arn,
+        )
         _allow(self.fetch_results.role, ["sns:Publish"], topic.topic_arn)
         if topic.master_key is not None:  # publishing to an encrypted topic encrypts with its key
             _allow(self.fetch_results.role, ["kms:GenerateDataKey", "kms:Decrypt"], topic.master_key.key_arn)
-        _allow(self.fetch_results.role, ["s3:PutObject"], bucket.arn_for_objects(work_runs))
+        # The batches file is one PutObject, or a multipart upload (authorised as PutObject), aborted
+        # should the staging fail half-way.
+        _allow(
+            self.fetch_results.role,
+            ["s3:PutObject", "s3:AbortMultipartUpload"],
+            bucket.arn_for_objects(work_runs),
+        )
         acknowledge_wildcards(
             self.fetch_results.role,
-            "FetchResults writes one object per run, <work prefix>runs/<run_id>/results.json; the run id is "
+            "FetchResults writes one object per run, <work prefix>runs/<run_id>/batches.json; the run id is "
             "the execution name, so only the prefix is known",
             bucket.arn_for_objects(work_runs),
         )
@@ -170,8 +185,8 @@ class AuctionPipeline(Construct):
             handler="process_order",
             description="Lambda B: stores an accepted result, marks the order; raises OrderRejected",
             memory_size=512,
-            # Short: an EXPRESS child (5-minute limit) runs up to 5 attempts of ProcessOrder, then up to
-            # 5 of its release, with backoff between them, and must end well inside the limit.
+            # Short: an EXPRESS child (5-minute limit) settles a batch of orders, each with up to 5
+            # attempts of ProcessOrder and of its release, with backoff between them.
             timeout=Duration.seconds(10),
             environment=settings_env(
                 backend="aws",

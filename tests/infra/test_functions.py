@@ -35,7 +35,10 @@ EXPECTED_ACTIONS = {
         "dynamodb:Query",
         "dynamodb:UpdateItem",
         "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
         "s3:PutObject",
+        "s3:AbortMultipartUpload",
         "sns:Publish",
         "kms:GenerateDataKey",
         "kms:Decrypt",
@@ -57,7 +60,8 @@ EXPECTED_SETTINGS = {
         "work_bucket",
         "work_prefix",
         "claim_lease_seconds",
-        "pipeline_timeout_seconds",
+        "pipeline_batch_size",
+        "pipeline_max_orders",
         "market_ready_probability",
         "market_accept_probability",
         "notification_topic_arn",
@@ -167,13 +171,15 @@ def test_process_order_reads_and_updates_only_the_orders_table(stage_stack: Synt
         assert resources_for(stage_stack, role, action) == [{"Fn::GetAtt": [table_id, "Arn"]}], action
 
 
-def test_fetch_results_can_release_the_claims_of_a_run(stage_stack: Synthesized) -> None:
-    # {"action": "release_run"}: query the pending-orders index for the run's claims, update each.
+def test_fetch_results_stages_claims_and_tallies_on_the_orders_table_only(stage_stack: Synthesized) -> None:
+    # Staging queries the pending-orders index and writes the run's record; a batch's claim reads
+    # its orders and updates them; a tally updates the run's record; a summary reads it.
     (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
     role = logical_id(functions(stage_stack)["fetch_results"][1]["Properties"]["Role"])
     queries = [text(q) for q in resources_for(stage_stack, role, "dynamodb:Query")]
     assert text({"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/pending-orders"]]}) in queries
-    assert resources_for(stage_stack, role, "dynamodb:UpdateItem") == [{"Fn::GetAtt": [table_id, "Arn"]}]
+    for action in ("dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"):
+        assert resources_for(stage_stack, role, action) == [{"Fn::GetAtt": [table_id, "Arn"]}]
 
 
 def test_fetch_results_can_redeliver_owed_notices_to_the_topic_only(stage_stack: Synthesized) -> None:
@@ -197,10 +203,10 @@ def test_the_notifier_records_deliveries_on_the_orders_table_only(stage_stack: S
 
 
 def test_pipeline_function_timeouts(stage_stack: Synthesized) -> None:
-    # FetchResults claims and stages a whole run; ProcessOrder is one order, inside an EXPRESS child
-    # (test_state_machine checks the child's worst case against the 5-minute limit).
+    # FetchResults streams a whole run's keys to S3 (and claims one batch at a time); ProcessOrder is
+    # one order, inside an EXPRESS child (test_state_machine checks the child against its 5 minutes).
     fns = functions(stage_stack)
-    assert fns["fetch_results"][1]["Properties"]["Timeout"] == 120
+    assert fns["fetch_results"][1]["Properties"]["Timeout"] == 300
     assert fns["process_order"][1]["Properties"]["Timeout"] == 10
 
 
