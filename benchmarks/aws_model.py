@@ -133,8 +133,11 @@ def estimate(
     report: Mapping[str, Any] | None = None,
     not_ready: int = 0,
 ) -> dict[str, Any]:
-    """Time to settle and cost of ``orders`` ready orders for a stage, and what bounds them."""
-    a = config.assumptions(assumptions)
+    """Time to settle and cost of ``orders`` ready orders for a stage, and what bounds them.
+
+    ``assumptions`` replaces the whole table, quotas included; by default it is the stage's
+    (``StageConfig.assumptions``: the defaults with the stage's quotas)."""
+    a = assumptions or config.assumptions()
     shape = config.shape()
     design = design_per_order(orders, shape, a)
     per, counts = measured_per_order(report, orders, design) if report else (design, "design")

@@ -129,10 +129,10 @@ class StageConfig:
         same time), and OTHER_FUNCTIONS_CONCURRENCY."""
         return 2 * self.throttle_burst_limit + OTHER_FUNCTIONS_CONCURRENCY
 
-    def assumptions(self, base: Assumptions | None = None) -> Assumptions:
+    def assumptions(self) -> Assumptions:
         """The capacity assumptions (infra/capacity.py) with this stage's quotas."""
         return replace(
-            base or Assumptions(),
+            Assumptions(),
             lambda_concurrency=self.lambda_concurrency_quota,
             dynamodb_write_units=self.dynamodb_write_units_per_second,
             dynamodb_read_units=self.dynamodb_read_units_per_second,
@@ -178,7 +178,7 @@ class StageConfig:
         longest = batch_seconds(replace(shape, rejected_share=1.0), a)
         if longest > a.express_seconds:
             raise ConfigError(
-                f"a batch of pipeline_batch_size ({b}) orders, pipeline_batch_concurrency ({i}) at a "
+                f"a batch of pipeline_batch_size ({b:,}) orders, pipeline_batch_concurrency ({i}) at a "
                 f"time, runs about {longest:.0f} s: past an EXPRESS child's {a.express_seconds} s quota"
             )
         per_order = design_per_order(self.pipeline_max_orders, shape, a)
