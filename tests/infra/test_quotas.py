@@ -11,6 +11,8 @@ from infra.capacity import Assumptions
 from infra.config import ConfigError, StageConfig
 
 from energy_auction.settings import Settings
+from tests.infra.conftest import Synthesized
+from tests.infra.templates import functions
 
 ROOMY_TABLE = {"dynamodb_write_units_per_second": 1_000_000, "dynamodb_read_units_per_second": 3_000_000}
 """A table warmed far past a new one's throughput, so that another rule is the one that binds."""
@@ -118,3 +120,13 @@ def test_a_stage_that_served_more_says_so_in_its_context() -> None:
     assert prod.dynamodb_write_units_per_second == 8_000
     with pytest.raises(ConfigError, match="dynamodb_write_units_per_second \\(4,000\\)"):
         StageConfig.from_context(app.node, "dev")  # the same concurrency, on a new table
+
+
+def test_the_model_bills_each_function_at_its_deployed_memory(dev: Synthesized) -> None:
+    # The memory sizes are copied into the assumptions until the constructs read them from there.
+    deployed = {name: function["Properties"]["MemorySize"] for name, (_, function) in functions(dev).items()}
+    assumed = Assumptions()
+
+    assert deployed["fetch_results"] == assumed.fetch_results_memory_mb
+    assert deployed["process_order"] == assumed.process_order_memory_mb
+    assert deployed["notify"] == assumed.notifier_memory_mb
