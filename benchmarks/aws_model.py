@@ -197,6 +197,7 @@ def estimate(
             "longest_market_wait": waits * config.pipeline_retry_seconds,
         },
         "orders_per_run": per_run,
+        "orders_within_timeout": low,
         "runs": runs,
         "cost": {name: round(value, 4) for name, value in cost.items()},
         "orchestration_usd": round(cost["step_functions"], 4),
