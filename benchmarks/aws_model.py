@@ -49,6 +49,7 @@ from infra.capacity import (
     design_per_order,
     lambda_seconds_per_order,
     rate_limits,
+    staged_part_bytes,
     staged_parts,
     units_per_order,
 )
@@ -70,7 +71,7 @@ def stream_seconds(orders: int, a: Assumptions) -> float:
     """FetchResults' streaming read: the index's pages, then each part's upload, one at a time."""
     pages = max(PENDING_SHARDS, math.ceil(orders * a.index_entry_bytes / a.dynamodb_query_page_bytes))
     parts = staged_parts(orders, a)
-    part_bytes = min(a.s3_min_part_bytes, orders * a.staged_key_bytes)
+    part_bytes = min(staged_part_bytes(orders, a), orders * a.staged_key_bytes)
     upload = parts * (a.s3_request_seconds + part_bytes / a.s3_upload_bytes_per_second)
     return pages * a.query_page_seconds + upload + 2 * a.s3_request_seconds  # create, complete
 

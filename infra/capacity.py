@@ -338,9 +338,16 @@ def design_per_order(orders: int, shape: Shape, a: Assumptions) -> PerOrder:
     )
 
 
+def staged_part_bytes(orders: int, a: Assumptions) -> int:
+    """The part size of the upload of ``orders`` keys: the smallest S3 allows, or larger if the
+    upload would otherwise need more parts than S3 allows."""
+    total = orders * a.staged_key_bytes
+    return max(a.s3_min_part_bytes, math.ceil(total / a.s3_max_parts))
+
+
 def staged_parts(orders: int, a: Assumptions) -> int:
-    """Parts of the multipart upload of ``orders`` keys, in parts of the smallest size S3 allows."""
-    return max(1, math.ceil(orders * a.staged_key_bytes / a.s3_min_part_bytes))
+    """Parts of the multipart upload of ``orders`` keys."""
+    return max(1, math.ceil(orders * a.staged_key_bytes / staged_part_bytes(orders, a)))
 
 
 @dataclass(frozen=True)
