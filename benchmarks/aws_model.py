@@ -46,6 +46,7 @@ from infra.capacity import (
     PerOrder,
     Shape,
     batch_seconds,
+    claim_and_tally_seconds,
     design_per_order,
     lambda_seconds_per_order,
     rate_limits,
@@ -74,11 +75,6 @@ def stream_seconds(orders: int, a: Assumptions) -> float:
     part_bytes = min(staged_part_bytes(orders, a), orders * a.staged_key_bytes)
     upload = parts * (a.s3_request_seconds + part_bytes / a.s3_upload_bytes_per_second)
     return pages * a.query_page_seconds + upload + 2 * a.s3_request_seconds  # create, complete
-
-
-def _claim_and_tally_seconds(shape: Shape, a: Assumptions) -> float:
-    claim = a.lambda_task_seconds + shape.calls_per_batch * (a.batch_get_seconds + a.transact_write_seconds)
-    return claim + a.lambda_task_seconds + a.item_call_seconds
 
 
 def measured_per_order(report: Mapping[str, Any], orders: int, design: PerOrder) -> tuple[PerOrder, str]:
@@ -275,7 +271,7 @@ def _cost(
         * per.lambda_invocations.get("process_order", 0.0)
         * a.lambda_task_seconds
         * a.process_order_memory_mb
-        + (children * _claim_and_tally_seconds(shape, a) + fetch_tasks * a.lambda_task_seconds)
+        + (children * claim_and_tally_seconds(shape, a) + fetch_tasks * a.lambda_task_seconds)
         * a.fetch_results_memory_mb
         + stream_seconds(n, a) * a.fetch_results_memory_mb
         + notifier_invocations * a.notifier_invocation_seconds * a.notifier_memory_mb

@@ -386,22 +386,24 @@ def units_per_order(calls: Mapping[str, float], shape: Shape, a: Assumptions) ->
     )
 
 
+def claim_and_tally_seconds(shape: Shape, a: Assumptions) -> float:
+    """A batch's ClaimBatch (its reads and transactions) and TallyBatch (one update), task time
+    included: the part of a batch that is not its orders."""
+    claim = a.lambda_task_seconds + shape.calls_per_batch * (a.batch_get_seconds + a.transact_write_seconds)
+    return claim + a.lambda_task_seconds + a.item_call_seconds
+
+
 def batch_seconds(shape: Shape, a: Assumptions) -> float:
     """How long one child (a batch) runs: ClaimBatch, its orders ``batch_concurrency`` at a time
     (a rejected order's slot also holds its notice's publish), then TallyBatch."""
-    claim = a.lambda_task_seconds + shape.calls_per_batch * (a.batch_get_seconds + a.transact_write_seconds)
     waves = math.ceil(shape.batch_size / shape.batch_concurrency)
-    orders = waves * a.lambda_task_seconds * (1 + shape.rejected_share)
-    tally = a.lambda_task_seconds + a.item_call_seconds
-    return claim + orders + tally
+    return claim_and_tally_seconds(shape, a) + waves * a.lambda_task_seconds * (1 + shape.rejected_share)
 
 
 def lambda_seconds_per_order(shape: Shape, a: Assumptions) -> float:
     """Lambda execution time per order, billed and concurrent: ProcessOrder, and a share of the
     batch's ClaimBatch and TallyBatch (pessimistically the whole task time each)."""
-    claim = a.lambda_task_seconds + shape.calls_per_batch * (a.batch_get_seconds + a.transact_write_seconds)
-    tally = a.lambda_task_seconds + a.item_call_seconds
-    return a.lambda_task_seconds + (claim + tally) / shape.batch_size
+    return a.lambda_task_seconds + claim_and_tally_seconds(shape, a) / shape.batch_size
 
 
 LIMITS = {
