@@ -7,9 +7,10 @@ Context may hold per-stage overrides: ``"stages": {"prod": {"log_retention_days"
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from aws_cdk import RemovalPolicy
@@ -18,15 +19,27 @@ from constructs import Construct, Node
 
 from energy_auction.pipeline import CLAIM_MARGIN_SECONDS
 from energy_auction.settings import PREFIX, Backend, Settings
+from infra.capacity import (
+    Assumptions,
+    Shape,
+    batch_seconds,
+    design_per_order,
+    rate_limits,
+    units_per_order,
+)
 
 DEFAULT_REGION = "eu-west-1"
 DEFAULT_STAGE = "dev"
 PRODUCTION_STAGE = "prod"
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 """Short lowercase names: they go into bucket, function and log group names."""
-EXPRESS_LIMIT_SECONDS = 300
+EXPRESS_LIMIT_SECONDS: int = Assumptions.express_seconds
 """An EXPRESS execution (a Distributed Map child on AWS) runs at most 5 minutes, and may go on for
 that long after its parent timed out or was stopped."""
+OTHER_FUNCTIONS_CONCURRENCY = 10
+"""Lambda concurrency kept for the functions that are neither the API nor a batch: FetchResults
+(one invocation of a run at a time; two when a scheduled run overlaps the one before), the notifier
+(its queue's event source) and room to spare."""
 NOTIFIER_TIMEOUT_SECONDS = 180
 """The notifier Lambda's timeout: room for its Slack retries and Retry-After waits."""
 
@@ -72,6 +85,16 @@ class StageConfig:
     work_prefix: str = Settings.work_prefix
     notice_redelivery_seconds: int = Settings.notice_redelivery_seconds
     notice_delivery_lease_seconds: int = Settings.notice_delivery_lease_seconds
+    # What the account and the table allow (infra/capacity.py): the defaults are AWS's for a new
+    # account and a new on-demand table; a stage whose quota was raised says so here.
+    lambda_concurrency_quota: int = Assumptions.lambda_concurrency
+    """Concurrent Lambda executions of the account in the stage's Region (Service Quotas)."""
+    dynamodb_write_units_per_second: int = Assumptions.dynamodb_write_units
+    """Write units per second the orders table serves without throttling (on demand, a new table:
+    4,000; more once it has served more, as on-demand keeps its previous peak, or with warm
+    throughput set)."""
+    dynamodb_read_units_per_second: int = Assumptions.dynamodb_read_units
+    """Read units per second the orders table serves without throttling (a new table: 12,000)."""
 
     def __post_init__(self) -> None:
         if not STAGE_PATTERN.fullmatch(self.stage):
@@ -95,7 +118,105 @@ class StageConfig:
             raise ConfigError(f"log_retention_days must be one of {sorted(_RETENTION)}")
         if not self.work_prefix.endswith("/") or self.work_prefix.startswith("/"):
             raise ConfigError("work_prefix must be a relative S3 prefix ending with '/'")
+        if min(self.pipeline_max_concurrency, self.pipeline_batch_size, self.pipeline_batch_concurrency) >= 1:
+            self._check_capacity()  # (below 1, Settings refuses them)
         self.settings()  # raises InvalidSettings for values the Lambdas would refuse
+
+    @property
+    def lambda_concurrency_reserve(self) -> int:
+        """Concurrency the batches leave to the other functions: every request of the API's burst in
+        flight at once, counted twice (its authorizer and the API function, pessimistically at the
+        same time), and OTHER_FUNCTIONS_CONCURRENCY."""
+        return 2 * self.throttle_burst_limit + OTHER_FUNCTIONS_CONCURRENCY
+
+    def assumptions(self) -> Assumptions:
+        """The capacity assumptions (infra/capacity.py) with this stage's quotas."""
+        return replace(
+            Assumptions(),
+            lambda_concurrency=self.lambda_concurrency_quota,
+            dynamodb_write_units=self.dynamodb_write_units_per_second,
+            dynamodb_read_units=self.dynamodb_read_units_per_second,
+        )
+
+    def shape(self) -> Shape:
+        """The run's shape; the share of rejected orders is the stage's market's."""
+        return Shape(
+            max_concurrency=self.pipeline_max_concurrency,
+            batch_size=self.pipeline_batch_size,
+            batch_concurrency=self.pipeline_batch_concurrency,
+            rejected_share=1 - self.market_accept_probability,
+        )
+
+    def _check_capacity(self) -> None:
+        """Refuse pipeline settings that exceed an AWS quota, at the latencies and per-order work of
+        the cost and time model (infra/capacity.py; README, Benchmarks, "Cost and time model")."""
+        a, shape = self.assumptions(), self.shape()
+        c, b, i = shape.max_concurrency, shape.batch_size, shape.batch_concurrency
+        if c > a.map_max_concurrency:
+            raise ConfigError(
+                f"pipeline_max_concurrency ({c:,}) exceeds the Distributed Map's quota of "
+                f"{a.map_max_concurrency:,} child executions at once"
+            )
+        if i > a.inline_map_max_concurrency:
+            raise ConfigError(
+                f"pipeline_batch_concurrency ({i}) exceeds the inline Map's quota of "
+                f"{a.inline_map_max_concurrency} concurrent iterations"
+            )
+        if b * a.staged_key_bytes > a.state_payload_bytes:
+            raise ConfigError(
+                f"pipeline_batch_size ({b:,}) order keys of up to {a.staged_key_bytes} bytes exceed a "
+                f"Step Functions state's {a.state_payload_bytes:,}-byte payload quota"
+            )
+        needed = c * i + self.lambda_concurrency_reserve
+        if needed > self.lambda_concurrency_quota:
+            raise ConfigError(
+                f"pipeline_max_concurrency x pipeline_batch_concurrency ({c} x {i} = {c * i:,}) plus "
+                f"{self.lambda_concurrency_reserve} kept for the API and the other functions exceeds "
+                f"lambda_concurrency_quota ({self.lambda_concurrency_quota:,} concurrent Lambda "
+                "executions); raise the account's quota and say so there, or lower the concurrency"
+            )
+        longest = batch_seconds(replace(shape, rejected_share=1.0), a)
+        if longest > a.express_seconds:
+            raise ConfigError(
+                f"a batch of pipeline_batch_size ({b:,}) orders, pipeline_batch_concurrency ({i}) at a "
+                f"time, runs about {longest:.0f} s: past an EXPRESS child's {a.express_seconds} s quota"
+            )
+        per_order = design_per_order(self.pipeline_max_orders, shape, a)
+        limits = rate_limits(
+            shape, a, self.lambda_concurrency_quota - self.lambda_concurrency_reserve, per_order.aws_calls
+        )
+        rate = limits["map_concurrency"]  # what the batches drive at the modelled latency
+        units = units_per_order(per_order.aws_calls, shape, a)
+        writes, reads = rate * units.table_writes, rate * units.table_reads
+        load = writes / self.dynamodb_write_units_per_second + reads / self.dynamodb_read_units_per_second
+        if load > 1:
+            raise ConfigError(
+                f"pipeline_max_concurrency ({c}) batches of pipeline_batch_size ({b}) settle about "
+                f"{rate:,.0f} orders/s: {writes:,.0f} write and {reads:,.0f} read units/s, {load:.0%} of "
+                f"dynamodb_write_units_per_second ({self.dynamodb_write_units_per_second:,}) and "
+                f"dynamodb_read_units_per_second ({self.dynamodb_read_units_per_second:,}) combined"
+            )
+        puts = rate * (1 - shape.rejected_share)
+        if puts > a.s3_prefix_writes:
+            raise ConfigError(
+                f"pipeline_max_concurrency ({c}) batches of pipeline_batch_size ({b}) write about "
+                f"{puts:,.0f} results/s into one S3 prefix: past S3's {a.s3_prefix_writes:,} PUT/s quota"
+            )
+        tallies = rate / b * math.ceil(a.order_item_kib)
+        if tallies > a.dynamodb_partition_write_units:
+            raise ConfigError(
+                f"pipeline_batch_size ({b}) makes about {tallies:,.0f} batch tallies/s on the run's "
+                f"record: past DynamoDB's {a.dynamodb_partition_write_units:,} write units/s per partition"
+            )
+        throughput = min(limits.values())
+        waiting = (self.pipeline_max_attempts - 1) * self.pipeline_retry_seconds
+        settling = self.pipeline_max_orders / throughput
+        if settling + waiting > self.pipeline_timeout_seconds:
+            raise ConfigError(
+                f"pipeline_max_orders ({self.pipeline_max_orders:,}) at the modelled {throughput:,.0f} "
+                f"orders/s take about {settling:,.0f} s, after up to {waiting:,} s of waiting for the "
+                f"market: past pipeline_timeout_seconds ({self.pipeline_timeout_seconds:,})"
+            )
 
     @property
     def is_production(self) -> bool:
