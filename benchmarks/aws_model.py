@@ -49,6 +49,7 @@ from infra.capacity import (
     claim_and_tally_seconds,
     design_per_order,
     lambda_seconds_per_order,
+    process_order_billed_seconds,
     rate_limits,
     staged_part_bytes,
     staged_parts,
@@ -269,7 +270,7 @@ def _cost(
     gb_seconds = (
         n
         * per.lambda_invocations.get("process_order", 0.0)
-        * a.lambda_task_seconds
+        * process_order_billed_seconds(shape, a)
         * a.process_order_memory_mb
         + (children * claim_and_tally_seconds(shape, a) + fetch_tasks * a.lambda_task_seconds)
         * a.fetch_results_memory_mb

@@ -14,7 +14,7 @@ showed them when looked up on 2026-12-01; the stack's default Region is eu-west-
 prices were not in the stored pages. Quotas that differ by Region are eu-west-1's.
 
 The pipeline modelled (issue 10): a parent (STANDARD) runs Initialise, RedeliverNotices and
-FetchResults, which streams the keys of the pending orders (a keys-only index, 1 MB pages) into
+FetchResults, which streams the keys of the pending orders (the pending-orders index, 1 MB pages) into
 one S3 object (a multipart upload) of batches; a Distributed Map runs one EXPRESS child per batch:
 ClaimBatch (one BatchGetItem and one TransactWriteItems per 100 orders), an inline Map of
 ProcessOrder per order (GetItem, PutObject for an accepted order, UpdateItem; a rejected order's
@@ -130,6 +130,11 @@ _SQS_PRICING = (
 )
 
 
+FUNCTION_MEMORY_MB = {"fetch_results": 1024, "process_order": 256, "notify": 256}
+"""Memory of the pipeline's functions, as deployed (infra/pipeline.py, infra/notifications.py) and
+as the model bills them. ProcessOrder waits on three calls and computes little: 256 MB."""
+
+
 def _fact(default: Any, unit: str, source: str) -> Any:
     """A field of :class:`Assumptions`: its default, unit and source."""
     return field(default=default, metadata={"unit": unit, "source": source})
@@ -170,12 +175,18 @@ class Assumptions:
         "invocation and for a notice's sns:publish task",
         f"{_ISSUE}: 'an EXPRESS child with one ProcessOrder call 100-300 ms'",
     )
+    handler_seconds: float = _fact(
+        0.010,
+        "s, a handler's own code per invocation (Powertools, validation, JSON), besides its calls",
+        "measured here: ProcessOrder's handler takes 3 ms per order on the local stack, calls "
+        "included (benchmarks: handler time); 10 ms taken",
+    )
     transact_write_seconds: float = _fact(0.030, "s, one TransactWriteItems", f"{_ISSUE}: 10-30 ms")
     batch_get_seconds: float = _fact(0.015, "s, one BatchGetItem", f"{_ISSUE}: 5-15 ms")
     item_call_seconds: float = _fact(0.010, "s, one GetItem, UpdateItem or small Query", _DDB_LATENCY)
     query_page_seconds: float = _fact(
         0.100,
-        "s, one 1 MB page of the keys-only index",
+        "s, one 1 MB page of the pending-orders index",
         "assumed (no published figure): ten single-item calls for a page a thousand items long",
     )
     s3_request_seconds: float = _fact(0.200, "s, one S3 request, before its transfer", _S3_LATENCY)
@@ -190,9 +201,9 @@ class Assumptions:
         "assumed from the item's attributes (README: API fields, the outcome, the claim)",
     )
     index_entry_bytes: int = _fact(
-        200,
-        "bytes, one pending-orders index entry (keys only: order_key, pending_shard, expires_at)",
-        f"assumed: an order key is at most {ORDER_KEY_MAX_BYTES} bytes, plus the index keys",
+        1024,
+        "bytes, one pending-orders index entry (projection ALL: the whole order, like order_item_kib)",
+        "assumed: the index projects the whole order item (infra/storage.py: ProjectionType.ALL)",
     )
     staged_key_bytes: int = _fact(
         ORDER_KEY_MAX_BYTES + 3, "bytes, one order key in the staged JSON", "the key, quotes and comma"
@@ -203,9 +214,15 @@ class Assumptions:
         f"{_SFN_PRICING}: duration billed 'in 64-MB chunks'; a child's state (one batch of keys) "
         "fits the first chunk (assumed)",
     )
-    fetch_results_memory_mb: int = _fact(1024, "MB, FetchResults (Lambda A)", "infra/pipeline.py")
-    process_order_memory_mb: int = _fact(512, "MB, ProcessOrder (Lambda B)", "infra/pipeline.py")
-    notifier_memory_mb: int = _fact(256, "MB, the notifier", "infra/notifications.py")
+    fetch_results_memory_mb: int = _fact(
+        FUNCTION_MEMORY_MB["fetch_results"], "MB, FetchResults (Lambda A)", "FUNCTION_MEMORY_MB (deployed)"
+    )
+    process_order_memory_mb: int = _fact(
+        FUNCTION_MEMORY_MB["process_order"], "MB, ProcessOrder (Lambda B)", "FUNCTION_MEMORY_MB (deployed)"
+    )
+    notifier_memory_mb: int = _fact(
+        FUNCTION_MEMORY_MB["notify"], "MB, the notifier", "FUNCTION_MEMORY_MB (deployed)"
+    )
     notices_per_notifier_invocation: int = _fact(
         10,
         "notices per notifier invocation (SQS batch)",
@@ -375,13 +392,14 @@ def units_per_order(calls: Mapping[str, float], shape: Shape, a: Assumptions) ->
     reads = (
         calls.get("dynamodb.BatchGetItem", 0.0) * items_per_call + calls.get("dynamodb.GetItem", 0.0)
     ) * item_reads
-    # Completing an order takes it out of the pending-orders index; a rejection puts it in the
-    # owed-notices index and its delivery takes it out again. The keys-only index is read once, in
-    # 1 MB pages, eventually consistent (half a unit per 4 KB).
+    # The pending-orders index projects ALL attributes: the claim (it sets claim attributes) writes
+    # its entry, and completing the order takes the entry out. A rejection puts the order in the
+    # owed-notices index and its delivery takes it out again. The index is read once, in 1 MB pages,
+    # eventually consistent (half a unit per 4 KB).
     return Units(
         table_writes=writes,
         table_reads=reads,
-        index_writes=1 + 2 * shape.rejected_share,
+        index_writes=2 * item_writes + 2 * shape.rejected_share,
         index_reads=a.index_entry_bytes / READ_UNIT_BYTES / 2,
     )
 
@@ -398,6 +416,14 @@ def batch_seconds(shape: Shape, a: Assumptions) -> float:
     (a rejected order's slot also holds its notice's publish), then TallyBatch."""
     waves = math.ceil(shape.batch_size / shape.batch_concurrency)
     return claim_and_tally_seconds(shape, a) + waves * a.lambda_task_seconds * (1 + shape.rejected_share)
+
+
+def process_order_billed_seconds(shape: Shape, a: Assumptions) -> float:
+    """What one ProcessOrder invocation is billed for: its own calls (GetItem and UpdateItem; the
+    PutObject of an accepted order) at the pessimistic latencies, plus its code. The state
+    machine's round trip around it (``lambda_task_seconds``) is the child's time, not Lambda's."""
+    calls = 2 * a.item_call_seconds + (1 - shape.rejected_share) * a.s3_request_seconds
+    return calls + a.handler_seconds
 
 
 def lambda_seconds_per_order(shape: Shape, a: Assumptions) -> float:

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from energy_auction.deployment import slack_webhook_secret_name
 from energy_auction.orders import RETENTION_SECONDS
+from infra.capacity import FUNCTION_MEMORY_MB
 from infra.config import NOTIFIER_TIMEOUT_SECONDS, StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge
@@ -157,7 +158,7 @@ class Notifications(Construct):
             package=package,
             handler="notify",
             description="Posts each notification topic message to Slack",
-            memory_size=256,
+            memory_size=FUNCTION_MEMORY_MB["notify"],
             # Room for the notifier's own retries: 5 attempts of up to 10 s, and Slack's 429
             # Retry-After waits (capped at 30 s), before it fails and Lambda retries the event.
             timeout=Duration.seconds(NOTIFIER_TIMEOUT_SECONDS),

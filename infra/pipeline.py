@@ -22,6 +22,7 @@ from constructs import Construct
 from energy_auction import workflow
 from energy_auction.adapters.aws import NOTICES_INDEX, PENDING_INDEX
 from infra import REPO_ROOT
+from infra.capacity import FUNCTION_MEMORY_MB
 from infra.config import StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge_wildcards
@@ -124,7 +125,7 @@ class AuctionPipeline(Construct):
             description="Lambda A: asks the market; stages the pending orders' keys in batches; claims a "
             "batch and answers its results; tallies batches and summarises runs; republishes overdue "
             "rejection notices",
-            memory_size=1024,
+            memory_size=FUNCTION_MEMORY_MB["fetch_results"],
             # Staging streams the keys page by page (a million orders: about 500 query pages and 10
             # parts of upload); claiming a batch is one batch read and one transaction.
             timeout=Duration.minutes(5),
@@ -184,7 +185,7 @@ class AuctionPipeline(Construct):
             package=package,
             handler="process_order",
             description="Lambda B: stores an accepted result, marks the order; raises OrderRejected",
-            memory_size=512,
+            memory_size=FUNCTION_MEMORY_MB["process_order"],
             # Short: an EXPRESS child (5-minute limit) settles a batch of orders, each with up to 5
             # attempts of ProcessOrder and of its release, with backoff between them.
             timeout=Duration.seconds(10),

@@ -123,7 +123,7 @@ def test_a_stage_that_served_more_says_so_in_its_context() -> None:
 
 
 def test_the_model_bills_each_function_at_its_deployed_memory(dev: Synthesized) -> None:
-    # The memory sizes are copied into the assumptions until the constructs read them from there.
+    # The constructs and the model read one table, FUNCTION_MEMORY_MB.
     deployed = {name: function["Properties"]["MemorySize"] for name, (_, function) in functions(dev).items()}
     assumed = Assumptions()
 
