@@ -69,6 +69,12 @@ _TRANSACT_WRITE_ACTIONS = {
 }
 S3_ACTIONS = {
     "PutObject": "s3:PutObject",
+    # A multipart upload is authorised as PutObject, but for its abort (Amazon S3 User Guide,
+    # "Multipart upload API and permissions").
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "GetObject": "s3:GetObject",
     "HeadObject": "s3:GetObject",
     "DeleteObject": "s3:DeleteObject",
