@@ -133,3 +133,186 @@ def bench_pipeline(orders: int, accept_probability: float = 0.7, **settings_over
             (rejected + entered["NotifyOrderRejected"]) / max(1, rejected), 4
         ),
     }
+
+
+ORDERS_TABLE, RESULTS_BUCKET, REGION = "bench-orders", "bench-results", "eu-west-1"
+
+
+def _aws_container(home: Path, accept_probability: float, **settings_overrides: Any) -> Container:
+    """The AWS backend against moto: the orders table and results bucket made as the stack makes them."""
+    import boto3
+    from tests.adapters.stores import create_orders_table
+
+    from energy_auction.local.engine import TOPIC
+
+    create_orders_table(boto3.client("dynamodb", region_name=REGION), ORDERS_TABLE)
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket=RESULTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    settings = Settings(
+        backend=Backend.AWS,
+        home=home,
+        region=REGION,
+        orders_table=ORDERS_TABLE,
+        results_bucket=RESULTS_BUCKET,
+        notification_topic_arn=f"arn:aws:sns:{REGION}:123456789012:{TOPIC}",
+        jwt_secret="x" * 40,
+        market_ready_probability=1.0,
+        market_accept_probability=accept_probability,
+        market_seed=1,
+        **settings_overrides,
+    )
+    return Container(settings)
+
+
+def _store(container: Container, orders: int) -> None:
+    for start in range(0, orders, 100):
+        batch = [
+            {"record_id": f"b{i}", "parameter_1": "lot", "parameter_2": i + 0.5}
+            for i in range(start, min(orders, start + 100))
+        ]
+        container.order_store.put_orders(
+            new_orders(parse_orders(json.dumps(batch), Limits()), time.time(), "bench"), int(time.time())
+        )
+
+
+def bench_pipeline_aws(orders: int, accept_probability: float = 0.7) -> dict[str, Any]:
+    """A whole run on the AWS adapters (DynamoDB, S3) on moto, with every AWS call the pipeline's
+    handlers make counted by operation, and each task's peak memory (tracemalloc, per invocation:
+    the engine runs one invocation at a time). The notifier is left out (modelled on its own)."""
+    import tracemalloc
+
+    from moto import mock_aws
+    from tests.adapters.stores import fast_moto_transactions
+    from tests.aws_calls import record_aws_calls
+
+    from energy_auction.handlers import fetch_results, process_order
+    from energy_auction.local.engine import PipelineEngine
+
+    invocations: dict[str, int] = defaultdict(int)
+    peaks: dict[str, int] = defaultdict(int)
+
+    def measured(name: str, handler: Any) -> Any:
+        def wrapper(event: dict[str, Any], context: Any) -> Any:
+            task = f"{name}:{event.get('action', 'stage' if name == 'fetch_results' else 'settle')}"
+            invocations[name] += 1
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            try:
+                return handler(event, context)
+            finally:
+                peaks[task] = max(peaks[task], tracemalloc.get_traced_memory()[1] - before)
+
+        return wrapper
+
+    def silent(event: dict[str, Any], context: Any) -> dict[str, int]:
+        return {"delivered": 0}
+
+    with tempfile.TemporaryDirectory() as home, mock_aws(), fast_moto_transactions():
+        container = _aws_container(Path(home), accept_probability)
+        _store(container, orders)
+        tracemalloc.start()
+        try:
+            with (
+                _recorded_events() as histories,
+                PipelineEngine(
+                    container,
+                    fetch_results=measured("fetch_results", fetch_results.handler),
+                    process_order=measured("process_order", process_order.handler),
+                    notify=silent,
+                ) as engine,
+                record_aws_calls() as calls,
+            ):
+                started = time.perf_counter()
+                summary = engine.run(timeout=3600)
+                wall = time.perf_counter() - started
+        finally:
+            tracemalloc.stop()
+    by_operation: dict[str, int] = defaultdict(int)
+    for call in calls:
+        if call.function in {"fetch_results", "process_order"}:
+            by_operation[f"{call.service}.{call.operation}"] += 1
+    parent = next(h for h in histories.values() if any(t == "MapRunStarted" for t, _, _ in h))
+    parent_entered = sum(1 for t, _, _ in parent if t.endswith("StateEntered"))
+    children = [
+        h for h in histories.values() if h is not parent and any(t == "ExecutionStarted" for t, _, _ in h)
+    ]
+    child_entered = sum(1 for h in children for t, _, _ in h if t.endswith("StateEntered"))
+    return {
+        "orders": orders,
+        "backend": "dynamodb (moto)",
+        "status": summary.status,
+        "accepted": summary.accepted,
+        "rejected": summary.rejected,
+        "wall_seconds": round(wall, 2),
+        "aws_calls_per_order": {op: round(n / orders, 4) for op, n in sorted(by_operation.items())},
+        "lambda_invocations_per_order": {f: round(n / orders, 4) for f, n in sorted(invocations.items())},
+        "state_transitions_per_order": {
+            "parent": round(parent_entered / orders, 4),
+            "children": round(child_entered / orders, 4),
+        },
+        "child_executions_per_order": round(len(children) / orders, 4),
+        "parent_history_events": len(parent),
+        "largest_state_payload_bytes": max(size for h in histories.values() for _, size, _ in h),
+        "peak_memory_kib_by_task": {task: round(peak / 1024) for task, peak in sorted(peaks.items())},
+    }
+
+
+QUERY_PAGE_ITEMS = 1000
+"""Orders in one 1 MB page of the pending-orders index (projection ALL, about 1 KiB an order)."""
+
+
+def _one_megabyte_pages(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("Limit", QUERY_PAGE_ITEMS)
+
+
+def bench_staging(orders: int) -> dict[str, Any]:
+    """FetchResults' staging alone on the AWS adapters (moto): its peak memory and calls at ``orders``,
+    to show neither grows with the number of orders beyond the paginated read streamed to S3."""
+    import tracemalloc
+
+    import boto3
+    from moto import mock_aws
+    from tests.aws_calls import record_aws_calls
+
+    from energy_auction.adapters.aws import S3WorkStore
+    from energy_auction.market import SimulatedMarket
+    from energy_auction.pipeline import fetch_results
+
+    with tempfile.TemporaryDirectory() as home, mock_aws():
+        container = _aws_container(Path(home), 0.7)
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="bench-work", CreateBucketConfiguration={"LocationConstraint": REGION})
+        _store(container, orders)
+        # moto answers a query in one page whatever its size; DynamoDB stops a page at 1 MB, about
+        # 1,000 orders of this index (projection ALL). The page size is emulated with a Limit.
+        session = boto3.DEFAULT_SESSION
+        assert session is not None
+        session.events.register("provide-client-params.dynamodb.Query", _one_megabyte_pages)
+        tracemalloc.start()
+        with record_aws_calls() as calls:
+            started = time.perf_counter()
+            answer = fetch_results(
+                "run-bench",
+                1,
+                store=container.order_store,
+                market=SimulatedMarket(1.0, 1.0, seed=1),
+                work=S3WorkStore(s3, "bench-work"),
+                now=time.time(),
+                batch_size=container.settings.pipeline_batch_size,
+                max_orders=container.settings.pipeline_max_orders,
+            )
+            wall = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    counted: dict[str, int] = defaultdict(int)
+    for call in calls:
+        counted[f"{call.service}.{call.operation}"] += 1
+    return {
+        "orders": orders,
+        "staged": answer["count"],
+        "batches": answer["batches"],
+        "wall_seconds": round(wall, 2),
+        "peak_memory_kib": round(peak / 1024),
+        "aws_calls": dict(sorted(counted.items())),
+    }
