@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 DIGEST_LIMIT = 20
 """Notices one digest lists; it counts the rest by kind."""
+BATCH_SIZE = 1000
+"""Notices the notifier is handed at most at once: the event source mapping's batch size on AWS
+(a burst of a few minutes' rejections; about 2.5 MB of SNS envelopes, under Lambda's 6 MB event),
+and the local delivery's batch. Each rejection costs two conditional writes (claim, then record)."""
 DIGESTED: Mapping[NoticeKind, str] = MappingProxyType(
     {
         NoticeKind.ORDER_REJECTED: "rejected",

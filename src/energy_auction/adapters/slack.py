@@ -30,9 +30,9 @@ MAX_RETRY_AFTER = 30.0
 """Longest wait honoured from a Retry-After header, in seconds."""
 MAX_BACKOFF = 30.0
 MIN_POST_INTERVAL_SECONDS = 3.0
-"""The least time between two posts to one webhook (one channel), retries included: Slack takes
-about one message a second per webhook, with short bursts; at most two notifier invocations run
-at once (the queue's event source mapping), so a channel gets at most 2 messages every 3 seconds."""
+"""The least time between two posts to one webhook (one channel) from one notifier, retries
+included: Slack takes about one message a second per webhook, with short bursts. The deployment
+bounds how many notifiers run at once (``infra.notifications.NOTIFIER_MAX_CONCURRENCY``)."""
 
 _SECTION_TEXT_LIMIT = 3000
 _FIELD_LIMIT = 2000

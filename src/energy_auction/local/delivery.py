@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from energy_auction.digest import BATCH_SIZE
 from energy_auction.local.lambdas import LOCAL_ACCOUNT
 from energy_auction.observability import logger
 
@@ -29,8 +30,6 @@ RETRY_MAX_SECONDS = 300.0
 BATCH_WINDOW_SECONDS = 1.0
 """How long the thread gathers messages into a batch after the first, as the event source
 mapping's batching window does on AWS (shorter here: a local run is small and someone waits)."""
-BATCH_SIZE = 1000
-"""Messages in one batch at most (the event source mapping's batch size on AWS is the same)."""
 _IDLE_POLL_SECONDS = 1.0
 """How often an idle worker looks for messages another process published or a retry that is due."""
 _GATHER_POLL_SECONDS = 0.05
