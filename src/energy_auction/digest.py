@@ -164,8 +164,8 @@ def digest(notices: Sequence[Notice], limit: int = DIGEST_LIMIT) -> Notice:
     kind; one notice is its own digest."""
     if not notices:
         raise ValueError("a digest needs at least one notice")
-    if not 0 < limit < MAX_LINES:
-        raise ValueError(f"a digest lists 1 to {MAX_LINES - 1} notices, not {limit}")
+    if not 0 < limit <= MAX_LINES:
+        raise ValueError(f"a digest lists 1 to {MAX_LINES} notices, not {limit}")
     if len(notices) == 1:
         return notices[0]
     listed, rest = notices[:limit], notices[limit:]

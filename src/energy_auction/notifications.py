@@ -37,9 +37,10 @@ MAX_FIELDS = 10
 LINE_LIMIT = 300
 """Characters of one line of a notice's list (a digest lists one notice a line)."""
 MAX_LINES = 30
-"""Lines in a notice's list: with the header, the text and the context, well inside Slack's 50
-blocks a message, and at most 9,000 characters (Slack refuses a message whose blocks hold much
-more than 13,000 in all, though it documents no such limit)."""
+"""Lines in a notice's list (a digest lists at most this many notices): with the header, the text
+and the context, well inside Slack's 50 blocks a message, and at most 9,000 characters (Slack
+refuses a message whose blocks hold much more than 13,000 in all, though it documents no such
+limit)."""
 
 REJECTION_SUBJECT = "Energy Auction: order rejected"
 """The subject of a rejection notice (the state machine's NotifyOrderRejected state uses the same)."""
