@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from aws_cdk import AssetHashType, Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from energy_auction.deployment import SERVICE
@@ -66,9 +65,6 @@ class ServiceFunction(Construct):
         environment: Mapping[str, str],
         memory_size: int = 512,
         timeout: Duration | None = None,
-        dead_letter_queue: sqs.IQueue | None = None,
-        retry_attempts: int | None = None,
-        max_event_age: Duration | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if handler not in HANDLERS:
@@ -94,11 +90,6 @@ class ServiceFunction(Construct):
             role=self.role,
             memory_size=memory_size,
             timeout=timeout or Duration.seconds(30),
-            # Asynchronous invocations only (e.g. SNS): what Lambda does with an event that keeps
-            # failing. CDK grants the role sqs:SendMessage on the queue, and nothing else.
-            dead_letter_queue=dead_letter_queue,
-            retry_attempts=retry_attempts,
-            max_event_age=max_event_age,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
             environment={

@@ -14,6 +14,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from energy_auction.deployment import SERVICE
+from energy_auction.observability import NAMESPACE
 from infra.config import StageConfig
 from infra.functions import ServiceFunction
 
@@ -43,6 +45,7 @@ class Monitoring(Construct):
         functions: list[WatchedFunction],
         state_machine: sfn.StateMachine,
         schedule: events.Rule,
+        notice_queue: sqs.IQueue,
         notifier_dead_letters: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -105,8 +108,18 @@ class Monitoring(Construct):
             "NotifierDeadLetters",
             undelivered,
             1,
-            "Notices Slack never got: the notifier failed on them after Lambda's retries and they wait "
-            "in its dead-letter queue (README runbook: re-publish them once Slack works)",
+            "Notices Slack never got: the notifier failed on them each time the notice queue gave them "
+            "to it, and they wait in its dead-letter queue (README runbook: redrive them once Slack works)",
+        )
+        # The notifier reports a notice it could not post as a batch item failure, which is no
+        # Lambda error: its own metric says so, long before the notice reaches the dead letters.
+        failed_notices = self._notifier_metric("NotificationsFailed")
+        self._alarm(
+            "NotificationsFailed",
+            failed_notices,
+            1,
+            "The notifier could not deliver notices (Slack refused or was down, or the order table "
+            "failed); the notice queue gives them to it again",
         )
 
         self.dashboard = cloudwatch.Dashboard(
@@ -122,11 +135,27 @@ class Monitoring(Construct):
                 title="Undelivered notices (notifier dead-letter queue)",
                 left=[undelivered],
                 left_annotations=[
-                    cloudwatch.HorizontalAnnotation(value=1, label="any message: re-publish (runbook)")
+                    cloudwatch.HorizontalAnnotation(value=1, label="any message: redrive (runbook)")
                 ],
-                width=24,
+                width=12,
                 height=4,
-            )
+            ),
+            cloudwatch.GraphWidget(
+                title="Notices to Slack (notice queue, digests)",
+                left=[
+                    notice_queue.metric_approximate_number_of_messages_visible(
+                        period=PERIOD, statistic="Maximum"
+                    ),
+                    self._notifier_metric("NoticesDigested"),
+                    self._notifier_metric("SlackMessagesPosted"),
+                    failed_notices,
+                ],
+                right=[
+                    notice_queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
+                ],
+                width=12,
+                height=4,
+            ),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -175,6 +204,16 @@ class Monitoring(Construct):
                 left=[state_machine.metric_time(period=PERIOD, statistic="p99")],
                 width=12,
             ),
+        )
+
+    @staticmethod
+    def _notifier_metric(name: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name=name,
+            dimensions_map={"service": SERVICE},
+            period=PERIOD,
+            statistic="Sum",
         )
 
     def _alarm(

@@ -1,4 +1,5 @@
-"""The notification topic (alarms, pipeline notices, delivery failures) and its Slack notifier."""
+"""The notification topic (alarms, pipeline notices, delivery failures), the notice queue that
+buffers it for Slack, and the notifier that posts digests from that queue."""
 
 from __future__ import annotations
 
@@ -6,30 +7,49 @@ from aws_cdk import Duration, SecretValue, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from energy_auction.deployment import slack_webhook_secret_name
+from energy_auction.digest import BATCH_SIZE
 from energy_auction.orders import RETENTION_SECONDS
 from infra.capacity import FUNCTION_MEMORY_MB
 from infra.config import NOTIFIER_TIMEOUT_SECONDS, StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge
-from infra.secure import dead_letter_queue
+from infra.secure import dead_letter_queue, private_queue
 
 PIPELINE_FAILED_RULE = "energy-auction-delivery-failed"
 """Name of the delivery pipeline's EventBridge rule that publishes to a stage's topic."""
 
-NOTIFIER_RETRY_ATTEMPTS = 2
-"""Lambda's retries of a failed SNS event (asynchronous invocation) before it goes to the DLQ."""
-NOTIFIER_MAX_EVENT_AGE = Duration.hours(1)
-"""How long Lambda keeps trying an event (throttling included) before it goes to the DLQ: a notice
-an hour late is better re-published by hand from the queue, where it is kept 14 days."""
+NOTICE_BATCHING_WINDOW = Duration.seconds(5)
+"""How long the event source mapping gathers notices before it invokes the notifier (unless a
+batch fills first): a burst of rejections arrives as one batch, so as one digest."""
+NOTIFIER_MAX_CONCURRENCY = 2
+"""Notifier invocations at once: the event source mapping's MaximumConcurrency, whose least value
+is 2. Reserved concurrency would bound the function, not the mapping: the mapping does not see it
+and sends more batches than the function may run, which are throttled, and each throttled receive
+counts towards the dead-letter queue (Lambda developer guide: SQS scaling). Each notifier keeps
+MIN_POST_INTERVAL_SECONDS between its own posts, so a channel gets at most 2 messages per 3 s."""
+NOTICE_MAX_RECEIVES = 5
+"""Deliveries of one notice the notifier may fail (or be throttled on) before SQS moves it to the
+dead-letter queue: with the visibility timeout, about an hour and a half of a Slack that is down."""
+NOTICE_VISIBILITY_TIMEOUT = Duration.seconds(
+    6 * NOTIFIER_TIMEOUT_SECONDS + NOTICE_BATCHING_WINDOW.to_seconds()
+)
+"""Six times the notifier's timeout, plus the batching window (Lambda developer guide: configuring
+a queue for Lambda): room for Lambda's own retries of a throttled batch. A notice reported failed
+comes back after it."""
+NOTICE_RETENTION = Duration.days(4)
+"""How long the queue keeps a notice: shorter than its dead-letter queue's, as SQS advises (a
+message keeps its first enqueue time when it moves there)."""
 DEAD_LETTER_RETENTION = Duration.seconds(RETENTION_SECONDS)
-"""14 days, as long as the store keeps a rejected order (so a re-published dead letter is
-recognised as delivered or not)."""
+"""14 days, as long as the store keeps a rejected order (so a redriven dead letter is recognised
+as delivered or not)."""
 
 
 def topic_name(stage: str) -> str:
@@ -38,7 +58,8 @@ def topic_name(stage: str) -> str:
 
 
 class Notifications(Construct):
-    """An encrypted, SSL-only SNS topic; the notifier Lambda posts each message to Slack."""
+    """An encrypted, SSL-only SNS topic; an encrypted, SSL-only queue subscribed to it; the notifier
+    Lambda that posts the queue's notices to Slack as digests."""
 
     def __init__(
         self,
@@ -140,8 +161,10 @@ class Notifications(Construct):
             "A Slack incoming webhook URL cannot be rotated by AWS: a person creates a new one in Slack "
             "and stores it (README runbook: filling the Slack webhook)",
         )
-        # SNS invokes the notifier asynchronously: an event that still fails after Lambda's
-        # retries lands here (the message body is the SNS event) instead of being dropped.
+        # The topic's notices wait in a queue for the notifier, which takes them in batches and
+        # posts digests: Slack takes about one message a second per webhook, a run rejects more.
+        # A notice the notifier fails on NOTICE_MAX_RECEIVES times moves to the dead-letter queue
+        # (its body the SNS envelope), to be redriven once Slack works (README runbook).
         self.dead_letters = dead_letter_queue(
             self,
             "NotifierDeadLetters",
@@ -149,18 +172,29 @@ class Notifications(Construct):
             retention=DEAD_LETTER_RETENTION,
             removal_policy=config.removal_policy,
         )
-        # cdk-nag SQS3 (a queue without a DLQ of its own) sees the function's DeadLetterConfig and
-        # does not flag this queue: it is a DLQ.
+        self.queue = private_queue(
+            self,
+            "NoticeQueue",
+            queue_name=f"{config.resource_prefix}-notices",
+            retention=NOTICE_RETENTION,
+            visibility_timeout=NOTICE_VISIBILITY_TIMEOUT,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=NOTICE_MAX_RECEIVES, queue=self.dead_letters
+            ),
+        )
+        # Not raw: each message is the SNS envelope, with the subject, the kind attribute, the
+        # message id and the time the notifier reads.
+        self.topic.add_subscription(subscriptions.SqsSubscription(self.queue, raw_message_delivery=False))
         self.notifier = ServiceFunction(
             self,
             "Notifier",
             config=config,
             package=package,
             handler="notify",
-            description="Posts each notification topic message to Slack",
+            description="Posts the notice queue's messages to Slack as digests",
             memory_size=FUNCTION_MEMORY_MB["notify"],
-            # Room for the notifier's own retries: 5 attempts of up to 10 s, and Slack's 429
-            # Retry-After waits (capped at 30 s), before it fails and Lambda retries the event.
+            # Room for a batch: its rejections' conditional writes, and a few posts, each with up
+            # to 5 attempts of 10 s and Slack's 429 Retry-After waits (capped at 30 s).
             timeout=Duration.seconds(NOTIFIER_TIMEOUT_SECONDS),
             environment=settings_env(
                 backend="aws",
@@ -168,9 +202,17 @@ class Notifications(Construct):
                 orders_table=table.table_name,
                 notice_delivery_lease_seconds=config.notice_delivery_lease_seconds,
             ),
-            dead_letter_queue=self.dead_letters,
-            retry_attempts=NOTIFIER_RETRY_ATTEMPTS,
-            max_event_age=NOTIFIER_MAX_EVENT_AGE,
+        )
+        # CDK grants the role what the mapping polls with (receive, delete, change visibility,
+        # the queue's attributes); the handler itself never calls SQS.
+        self.notifier.function.add_event_source(
+            event_sources.SqsEventSource(
+                self.queue,
+                batch_size=BATCH_SIZE,
+                max_batching_window=NOTICE_BATCHING_WINDOW,
+                report_batch_item_failures=True,
+                max_concurrency=NOTIFIER_MAX_CONCURRENCY,
+            )
         )
         self.slack_webhook_secret.grant_read(self.notifier.role)
         # A rejection notice is delivered once: the notifier takes, records or gives back its
@@ -178,6 +220,6 @@ class Notifications(Construct):
         self.notifier.role.add_to_principal_policy(
             iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[table.table_arn])
         )
-        self.topic.add_subscription(subscriptions.LambdaSubscription(self.notifier.function))
+        # Every notice reaches e-mail as it is published, digests or not.
         if config.alert_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(config.alert_email))

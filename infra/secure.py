@@ -1,4 +1,4 @@
-"""The one way this app makes an S3 bucket or a dead-letter queue: private and TLS-only."""
+"""The one way this app makes an S3 bucket or an SQS queue: private and TLS-only."""
 
 from __future__ import annotations
 
@@ -23,16 +23,17 @@ def private_bucket(scope: Construct, construct_id: str, **options: Any) -> s3.Bu
     )
 
 
-def dead_letter_queue(
+def private_queue(
     scope: Construct,
     construct_id: str,
     *,
     queue_name: str,
     retention: Duration,
     removal_policy: RemovalPolicy | None = None,
+    **options: Any,
 ) -> sqs.Queue:
-    """A dead-letter queue: SQS-managed encryption (AWS services can send to it without a key
-    grant), TLS only, messages kept for ``retention``."""
+    """A queue: SQS-managed encryption (AWS services, SNS included, can send to it without a key
+    grant), TLS only, messages kept for ``retention``; ``options`` are the Queue's others."""
     return sqs.Queue(
         scope,
         construct_id,
@@ -41,4 +42,19 @@ def dead_letter_queue(
         enforce_ssl=True,
         retention_period=retention,
         removal_policy=removal_policy,
+        **options,
+    )
+
+
+def dead_letter_queue(
+    scope: Construct,
+    construct_id: str,
+    *,
+    queue_name: str,
+    retention: Duration,
+    removal_policy: RemovalPolicy | None = None,
+) -> sqs.Queue:
+    """A dead-letter queue: a :func:`private_queue` that other queues or services send to."""
+    return private_queue(
+        scope, construct_id, queue_name=queue_name, retention=retention, removal_policy=removal_policy
     )

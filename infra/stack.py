@@ -57,6 +57,7 @@ class EnergyAuctionStack(Stack):
             ],
             state_machine=pipeline.state_machine,
             schedule=pipeline.schedule,
+            notice_queue=notifications.queue,
             notifier_dead_letters=notifications.dead_letters,
         )
 
@@ -70,7 +71,7 @@ class EnergyAuctionStack(Stack):
             self,
             "NotifierDeadLetterQueueUrl",
             value=notifications.dead_letters.queue_url,
-            description="Notices the notifier could not post to Slack (README runbook)",
+            description="Notices the notifier could not post to Slack, to redrive (README runbook)",
         )
         CfnOutput(self, "JwtSecretName", value=api.jwt_secret.secret_name)
         CfnOutput(self, "SlackWebhookSecretName", value=notifications.slack_webhook_secret.secret_name)

@@ -1,4 +1,4 @@
-"""SNS events as Lambda receives them, and the messages the notification topic carries.
+"""SNS records and the SQS events the notifier receives them in, and the messages the topic carries.
 
 The state machine's messages are ``States.JsonToString($)`` of the state at its ``sns:publish``
 states (see workflow/pipeline.asl.json): compact JSON, with a Catch's ``{"Error", "Cause"}`` where
@@ -14,6 +14,7 @@ from typing import Any
 from tests.builders import TRADER
 
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:energy-auction-notifications"
+QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:energy-auction-notices"
 TIMESTAMP = "2027-01-15T08:05:00.123Z"
 
 
@@ -144,3 +145,62 @@ def sns_record(message: str, kind: str | None = None, subject: str | None = None
 
 def sns_event(*records: dict[str, Any]) -> dict[str, Any]:
     return {"Records": list(records)}
+
+
+def sqs_record(sns: dict[str, Any]) -> dict[str, Any]:
+    """What the notice queue holds for one topic message (no raw message delivery): the SNS
+    envelope as the SQS message body, in the record the event source mapping gives the notifier.
+    ``sns`` is an :func:`sns_record`."""
+    envelope = {
+        (
+            "SigningCertURL"
+            if name == "SigningCertUrl"
+            else "UnsubscribeURL"
+            if name == "UnsubscribeUrl"
+            else name
+        ): value
+        for name, value in sns["Sns"].items()
+        if not (name == "Subject" and value is None) and not (name == "MessageAttributes" and not value)
+    }
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": f"AQEB{uuid.uuid4().hex}",
+        "body": json.dumps(envelope),
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1800000300123",
+            "SenderId": "AIDAIT2UOQQY3AUEKVGXU",
+            "ApproximateFirstReceiveTimestamp": "1800000300125",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": QUEUE_ARN,
+        "awsRegion": "eu-west-1",
+    }
+
+
+def sqs_event(*records: dict[str, Any]) -> dict[str, Any]:
+    """The notifier's event for a batch of the queue's messages (each an :func:`sqs_record`)."""
+    return {"Records": list(records)}
+
+
+def notices_event(*messages: tuple[str, str | None, str | None]) -> dict[str, Any]:
+    """The notifier's event for topic messages given as ``(message, kind, subject)``."""
+    return sqs_event(*(sqs_record(sns_record(*message)) for message in messages))
+
+
+def run_summary_message(run_id: str = "run-1", **changes: Any) -> str:
+    """The run summary the state machine publishes at the end of a run that settled anything."""
+    summary = {
+        "run_id": run_id,
+        "staged": 1200,
+        "orders": 1000,
+        "accepted": 700,
+        "rejected": 290,
+        "failed": 10,
+        "left": 200,
+        "started_at": "2027-01-15T08:00:00Z",
+        "duration_seconds": 42.34,
+    }
+    return state_json({**summary, **changes})

@@ -39,6 +39,7 @@ COMPONENTS = frozenset(
         "result_store",
         "work_store",
         "notifier",
+        "notice_log",
         "notice_publisher",
         "topic",
         "secrets",
@@ -150,16 +151,23 @@ class Container:
 
     @cached_property
     def notifier(self) -> Notifier:
-        from energy_auction.adapters.channels import FanOutNotifier, LogNotifier
+        """Where notices are posted for people: the Slack webhook (a log line while none is set)."""
+        from energy_auction.adapters.channels import LogNotifier
         from energy_auction.adapters.slack import SlackWebhookNotifier
 
-        notifiers: list[Notifier] = []
+        return SlackWebhookNotifier(self.slack_webhook_url, fallback=LogNotifier())
+
+    @cached_property
+    def notice_log(self) -> Notifier:
+        """Where every notice is kept, one by one, whatever Slack gets (a digest counts many):
+        ``notifications.jsonl`` locally, a log line on AWS."""
         if self.settings.backend is Backend.LOCAL:
             from energy_auction.adapters.local import JsonlNotifier
 
-            notifiers.append(JsonlNotifier(self.settings.notifications_file))
-        notifiers.append(SlackWebhookNotifier(self.slack_webhook_url, fallback=LogNotifier()))
-        return FanOutNotifier(notifiers)
+            return JsonlNotifier(self.settings.notifications_file)
+        from energy_auction.adapters.channels import LogNotifier
+
+        return LogNotifier()
 
     def slack_webhook_url(self) -> str | None:
         """SLACK_WEBHOOK_URL, else the Secrets Manager secret (cached); None when unset or empty."""

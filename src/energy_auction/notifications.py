@@ -3,15 +3,17 @@
 :func:`notice_from_message` turns a message from the notification topic (the state machine's
 ``sns:publish`` states, CloudWatch alarms, anything else) into a :class:`Notice`. It never raises:
 a message it does not understand becomes a generic notice, so no alert is dropped for its shape.
-Channels (Slack, a log line, the local stack's JSONL file) implement
-:class:`~energy_auction.ports.Notifier`.
+:func:`notice_from_envelope` does the same for an SNS envelope (what the notice queue holds for
+each topic message). Channels (Slack, a log line, the local stack's JSONL file) implement
+:class:`~energy_auction.ports.Notifier`; ``energy_auction.digest`` gathers a batch's order notices
+into one notice for Slack.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, get_args
@@ -32,9 +34,18 @@ VALUE_LIMIT = 1900
 LABEL_LIMIT = 60
 MAX_FIELDS = 10
 """Fields in one section."""
+LINE_LIMIT = 300
+"""Characters of one line of a notice's list (a digest lists one notice a line)."""
+MAX_LINES = 30
+"""Lines in a notice's list (a digest lists at most this many notices): with the header, the text
+and the context, well inside Slack's 50 blocks a message, and at most 9,000 characters (Slack
+refuses a message whose blocks hold much more than 13,000 in all, though it documents no such
+limit)."""
 
 REJECTION_SUBJECT = "Energy Auction: order rejected"
 """The subject of a rejection notice (the state machine's NotifyOrderRejected state uses the same)."""
+RUN_SUMMARY_SUBJECT = "Energy Auction: run summary"
+"""The subject of a run's summary notice (the state machine's summary publish uses the same)."""
 
 _ELLIPSIS = "…"
 _DEFAULT_TITLE = "Energy Auction notification"
@@ -49,8 +60,13 @@ class NoticeKind(StrEnum):
     FETCH_FAILED = "fetch_failed"
     PIPELINE_FAILED = "pipeline_failed"
     """The delivery pipeline (CodePipeline) failed; its EventBridge rule puts the kind in the message."""
+    RUN_SUMMARY = "run_summary"
+    """A run that settled anything: its counts per outcome and its duration."""
     ALARM = "alarm"
     OTHER = "other"
+    DIGEST = "digest"
+    """Many order notices in one (``energy_auction.digest``): made by the notifier for Slack, never
+    published to the topic."""
 
 
 class NotificationFailed(Exception):
@@ -92,6 +108,11 @@ class Notice:
     order: tuple[str, str] | None = None
     """``(order key, run_id)`` of the order rejection this notice reports: its delivery is recorded
     on that order (``OrderStore.claim_notice``), so it is delivered once."""
+    line: str | None = None
+    """How this notice reads as one line of a digest (order notices have one; others use the title)."""
+    lines: tuple[str, ...] = ()
+    """A list shown under the text, one item a line: a digest's notices (at most :data:`MAX_LINES`,
+    each cut to :data:`LINE_LIMIT` characters)."""
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -116,10 +137,22 @@ class Notice:
         if self.occurred_at is not None:
             occurred_at = _clip(_one_line(_encodable(self.occurred_at)), 64) or None
             object.__setattr__(self, "occurred_at", occurred_at)
+        if self.line is not None:
+            object.__setattr__(self, "line", _list_item(self.line) or None)
+        lines = tuple(item for item in (_list_item(line) for line in self.lines) if item)
+        if len(lines) > MAX_LINES:
+            lines = (*lines[: MAX_LINES - 1], f"{_ELLIPSIS} {len(lines) - MAX_LINES + 1} more lines")
+        object.__setattr__(self, "lines", lines)
+
+    @property
+    def as_line(self) -> str:
+        """The notice as one line of a digest: its ``line``, else its title."""
+        return self.line or self.title
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly: kind, severity, title, text, fields (``{label: value}``), occurred_at, key."""
-        return {
+        """JSON-friendly: kind, severity, title, text, fields (``{label: value}``), occurred_at, key,
+        and lines when it has a list."""
+        document: dict[str, Any] = {
             "kind": self.kind.value,
             "severity": self.severity,
             "title": self.title,
@@ -128,6 +161,9 @@ class Notice:
             "occurred_at": self.occurred_at,
             "key": self.key,
         }
+        if self.lines:
+            document["lines"] = list(self.lines)
+        return document
 
 
 def notice_from_message(message: str, kind: str | None, subject: str | None) -> Notice:
@@ -154,6 +190,34 @@ def notice_from_message(message: str, kind: str | None, subject: str | None) -> 
         if notice is not None:
             return notice
     return _generic(message, document, declared, subject)
+
+
+def notice_from_envelope(body: str, default_key: str | None = None) -> Notice:
+    """The notice for one SNS envelope (an SQS message body, the topic subscribed without raw
+    message delivery); never raises.
+
+    The envelope's ``Message``, ``Subject`` and ``kind`` message attribute make the notice
+    (:func:`notice_from_message`); its ``Timestamp`` is the notice's time and its ``MessageId`` its
+    key when the message names neither. A body that is not an envelope is read as the message
+    itself, keyed by ``default_key`` (the queue's message id).
+    """
+    envelope = _parse_json(body)
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("Message"), str):
+        notice = notice_from_message(body, None, None)
+        return replace(notice, key=notice.key or default_key)
+    kind = _mapping(_mapping(envelope.get("MessageAttributes")).get("kind")).get("Value")
+    subject = envelope.get("Subject")
+    notice = notice_from_message(
+        envelope["Message"],
+        kind if isinstance(kind, str) else None,
+        subject if isinstance(subject, str) else None,
+    )
+    timestamp, message_id = _text(envelope.get("Timestamp")), _text(envelope.get("MessageId"))
+    return replace(
+        notice,
+        occurred_at=notice.occurred_at or timestamp,
+        key=notice.key or message_id or default_key,
+    )
 
 
 # --- The state machine's messages -------------------------------------------------------------
@@ -187,6 +251,7 @@ def _order_rejected(document: Mapping[str, Any]) -> Notice | None:
         occurred_at=_text(result.get("decided_at")),
         key=rejection_key(key or record_id, run_id) if run_id else None,
         order=(key, run_id) if key and run_id else None,
+        line=f"{record_id} ({_text(trader) or 'unknown trader'}) rejected: {reason}",
     )
 
 
@@ -227,6 +292,8 @@ def _order_processing_failed(document: Mapping[str, Any]) -> Notice | None:
             ("error_message", error.message),
         ),
         severity="error",
+        line=f"{record_id} ({_text(result.get('trader')) or 'unknown trader'}) failed to process: {what}; "
+        "it stays pending",
     )
 
 
@@ -384,12 +451,82 @@ def _pipeline_failed(document: Mapping[str, Any]) -> Notice | None:
     )
 
 
+_RUN_COUNTS = ("accepted", "rejected", "failed")
+"""The outcomes a run summary counts, in the order it shows them."""
+
+
+def _run_summary(document: Mapping[str, Any]) -> Notice | None:
+    run_id = _text(document.get("run_id"))
+    settled = _count(document.get("orders"))
+    if run_id is None or settled is None:
+        return None
+    counts = {name: _count(document.get(name)) for name in _RUN_COUNTS}
+    outcomes = ", ".join(f"{value:,} {name}" for name, value in counts.items() if value is not None)
+    left, staged = _count(document.get("left")), _count(document.get("staged"))
+    duration = _duration(document.get("duration_seconds"))
+    text = f"Run {run_id} settled {_orders(settled)}" + (f" in {duration}" if duration else "")
+    text += f": {outcomes}." if outcomes else "."
+    if counts["failed"]:
+        text += " The failed ones are back to pending for the next run."
+    if left:
+        text += f" {left:,} left for the next run."
+    title = f"Run {run_id}: {_orders(settled)} settled"
+    return Notice(
+        kind=NoticeKind.RUN_SUMMARY,
+        title=title + (f", {left:,} left for the next run" if left else ""),
+        text=text,
+        fields=_present(
+            ("run_id", run_id),
+            ("orders", str(settled)),
+            *((name, None if value is None else str(value)) for name, value in counts.items()),
+            ("left", None if left is None else str(left)),
+            ("staged", None if staged is None else str(staged)),
+            ("started_at", _text(document.get("started_at"))),
+            ("duration", duration),
+        ),
+        severity="warning" if counts["failed"] else "info",
+        # One summary per run: a copy (a retried publish) is the same notice.
+        key=f"{NoticeKind.RUN_SUMMARY.value}/{run_id}",
+    )
+
+
+def _orders(count: int) -> str:
+    return f"{count:,} order" + ("" if count == 1 else "s")
+
+
+def _count(value: Any) -> int | None:
+    """A count from a JSON message: a whole number of 0 or more (the JSON may carry 3 or 3.0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = Decimal(str(value))
+    if not number.is_finite() or number < 0 or number != number.to_integral_value():
+        return None
+    return int(number)
+
+
+def _duration(value: Any) -> str | None:
+    """Seconds as people read them: 42.3 s, 12 min 5 s, 2 h 3 min."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    seconds = float(value)
+    if not 0 <= seconds < 10**9:
+        return None
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
 _INTERPRETERS = {
     NoticeKind.PIPELINE_FAILED.value: _pipeline_failed,
     NoticeKind.ORDER_REJECTED.value: _order_rejected,
     NoticeKind.ORDER_PROCESSING_FAILED.value: _order_processing_failed,
     NoticeKind.RESULTS_NOT_READY.value: _results_not_ready,
     NoticeKind.FETCH_FAILED.value: _fetch_failed,
+    NoticeKind.RUN_SUMMARY.value: _run_summary,
 }
 
 
@@ -468,6 +605,10 @@ def _present(*pairs: tuple[str, str | None]) -> tuple[tuple[str, str], ...]:
 
 def _in_run(run_id: str | None) -> str:
     return f" (run {run_id})" if run_id else ""
+
+
+def _list_item(text: str) -> str:
+    return _clip(_one_line(_redact(_encodable(text))), LINE_LIMIT)
 
 
 def _one_line(text: str) -> str:

@@ -25,7 +25,6 @@ notified once, whichever run, retry or redelivery brings it.
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,15 +33,13 @@ from typing import TYPE_CHECKING, Any
 from energy_auction import codec
 from energy_auction.errors import ClaimLost, OrderRejected
 from energy_auction.market import OrderResult
-from energy_auction.notifications import REJECTION_SUBJECT, Notice, NoticeKind
-from energy_auction.observability import logger
-from energy_auction.orders import BatchTally, NoticeClaim, Order, OrderStatus, order_key, settled_outcome
+from energy_auction.notifications import REJECTION_SUBJECT, NoticeKind
+from energy_auction.orders import BatchTally, Order, OrderStatus, order_key, settled_outcome
 
 if TYPE_CHECKING:
     from energy_auction.ports import (
         AuctionMarket,
         NoticePublisher,
-        Notifier,
         OrderStore,
         ResultStore,
         WorkStore,
@@ -338,41 +335,3 @@ def rejection_message(order: Order) -> str:
             order_fields={k: v for k, v in order.request_fields().items() if k != "record_id"},
         )
     return codec.dumps({"result": result.as_item(), "run_id": outcome.get("run_id"), "redelivered": True})
-
-
-def deliver_notice(
-    notice: Notice, *, notifier: Notifier, store: OrderStore, now: float, lease_seconds: int
-) -> bool:
-    """Deliver ``notice`` through ``notifier`` unless it was delivered already; True if it was sent now.
-
-    A rejection notice is delivered once: its delivery is taken on the order (the outbox written
-    with the rejection), recorded there when the notifier succeeds, and given back when it fails
-    (then this raises, so the topic delivers the message again). A copy of a notice that was
-    delivered, or that another delivery holds right now, is skipped. Any other notice, and a
-    rejection the store no longer tracks, is simply delivered.
-
-    Raises
-    ------
-    Exception
-        Whatever the notifier raised: the notice was not delivered.
-    """
-    if notice.order is None:
-        notifier.notify(notice)
-        return True
-    key, run_id = notice.order
-    delivery = uuid.uuid4().hex  # this delivery's token: only it may finish what it took
-    claim = store.claim_notice(key, run_id, int(now), lease_seconds, delivery)
-    if claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
-        logger.info("duplicate notice skipped", extra={"notice_key": notice.key, "because": claim.value})
-        return False
-    if claim is NoticeClaim.UNKNOWN:
-        logger.warning("rejection notice delivered untracked", extra={"notice_key": notice.key})
-    try:
-        notifier.notify(notice)
-    except Exception:
-        if claim is NoticeClaim.CLAIMED:
-            store.finish_notice(key, run_id, delivery, delivered=False)
-        raise
-    if claim is NoticeClaim.CLAIMED:
-        store.finish_notice(key, run_id, delivery, delivered=True)
-    return True

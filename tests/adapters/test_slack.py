@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from energy_auction.adapters.slack import MAX_RETRY_AFTER, HttpResponse, SlackWebhookNotifier, slack_message
+from energy_auction.adapters.slack import (
+    MAX_RETRY_AFTER,
+    MIN_POST_INTERVAL_SECONDS,
+    HttpResponse,
+    SlackWebhookNotifier,
+    slack_message,
+)
 from energy_auction.notifications import Notice, NoticeKind, NotificationFailed, notice_from_message
 
 from ..fake_slack import SECRET_PATH, FakeSlack, Reply
@@ -20,10 +26,16 @@ from ..logs import captured_logs
 
 
 class Sleeps(list[float]):
-    """Records the waits instead of waiting."""
+    """Records the waits instead of waiting, and moves :meth:`clock` by them."""
+
+    now = 0.0
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
 
 
 class Fallback:
@@ -51,7 +63,10 @@ def fallback() -> Fallback:
 
 
 def notifier(url: str | None, fallback: Fallback, sleeps: Sleeps, **options: Any) -> SlackWebhookNotifier:
-    return SlackWebhookNotifier(lambda: url, fallback=fallback, sleep=sleeps, **options)
+    """A notifier on the test's clock; without spacing between posts unless ``min_interval`` says
+    (the retry tests see Slack's and the backoff's waits alone)."""
+    options = {"min_interval": 0.0, **options}
+    return SlackWebhookNotifier(lambda: url, fallback=fallback, sleep=sleeps, clock=sleeps.clock, **options)
 
 
 FALLBACK_LIMIT = 3000
@@ -159,6 +174,42 @@ def test_rate_limited_it_waits_as_long_as_retry_after_says_then_delivers(
     first, second = slack.posts()
     assert first == second
     assert fallback.notices == []
+
+
+def test_posts_are_spaced_by_the_minimum_interval_from_one_notice_to_the_next(
+    slack: FakeSlack, fallback: Fallback, sleeps: Sleeps
+) -> None:
+    # Given the notifier's own spacing, and Slack accepting everything
+    paced = notifier(slack.url, fallback, sleeps, min_interval=MIN_POST_INTERVAL_SECONDS)
+
+    # When three notices go out back to back, then one after a long pause
+    for _ in range(3):
+        paced.notify(NOTICE)
+    sleeps.now += 60
+    paced.notify(NOTICE)
+
+    # Then the second and third waited out the interval; the first and the late one did not wait
+    assert sleeps == [MIN_POST_INTERVAL_SECONDS, MIN_POST_INTERVAL_SECONDS]
+    assert len(slack.posts()) == 4
+
+
+def test_a_retry_waits_for_retry_after_or_the_interval_whichever_is_longer(
+    slack: FakeSlack, fallback: Fallback, sleeps: Sleeps
+) -> None:
+    # Given Slack asks twice to come back: once sooner than the spacing allows, once later
+    paced = notifier(slack.url, fallback, sleeps, min_interval=MIN_POST_INTERVAL_SECONDS)
+    slack.answer(
+        Reply(429, "rate_limited", {"Retry-After": "1"}),
+        Reply(429, "rate_limited", {"Retry-After": "10"}),
+        Reply(200),
+    )
+
+    # When a notice goes out
+    paced.notify(NOTICE)
+
+    # Then each retry waited the longer of the two, so no two posts came closer than the interval
+    assert sleeps == [MIN_POST_INTERVAL_SECONDS, 10.0]
+    assert len(slack.posts()) == 3
 
 
 def test_a_long_retry_after_is_capped(slack: FakeSlack, fallback: Fallback, sleeps: Sleeps) -> None:

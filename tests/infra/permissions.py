@@ -18,8 +18,9 @@ This module is the one place that says how a call maps to IAM:
   ``kms:Decrypt`` on that key. A call on a table, bucket or secret encrypted with a customer
   managed key fails here until its rule is written.
 - :data:`RUNTIME_PERMISSIONS`: what a role may allow that no handler call needs, because Lambda
-  uses the role itself (logs, X-Ray, the dead-letter queue) or CDK grants it alongside (see each
-  reason). These are the only exceptions to "a role allows nothing its function never does".
+  uses the role itself (logs, X-Ray, the queue an event source mapping polls) or CDK grants it
+  alongside (see each reason). These are the only exceptions to "a role allows nothing its
+  function never does".
 
 The template's intrinsics are resolved as CloudFormation would in one account and region
 (:class:`Resolver`): ``Ref``, ``Fn::GetAtt`` and ``Fn::Join`` become the ARNs (or ARN patterns)
@@ -287,9 +288,17 @@ def _traced(function: dict[str, Any], _: Resolver, __: Sequence[Permission]) -> 
     return ["*"] if (function.get("TracingConfig") or {}).get("Mode") == "Active" else []
 
 
-def _dead_letter_queue(function: dict[str, Any], resolver: Resolver, _: Sequence[Permission]) -> list[str]:
-    target = (function.get("DeadLetterConfig") or {}).get("TargetArn")
-    return [resolver.resolve(target)] if target else []
+def _polled_queues(function: dict[str, Any], resolver: Resolver, _: Sequence[Permission]) -> list[str]:
+    """The queues an event source mapping of this function reads."""
+    name = function.get("FunctionName")
+    return [
+        resolver.resolve(mapping["Properties"]["EventSourceArn"])
+        for mapping in resolver.resources.values()
+        if mapping["Type"] == "AWS::Lambda::EventSourceMapping"
+        and name is not None
+        and resolver.resolve(mapping["Properties"]["FunctionName"]) == resolver.resolve(name)
+        and ":sqs:" in resolver.resolve(mapping["Properties"]["EventSourceArn"])
+    ]
 
 
 def _secrets_read(_: dict[str, Any], __: Resolver, needed: Sequence[Permission]) -> list[str]:
@@ -309,10 +318,19 @@ RUNTIME_PERMISSIONS = (
         _traced,
     ),
     RuntimePermission(
-        frozenset({"sqs:SendMessage"}),
-        "Lambda sends an asynchronous event that failed its retries to the function's dead-letter "
-        "queue with the role; the handler never calls SQS",
-        _dead_letter_queue,
+        frozenset(
+            {
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+            }
+        ),
+        "the function's SQS event source mapping polls its queue with the role (CDK's SqsEventSource "
+        "grants these): it receives the batches, deletes what the handler did not report failed, and "
+        "reads the queue's attributes; the handler never calls SQS",
+        _polled_queues,
     ),
     RuntimePermission(
         frozenset({"secretsmanager:DescribeSecret"}),

@@ -19,6 +19,14 @@ BASE_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
+NOTICE_QUEUE_ACTIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+}
+"""What the notifier's event source mapping polls its queue with (CDK's SqsEventSource grants it)."""
 # What each function may do beyond logging and tracing: nothing else.
 EXPECTED_ACTIONS = {
     "api": {
@@ -47,7 +55,7 @@ EXPECTED_ACTIONS = {
     "notify": {
         "secretsmanager:GetSecretValue",
         "secretsmanager:DescribeSecret",
-        "sqs:SendMessage",
+        *NOTICE_QUEUE_ACTIONS,
         "dynamodb:UpdateItem",
     },
 }
@@ -210,31 +218,15 @@ def test_pipeline_function_timeouts(stage_stack: Synthesized) -> None:
     assert fns["process_order"][1]["Properties"]["Timeout"] == 10
 
 
-def test_notifier_sends_failed_events_to_its_dead_letter_queue(stage_stack: Synthesized) -> None:
-    notifier_id, notifier = functions(stage_stack)["notify"]
-    (queue_id, queue) = stage_stack.one("AWS::SQS::Queue")
-    assert notifier["Properties"]["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+def test_the_notifiers_queue_is_the_only_one_it_may_use(stage_stack: Synthesized) -> None:
+    # The event source mapping polls the notice queue with the notifier's role; SQS itself moves a
+    # failing notice to the dead-letter queue, so the role may do nothing on that one.
+    _, notifier = functions(stage_stack)["notify"]
+    (mapping,) = stage_stack.resources("AWS::Lambda::EventSourceMapping").values()
+    queue = mapping["Properties"]["EventSourceArn"]
     role = logical_id(notifier["Properties"]["Role"])
-    assert resources_for(stage_stack, role, "sqs:SendMessage") == [{"Fn::GetAtt": [queue_id, "Arn"]}]
-    assert not [a for a in actions(stage_stack, role) if a.startswith("sqs:") and a != "sqs:SendMessage"]
-    # Lambda's retries of an SNS (asynchronous) event, both explicit.
-    (config,) = [
-        c["Properties"]
-        for c in stage_stack.resources("AWS::Lambda::EventInvokeConfig").values()
-        if c["Properties"]["FunctionName"] == {"Ref": notifier_id}
-    ]
-    assert config["MaximumRetryAttempts"] == 2
-    assert 60 <= config["MaximumEventAgeInSeconds"] <= 6 * 3600
-    # Encrypted, SSL only, messages kept 14 days.
-    props = queue["Properties"]
-    assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props
-    assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
-    (policy,) = [
-        p["Properties"]
-        for p in stage_stack.resources("AWS::SQS::QueuePolicy").values()
-        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
-    ]
-    assert any(
-        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        for s in policy["PolicyDocument"]["Statement"]
-    )
+    sqs_actions = {a for a in actions(stage_stack, role) if a.startswith("sqs:")}
+    assert sqs_actions == NOTICE_QUEUE_ACTIONS
+    for action in sqs_actions:
+        assert resources_for(stage_stack, role, action) == [queue], action
+    assert "DeadLetterConfig" not in notifier["Properties"]

@@ -7,6 +7,8 @@ from typing import Any
 
 from infra.functions import HANDLERS
 
+from energy_auction.deployment import SERVICE
+from energy_auction.observability import NAMESPACE
 from tests.infra.conftest import Synthesized
 from tests.infra.templates import functions
 
@@ -30,7 +32,7 @@ def _find(stack: Synthesized, namespace: str, metric: str, dimension: str, value
 def test_every_alarm_notifies_the_topic(stage_stack: Synthesized) -> None:
     (topic_id,) = stage_stack.resources("AWS::SNS::Topic")
     alarms = _alarms(stage_stack)
-    assert len(alarms) == 2 + 2 * len(HANDLERS) + 3 + 1
+    assert len(alarms) == 2 + 2 * len(HANDLERS) + 3 + 2
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": topic_id}], alarm["AlarmName"]
         assert alarm["TreatMissingData"] == "notBreaching"
@@ -75,7 +77,11 @@ def test_schedule_alarms_when_it_cannot_start_a_run(stage_stack: Synthesized) ->
 def test_notifier_dead_letters_alarm_on_the_first_message_and_show_on_the_dashboard(
     stage_stack: Synthesized,
 ) -> None:
-    (queue_id,) = stage_stack.resources("AWS::SQS::Queue")
+    (queue_id,) = [
+        lid
+        for lid, q in stage_stack.resources("AWS::SQS::Queue").items()
+        if q["Properties"]["QueueName"].endswith("-notifier-dlq")
+    ]
     queue_name = {"Fn::GetAtt": [queue_id, "QueueName"]}
     alarm = _find(stage_stack, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue_name)
     # More than 0 messages: one undelivered notice is enough.
@@ -94,3 +100,14 @@ def test_dashboard_shows_every_function_and_the_alarms(stage_stack: Synthesized)
     for function_id, _ in functions(stage_stack).values():
         assert function_id in body
     assert '\\"type\\":\\"alarm\\"' in body
+
+
+def test_notices_the_notifier_could_not_deliver_alarm_at_once(stage_stack: Synthesized) -> None:
+    # A notice the notifier fails on is a batch item failure, not a Lambda error: its own metric
+    # alarms long before the notice has failed often enough to reach the dead-letter queue.
+    alarm = _find(stage_stack, NAMESPACE, "NotificationsFailed", "service", SERVICE)
+    assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+    _, dashboard = stage_stack.one("AWS::CloudWatch::Dashboard")
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for metric in ("NoticesDigested", "SlackMessagesPosted", "ApproximateAgeOfOldestMessage"):
+        assert metric in body

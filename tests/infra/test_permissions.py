@@ -58,7 +58,8 @@ from tests.infra.permissions import (
     role_of,
     unused_permissions,
 )
-from tests.sns import alarm_message, rejected_message, sns_event, sns_record
+from tests.infra.templates import functions
+from tests.sns import alarm_message, rejected_message, sns_record, sqs_event, sqs_record
 from tests.workflow.conftest import FAST, ScriptedMarket
 
 RUN_1, RUN_2 = "run-20270115T080000Z-aaaa", "run-20270115T081500Z-bbbb"
@@ -72,7 +73,8 @@ def forget_cached_secrets() -> None:
 @dataclass
 class Lambdas:
     """Each deployed function as a warm Lambda in this process: its own container, built from the
-    settings its function is deployed with, kept between invocations until a cold start."""
+    settings its function is deployed with, kept between invocations until a cold start, and the
+    function's timeout."""
 
     stage: DeployedStage
     clock: FakeClock
@@ -85,8 +87,9 @@ class Lambdas:
             self._containers[function] = Container(settings, self.clock, market=self.market)
         bootstrap.use(self._containers[function])
         handler = importlib.import_module(f"energy_auction.handlers.{function}").handler
+        timeout = functions(self.stage.stack)[function][1]["Properties"]["Timeout"]
         # Lambda's runtime hands the handler JSON it parsed (numbers as floats).
-        return handler(json.loads(codec.dumps(event)), LocalLambdaContext(function))
+        return handler(json.loads(codec.dumps(event)), LocalLambdaContext(function, timeout))
 
     def cold_start(self, function: str) -> None:
         """A new instance of the function: nothing built, no secret cached."""
@@ -239,17 +242,23 @@ def run_story(stage: DeployedStage, slack: FakeSlack) -> AwsCallRecorder:
             answer = lambdas.invoke("api", api_event("POST", "/orders", body[:1]))
         assert answer["statusCode"] == 409
 
-        # --- the notifier: the topic's messages to Slack, deliveries recorded on the order
-        notice = sns_record(rejected_message("r1", RUN_1), "order_rejected", "Energy Auction: order rejected")
-        with calls.scenario("notify: a rejection notice, cold start"):
-            assert lambdas.invoke("notify", sns_event(notice)) == {"delivered": 1, "skipped": 0}
+        # --- the notifier: the notice queue's batches to Slack, deliveries recorded on the orders
+        # (r2's notice stays owed, for the redelivery below)
+        rejection = sns_record(
+            rejected_message("r1", RUN_1), "order_rejected", "Energy Auction: order rejected"
+        )
+        delivered: dict[str, list[Any]] = {"batchItemFailures": []}
+        with calls.scenario("notify: a rejection notice and its copy in one batch, cold start"):
+            assert (
+                lambdas.invoke("notify", sqs_event(sqs_record(rejection), sqs_record(rejection))) == delivered
+            )
         assert "notice_due_at" not in order(stage, "r1")
         with calls.scenario("notify: the same notice again"):
-            assert lambdas.invoke("notify", sns_event(notice)) == {"delivered": 0, "skipped": 1}
+            assert lambdas.invoke("notify", sqs_event(sqs_record(rejection))) == delivered
         with calls.scenario("notify: an alarm"):
             alarm = sns_record(alarm_message(), None, 'ALARM: "energy-auction-dev-notify-errors"')
-            assert lambdas.invoke("notify", sns_event(alarm)) == {"delivered": 1, "skipped": 0}
-        assert len(slack.posts()) == 2
+            assert lambdas.invoke("notify", sqs_event(sqs_record(alarm))) == delivered
+        assert len(slack.posts()) == 2, "the rejection, then the alarm; the copies were skipped"
 
         outcomes = [
             {"status": "accepted"},
@@ -561,10 +570,11 @@ def test_an_action_no_call_needs_is_reported(dev: Synthesized) -> None:
 
 
 def test_lambdas_own_uses_of_a_role_excuse_only_their_own_resources(dev: Synthesized) -> None:
-    # Given the api function's role granted the notifier's dead-letter queue and a wildcard X-Ray
-    # action: the api has no dead-letter queue, and X-Ray needs only the two actions tracing uses
-    queue = {"Fn::GetAtt": [dev.one("AWS::SQS::Queue")[0], "Arn"]}
-    loose = with_statement(dev, "api", {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": queue})
+    # Given the api function's role granted the notifier's notice queue and a wildcard X-Ray
+    # action: no event source mapping feeds the api, and X-Ray needs only the two actions tracing uses
+    (mapping,) = dev.resources("AWS::Lambda::EventSourceMapping").values()
+    queue = mapping["Properties"]["EventSourceArn"]
+    loose = with_statement(dev, "api", {"Action": "sqs:ReceiveMessage", "Effect": "Allow", "Resource": queue})
     loose = with_statement(
         loose, "api", {"Action": "xray:GetSamplingRules", "Effect": "Allow", "Resource": "*"}
     )
@@ -577,10 +587,10 @@ def test_lambdas_own_uses_of_a_role_excuse_only_their_own_resources(dev: Synthes
 
     # Then neither is excused by RUNTIME_PERMISSIONS (the notifier's own grant on its queue is)
     assert [p.split(" allows ")[1].split(",")[0] for p in problems if p not in before] == [
-        f"sqs:SendMessage on {resolver.resolve(queue)}",
+        f"sqs:ReceiveMessage on {resolver.resolve(queue)}",
         "xray:GetSamplingRules on *",
     ]
-    assert any(p.actions == {"sqs:SendMessage"} for p in RUNTIME_PERMISSIONS)
+    assert any("sqs:ReceiveMessage" in p.actions for p in RUNTIME_PERMISSIONS)
 
 
 def test_a_call_without_an_iam_rule_fails_loudly(dev: Synthesized) -> None:

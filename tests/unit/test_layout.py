@@ -10,7 +10,12 @@ import energy_auction
 
 PACKAGE = Path(energy_auction.__file__).parent
 MODELS = {"energy_auction.orders", "energy_auction.market", "energy_auction.notifications"}
-DOMAIN = MODELS | {"energy_auction.intake", "energy_auction.pipeline", "energy_auction.ports"}
+DOMAIN = MODELS | {
+    "energy_auction.intake",
+    "energy_auction.pipeline",
+    "energy_auction.digest",
+    "energy_auction.ports",
+}
 AWS_LIBRARIES = ("boto3", "botocore", "aws_lambda_powertools", "moto", "mypy_boto3")
 
 

@@ -1,6 +1,6 @@
-"""The local stack's notice path: the durable topic (a SQLite queue standing in for SNS and Lambda's
-asynchronous delivery), the delivery thread that drains it, and the JSONL channel that writes each
-notice once."""
+"""The local stack's notice path: the durable topic (a SQLite queue standing in for SNS, the notice
+queue and its event source mapping), the delivery thread that drains it in batches, and the JSONL
+channel that writes each notice once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from energy_auction.adapters.local import JsonlNotifier, LocalTopic
-from energy_auction.local.delivery import NoticeDelivery, sns_event
+from energy_auction.local.delivery import NoticeDelivery, sqs_event
 from energy_auction.local.lambdas import LocalFunction
 from energy_auction.notifications import Notice, NoticeKind
 
@@ -118,15 +118,19 @@ def test_messages_are_taken_in_the_order_they_became_due(topic: LocalTopic, cloc
 
 class Notifier:
     """A notifier function that records what it was given; ``fail`` makes it raise, ``hang`` makes
-    it wait (a Slack that does not answer) until the event is set; ``entered`` is set on each call."""
+    it wait (a Slack that does not answer) until the event is set; ``entered`` is set on each call;
+    ``reject`` names messages (by their topic message) to report as batch item failures."""
 
-    def __init__(self, fail: int = 0, hang: threading.Event | None = None) -> None:
+    def __init__(
+        self, fail: int = 0, hang: threading.Event | None = None, reject: set[str] | None = None
+    ) -> None:
         self.events: list[dict[str, Any]] = []
         self.fail = fail
         self.hang = hang
+        self.reject = reject or set()
         self.entered = threading.Event()
 
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, int]:
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         self.entered.set()
         if self.hang is not None:
             self.hang.wait(30)
@@ -134,14 +138,25 @@ class Notifier:
             self.fail -= 1
             raise RuntimeError("Slack answered 500")
         self.events.append(event)
-        return {"delivered": 1}
+        failed = [r["messageId"] for r in event["Records"] if json.loads(r["body"])["Message"] in self.reject]
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+    def messages(self) -> list[list[str]]:
+        """The topic messages of each batch it got."""
+        return [[json.loads(r["body"])["Message"] for r in event["Records"]] for event in self.events]
 
 
-def test_each_message_reaches_the_notifier_as_an_sns_event(real_time_topic: LocalTopic) -> None:
+def function(notifier: Notifier) -> LocalFunction:
+    return LocalFunction("notify", notifier, exclusive=False)
+
+
+def test_each_message_reaches_the_notifier_as_an_sqs_record_holding_the_sns_envelope(
+    real_time_topic: LocalTopic,
+) -> None:
     # Given the topic and its delivery thread, and a message published with a kind
     topic = real_time_topic
     notifier = Notifier()
-    delivery = NoticeDelivery(topic, LocalFunction("notify", notifier, exclusive=False), lease_seconds=30)
+    delivery = NoticeDelivery(topic, function(notifier), lease_seconds=30)
     delivery.start()
     try:
         topic.publish("Energy Auction: order rejected", '{"x": 1}', "order_rejected")
@@ -152,41 +167,124 @@ def test_each_message_reaches_the_notifier_as_an_sns_event(real_time_topic: Loca
     finally:
         delivery.stop(1)
 
-    # Then the notifier got the SNS event Lambda would get, and the topic is empty
+    # Then the notifier got the SQS event Lambda would get, its body the envelope SNS writes
     (event,) = notifier.events
-    sns = event["Records"][0]["Sns"]
-    assert (sns["Subject"], sns["Message"]) == ("Energy Auction: order rejected", '{"x": 1}')
-    assert sns["MessageAttributes"] == {"kind": {"Type": "String", "Value": "order_rejected"}}
-    assert sns["MessageId"] == topic_message_id(event)
-    assert sns["Timestamp"].endswith("Z")
+    (record,) = event["Records"]
+    assert (record["eventSource"], record["attributes"]["ApproximateReceiveCount"]) == ("aws:sqs", "1")
+    envelope = json.loads(record["body"])
+    assert (envelope["Type"], envelope["Subject"], envelope["Message"]) == (
+        "Notification",
+        "Energy Auction: order rejected",
+        '{"x": 1}',
+    )
+    assert envelope["MessageAttributes"] == {"kind": {"Type": "String", "Value": "order_rejected"}}
+    assert envelope["MessageId"] == record["messageId"]
+    assert len(record["messageId"]) == 36  # a uuid, as SQS and SNS give
+    assert envelope["Timestamp"].endswith("Z")
     assert topic.undelivered() == []
 
 
-def topic_message_id(event: dict[str, Any]) -> str:
-    message_id: str = event["Records"][0]["Sns"]["MessageId"]
-    assert len(message_id) == 36  # a uuid, as SNS gives
-    return message_id
+def test_messages_published_together_are_one_batch(real_time_topic: LocalTopic) -> None:
+    # Given a burst of messages published within the batching window
+    topic = real_time_topic
+    for name in ("first", "second", "third"):
+        topic.publish(None, name, None)
+    notifier = Notifier()
+
+    # When the due messages are delivered
+    assert NoticeDelivery(topic, function(notifier), 30).deliver_due() == 3
+
+    # Then the notifier got them in one batch, in the order they were published
+    assert notifier.messages() == [["first", "second", "third"]]
 
 
-def test_a_notifier_that_fails_leaves_the_message_queued_with_a_later_retry(
+def test_a_batch_holds_at_most_the_batch_size(real_time_topic: LocalTopic) -> None:
+    for i in range(5):
+        real_time_topic.publish(None, f"m{i}", None)
+    notifier = Notifier()
+    assert NoticeDelivery(real_time_topic, function(notifier), 30, batch_size=2).deliver_due() == 5
+    assert [len(batch) for batch in notifier.messages()] == [2, 2, 1]
+
+
+def test_the_thread_gathers_a_burst_over_its_window(real_time_topic: LocalTopic) -> None:
+    # Given a delivery thread whose window is long (it ends early once a batch is full: 3 here)
+    topic = real_time_topic
+    notifier = Notifier()
+    delivery = NoticeDelivery(topic, function(notifier), 30, window_seconds=60, batch_size=3)
+    delivery.start()
+    try:
+        # When a burst is published one message at a time, the thread taking the first at once
+        topic.publish(None, "first", None)
+        delivery.wake()
+        topic.publish(None, "second", None)
+        topic.publish(None, "third", None)
+        assert delivery.settle(30) == 0
+    finally:
+        delivery.stop(1)
+
+    # Then it waited for the rest of the burst and delivered it as one batch
+    assert notifier.messages() == [["first", "second", "third"]]
+
+
+def test_a_batch_item_failure_stays_queued_and_the_rest_is_delivered(real_time_topic: LocalTopic) -> None:
+    # Given a notifier that reports one message of the batch as failed
+    topic = real_time_topic
+    for name in ("ok-1", "bad", "ok-2"):
+        topic.publish(None, name, None)
+    notifier = Notifier(reject={"bad"})
+
+    # When the batch is delivered
+    assert NoticeDelivery(topic, function(notifier), 30).deliver_due() == 2
+
+    # Then only that one waits, for a later attempt
+    (waiting,) = topic.undelivered()
+    assert (waiting.message, waiting.attempts, waiting.last_error) == ("bad", 1, "NotificationFailed")
+    assert waiting.next_attempt_at > time.time()
+
+
+def test_a_notifier_that_fails_leaves_the_whole_batch_queued_with_a_later_retry(
     real_time_topic: LocalTopic,
 ) -> None:
     topic = real_time_topic
     topic.publish(None, "m", None)
-    delivery = NoticeDelivery(topic, LocalFunction("notify", Notifier(fail=10**6), exclusive=False), 30)
+    topic.publish(None, "n", None)
+    delivery = NoticeDelivery(topic, function(Notifier(fail=10**6)), 30)
 
     assert delivery.deliver_due() == 0
 
-    (waiting,) = topic.undelivered()
-    assert (waiting.attempts, waiting.last_error) == (1, "RuntimeError")
-    assert waiting.next_attempt_at > time.time()
-    assert delivery.settle(1) == 1  # nothing due any more: it says what is left at once
+    waiting = topic.undelivered()
+    assert [(m.attempts, m.last_error) for m in waiting] == [(1, "RuntimeError")] * 2
+    assert all(m.next_attempt_at > time.time() for m in waiting)
+    assert delivery.settle(1) == 2  # nothing due any more: it says what is left at once
+
+
+@pytest.mark.parametrize(
+    ("answer", "failed"),
+    [
+        (None, set()),
+        ({}, set()),
+        ({"batchItemFailures": []}, set()),
+        ({"batchItemFailures": [{"itemIdentifier": None}]}, {"m", "n"}),
+        ({"batchItemFailures": [{"itemIdentifier": "not-in-the-batch"}]}, {"m", "n"}),
+        ({"batchItemFailures": "all"}, {"m", "n"}),
+        ("a string", {"m", "n"}),
+    ],
+    ids=["none", "empty", "no failures", "null id", "unknown id", "not a list", "not an object"],
+)
+def test_an_answer_is_read_as_lambda_reads_a_partial_batch_response(
+    real_time_topic: LocalTopic, answer: Any, failed: set[str]
+) -> None:
+    real_time_topic.publish(None, "m", None)
+    real_time_topic.publish(None, "n", None)
+    delivery = NoticeDelivery(real_time_topic, function(lambda event, context: answer), 30)  # type: ignore[arg-type]
+    delivery.deliver_due()
+    assert {m.message for m in real_time_topic.undelivered()} == failed
 
 
 def test_delivery_retries_until_the_notifier_succeeds(real_time_topic: LocalTopic) -> None:
     topic = real_time_topic
     notifier = Notifier(fail=1)
-    delivery = NoticeDelivery(topic, LocalFunction("notify", notifier, exclusive=False), 30)
+    delivery = NoticeDelivery(topic, function(notifier), 30)
     delivery.start()
     try:
         topic.publish(None, "m", None)
@@ -205,7 +303,7 @@ def test_stopping_does_not_wait_for_a_notifier_that_hangs(real_time_topic: Local
     topic = real_time_topic
     hang = threading.Event()
     notifier = Notifier(hang=hang)
-    delivery = NoticeDelivery(topic, LocalFunction("notify", notifier, exclusive=False), 30)
+    delivery = NoticeDelivery(topic, function(notifier), 30)
     delivery.start()
     try:
         topic.publish(None, "m", None)
@@ -223,10 +321,12 @@ def test_stopping_does_not_wait_for_a_notifier_that_hangs(real_time_topic: Local
         hang.set()
 
 
-def test_the_sns_event_of_a_message_without_kind_has_no_attributes(topic: LocalTopic) -> None:
-    topic.publish("s", "m", None)
+def test_the_envelope_of_a_message_without_kind_or_subject_has_neither(topic: LocalTopic) -> None:
+    topic.publish(None, "m", None)
     (message,) = topic.undelivered()
-    assert sns_event(message)["Records"][0]["Sns"]["MessageAttributes"] == {}
+    envelope = json.loads(sqs_event([message])["Records"][0]["body"])
+    assert "MessageAttributes" not in envelope
+    assert "Subject" not in envelope
 
 
 # --- The JSONL channel --------------------------------------------------------------------------

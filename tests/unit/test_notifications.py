@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from energy_auction import codec
-from energy_auction.adapters.channels import FanOutNotifier, LogNotifier
+from energy_auction.adapters.channels import LogNotifier
 from energy_auction.notifications import (
     LABEL_LIMIT,
     MAX_FIELDS,
@@ -455,7 +455,7 @@ def test_any_json_of_the_known_shapes_gives_a_notice_within_limits(
     assert_within_limits(notice_from_message(json.dumps(document), kind, None))
 
 
-# --- Log and fan-out notifiers ----------------------------------------------------------------
+# --- The log notifier -------------------------------------------------------------------------
 
 
 def test_the_log_notifier_writes_the_notice_as_one_structured_line_at_its_severity() -> None:
@@ -472,41 +472,6 @@ def test_the_log_notifier_writes_the_notice_as_one_structured_line_at_its_severi
     assert line["level"] == "ERROR"
     assert line["message"] == notice.title
     assert line["notice"] == notice.as_dict()
-
-
-class Recording:
-    def __init__(self, name: str, calls: list[str], error: Exception | None = None) -> None:
-        self.name, self.calls, self.error = name, calls, error
-
-    def notify(self, notice: Notice) -> None:
-        self.calls.append(self.name)
-        if self.error:
-            raise self.error
-
-
-def test_fan_out_delivers_to_every_notifier_in_order() -> None:
-    calls: list[str] = []
-    FanOutNotifier([Recording("file", calls), Recording("slack", calls)]).notify(
-        Notice(NoticeKind.OTHER, "t", "x")
-    )
-    assert calls == ["file", "slack"]
-
-
-def test_fan_out_still_delivers_to_the_rest_when_one_fails_then_raises_the_first_error() -> None:
-    # Given three notifiers of which the first and second fail
-    calls: list[str] = []
-    first, second = RuntimeError("file full"), ConnectionError("slack down")
-    fan_out = FanOutNotifier(
-        [Recording("file", calls, first), Recording("slack", calls, second), Recording("log", calls)]
-    )
-
-    # When a notice goes out
-    with pytest.raises(RuntimeError) as raised:
-        fan_out.notify(Notice(NoticeKind.OTHER, "t", "x"))
-
-    # Then all three were tried and the first error is the one raised
-    assert calls == ["file", "slack", "log"]
-    assert raised.value is first
 
 
 def test_a_delivery_pipeline_failure_is_its_own_kind() -> None:

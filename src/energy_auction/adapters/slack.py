@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from energy_auction.backoff import Backoff
-from energy_auction.notifications import Notice, NotificationFailed
+from energy_auction.notifications import LINE_LIMIT, Notice, NotificationFailed
 from energy_auction.observability import logger
 from energy_auction.webhook import LOOPBACK_HOSTS, WEBHOOK_RULE, is_webhook_url
 
@@ -29,9 +29,14 @@ if TYPE_CHECKING:
 MAX_RETRY_AFTER = 30.0
 """Longest wait honoured from a Retry-After header, in seconds."""
 MAX_BACKOFF = 30.0
+MIN_POST_INTERVAL_SECONDS = 3.0
+"""The least time between two posts to one webhook (one channel) from one notifier, retries
+included: Slack takes about one message a second per webhook, with short bursts. The deployment
+bounds how many notifiers run at once (``infra.notifications.NOTIFIER_MAX_CONCURRENCY``)."""
 
 _SECTION_TEXT_LIMIT = 3000
 _FIELD_LIMIT = 2000
+_MAX_BLOCKS = 50
 _SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "error": ":red_circle:"}
 
 
@@ -83,15 +88,17 @@ def _read(response: Any) -> str:
 
 
 class SlackWebhookNotifier:
-    """Posts notices to a Slack incoming webhook.
+    """Posts notices to a Slack incoming webhook (one channel).
 
     ``webhook_url`` is asked on every notice (it may come from a cached secret); when it gives None,
-    the notice goes to ``fallback`` (a log line) instead. A 429 or 5xx answer, or no answer at all,
-    is retried up to ``max_attempts`` times, waiting as Retry-After says (at most
+    the notice goes to ``fallback`` (a log line) instead. Two posts (attempts included) are at least
+    ``min_interval`` seconds apart on ``clock``; the instance keeps the time of its last post, so a
+    warm Lambda keeps the spacing from one invocation to the next. A 429 or 5xx answer, or no
+    answer at all, is retried up to ``max_attempts`` times, waiting as Retry-After says (at most
     :data:`MAX_RETRY_AFTER` seconds) or with exponential backoff from ``base_delay``. Any other
     status is permanent. Either way :class:`~energy_auction.notifications.NotificationFailed` is
-    raised (so the Lambda fails and the SNS delivery is retried), after the notice went to
-    ``fallback``, so it is at least in the logs.
+    raised (so the notices it carried are delivered again), after the notice went to ``fallback``,
+    so it is at least in the logs.
     """
 
     def __init__(
@@ -101,6 +108,8 @@ class SlackWebhookNotifier:
         *,
         post: Post = post_json,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval: float = MIN_POST_INTERVAL_SECONDS,
         max_attempts: int = 5,
         base_delay: float = 1.0,
         timeout: float = 10,
@@ -108,6 +117,10 @@ class SlackWebhookNotifier:
         self._webhook_url = webhook_url
         self._fallback = fallback
         self._post = post
+        self._sleep = sleep
+        self._clock = clock
+        self._min_interval = min_interval
+        self._last_post: float | None = None
         # No jitter: one notifier posts to one webhook at a time; the waits are Slack's to set.
         self._backoff = Backoff(max_attempts, base_delay, MAX_BACKOFF, sleep, jitter=False)
         self._max_attempts = max_attempts
@@ -131,8 +144,10 @@ class SlackWebhookNotifier:
         body = payload.replace(url, "[redacted]").encode()  # brackets: <...> is a link in mrkdwn
         last = "no attempt"
         status: int | None = None
+        wait = 0.0
         for attempt in range(1, self._max_attempts + 1):
             retry_after: str | None = None
+            self._pace(wait)
             try:
                 response = self._post(url, body, self._timeout)
             except (OSError, http.client.HTTPException) as err:
@@ -151,12 +166,16 @@ class SlackWebhookNotifier:
             if attempt == self._max_attempts:
                 break
             asked = _retry_after_seconds(retry_after)
-            delay = min(asked, MAX_RETRY_AFTER) if asked is not None else self._backoff.delay(attempt - 1)
+            wait = min(asked, MAX_RETRY_AFTER) if asked is not None else self._backoff.delay(attempt - 1)
             logger.warning(
                 "posting to Slack failed; retrying",
-                extra={"attempt": attempt, "status": status, "error": last, "retry_in_seconds": delay},
+                extra={
+                    "attempt": attempt,
+                    "status": status,
+                    "error": last,
+                    "retry_in_seconds": max(wait, self._spacing_left()),
+                },
             )
-            self._backoff.pause(attempt - 1, delay=delay)
         logger.error(
             "posting to Slack failed; giving up",
             extra={"attempts": self._max_attempts, "status": status, "error": last},
@@ -166,6 +185,19 @@ class SlackWebhookNotifier:
             attempts=self._max_attempts,
             status=status,
         )
+
+    def _pace(self, at_least: float) -> None:
+        """Wait ``at_least`` seconds (what Slack or the backoff asked), and until ``min_interval``
+        has passed since the last post; then this is the last post."""
+        wait = max(at_least, self._spacing_left())
+        if wait > 0:
+            self._sleep(wait)
+        self._last_post = self._clock()
+
+    def _spacing_left(self) -> float:
+        if self._last_post is None:
+            return 0.0
+        return max(0.0, self._last_post + self._min_interval - self._clock())
 
 
 def _error_name(err: BaseException) -> str:
@@ -225,14 +257,31 @@ def slack_message(notice: Notice) -> dict[str, Any]:
             _time(notice.occurred_at),
         )
     )
-    return {
-        "text": text,
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": notice.title, "emoji": True}},
-            section,
-            {"type": "context", "elements": [_mrkdwn(context)]},
-        ],
-    }
+    listed = [{"type": "section", "text": _mrkdwn(chunk)} for chunk in _list_sections(notice.lines)]
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": notice.title, "emoji": True}},
+        section,
+        *listed[: _MAX_BLOCKS - 3],  # a Notice has at most MAX_LINES lines: this never cuts
+        {"type": "context", "elements": [_mrkdwn(context)]},
+    ]
+    return {"text": text, "blocks": blocks}
+
+
+def _list_sections(lines: tuple[str, ...]) -> list[str]:
+    """A notice's list as bullet lines, escaped, packed into as few sections as their limit allows.
+    Each line is cut to :data:`LINE_LIMIT` characters once escaped, so the list of a notice holds at
+    most ``MAX_LINES * LINE_LIMIT`` characters whatever its text."""
+    sections: list[str] = []
+    current = ""
+    for line in lines:
+        item = _clip_escaped(f"• {line}", LINE_LIMIT)
+        if current and len(current) + 1 + len(item) > _SECTION_TEXT_LIMIT:
+            sections.append(current)
+            current = ""
+        current = f"{current}\n{item}" if current else item
+    if current:
+        sections.append(current)
+    return sections
 
 
 def escape(text: str) -> str:

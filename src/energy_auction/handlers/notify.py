@@ -1,22 +1,23 @@
-"""Notifier Lambda: each message of the notification topic becomes a notice, posted to Slack.
+"""Notifier Lambda: a batch of the notice queue's messages (the topic's, as SNS envelopes) becomes a
+few Slack messages: a digest of the order notices, and each other notice on its own.
 
-Every record is tried; if any could not be delivered the invocation fails afterwards, so SNS
-(through Lambda's asynchronous retries) delivers the event again. A rejection notice is delivered
-once: a copy that was delivered already (a retry, a redelivery) is skipped.
+The notices that could not be delivered are reported as batch item failures (the event source
+mapping has ``ReportBatchItemFailures``), so SQS delivers only those again, and the others are not
+posted twice. Powertools' ``BatchProcessor`` is not used: it hands one record at a time to a
+handler and fails records by their exceptions, while a digest is made of the whole batch at once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import SNSEvent
+from aws_lambda_powertools.utilities.data_classes import SQSEvent
 
 from energy_auction.bootstrap import container
-from energy_auction.notifications import NotificationFailed, notice_from_message
+from energy_auction.digest import ALERTS_CHANNEL, Arrival, deliver_batch
+from energy_auction.notifications import notice_from_envelope
 from energy_auction.observability import logger, metrics_for, tracer
-from energy_auction.pipeline import deliver_notice
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,40 +29,37 @@ metrics = metrics_for("notify")
 @logger.inject_lambda_context(clear_state=True)
 @tracer().capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, list[dict[str, str]]]:
     deps = container()
-    delivered, skipped, failed = 0, 0, 0
-    first_error: Exception | None = None
-    for record in SNSEvent(event).records:
-        sns = record.sns
-        kind = (sns.get("MessageAttributes") or {}).get("kind") or {}
-        notice = notice_from_message(sns.get("Message") or "", kind.get("Value"), sns.get("Subject"))
-        if notice.occurred_at is None and sns.get("Timestamp"):
-            notice = dataclasses.replace(notice, occurred_at=sns["Timestamp"])
-        if notice.key is None and sns.get("MessageId"):
-            notice = dataclasses.replace(notice, key=sns["MessageId"])
-        logger.append_keys(sns_message_id=sns.get("MessageId"), notice_kind=notice.kind.value)
-        try:
-            sent = deliver_notice(
-                notice,
-                notifier=deps.notifier,
-                store=deps.order_store,
-                now=deps.clock(),
-                lease_seconds=deps.settings.notice_delivery_lease_seconds,
-            )
-        except Exception as err:
-            failed += 1
-            first_error = first_error or err
-            logger.error("notice not delivered", extra={"error": type(err).__name__})
-        else:
-            delivered += sent
-            skipped += not sent
-    logger.remove_keys(["sns_message_id", "notice_kind"])
-    metrics.add_metric(name="NotificationsDelivered", unit=MetricUnit.Count, value=delivered)
-    if skipped:
-        metrics.add_metric(name="DuplicateNoticesSkipped", unit=MetricUnit.Count, value=skipped)
-    if failed:
-        metrics.add_metric(name="NotificationsFailed", unit=MetricUnit.Count, value=failed)
-        message = f"{failed} of {delivered + skipped + failed} notices were not delivered"
-        raise NotificationFailed(message) from first_error
-    return {"delivered": delivered, "skipped": skipped}
+    arrivals = [
+        Arrival(record.message_id, notice_from_envelope(record.body, record.message_id))
+        for record in SQSEvent(event).records
+    ]
+    report = deliver_batch(
+        arrivals,
+        channels={ALERTS_CHANNEL: deps.notifier},
+        record=deps.notice_log,
+        store=deps.order_store,
+        now=deps.clock(),
+        lease_seconds=deps.settings.notice_delivery_lease_seconds,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+    )
+    # Every one, zeros too: an invocation always publishes metrics (Powertools warns otherwise).
+    for name, value in (
+        ("NoticesDigested", report.digested),
+        ("SlackMessagesPosted", report.posted),
+        ("DuplicateNoticesSkipped", report.skipped),
+        ("NotificationsFailed", len(report.failed)),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    logger.info(
+        "notice batch delivered",
+        extra={
+            "notices": len(arrivals),
+            "digested": report.digested,
+            "posted": report.posted,
+            "skipped": report.skipped,
+            "failed": len(report.failed),
+        },
+    )
+    return {"batchItemFailures": [{"itemIdentifier": item} for item in report.failed]}
