@@ -911,6 +911,56 @@ def test_dynamodb_records_a_batch_in_a_transaction_whose_token_is_the_run_and_ba
     assert dynamo.run_record("run-1").settled.rejected == 2
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"error_code": "ThrottlingException"},
+        {"error_code": "TransactionCanceledException", "cancellation_reasons": ["TransactionConflict"]},
+    ],
+    ids=["throttled", "conflicting-with-another-batchs-record"],
+)
+def test_dynamodb_a_batch_record_that_meets_a_transient_failure_is_retried(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float], fault: dict[str, Any]
+) -> None:
+    # Given a run's record, and DynamoDB failing the first write of a batch's counts for a passing
+    # reason: throttling, or another batch of the run adding to the same item at that moment (every
+    # batch of a run writes its counts to that one item, MaxConcurrency of them at a time)
+    dynamo.begin_run("run-1", 4, 0, NOW)
+    faulty.fail("transact_write_items", **fault)
+
+    # When the batch is recorded
+    dynamo.record_batch("run-1", 0, BatchTally(accepted=3, rejected=1, batches=1))
+
+    # Then the write was retried after a pause, as the store's other transactions are, and counts
+    assert faulty.calls["transact_write_items"] == 2
+    assert len(sleeps) == 1
+    assert dynamo.run_record("run-1") == RunRecord(4, 0, BatchTally(accepted=3, rejected=1, batches=1))
+
+
+def test_dynamodb_get_orders_reads_strongly_consistent_a_hundred_keys_a_call(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given 250 pending orders, and a note of each batch read's request
+    everything = [f"ord-{i:03}" for i in range(250)]
+    _seed(faulty, [pending(r) for r in everything])
+    requests: list[dict[str, Any]] = []
+
+    def seen(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        requests.append(request["RequestItems"][TABLE])
+        return response
+
+    faulty.transform("batch_get_item", seen, times=3)
+    faulty.calls.clear()
+
+    # When a batch reads them
+    got = dynamo.get_orders(keys(everything))
+
+    # Then it read them in three calls, each strongly consistent: a claim decides on what they are now
+    assert ids(got) == everything
+    assert faulty.calls == {"batch_get_item": 3}
+    assert [(len(r["Keys"]), r["ConsistentRead"]) for r in requests] == [(100, True), (100, True), (50, True)]
+
+
 def test_dynamodb_a_runs_record_is_in_no_index_and_kept_fourteen_days(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient
 ) -> None:
