@@ -1,4 +1,5 @@
-"""Test data built the way the service builds it: orders through the intake rules."""
+"""Test data built the way the service builds it (orders through the intake rules), and the store's
+pending orders as a run finds them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 
 from energy_auction import codec
 from energy_auction.orders import Limits, Order, new_orders, order_key, parse_orders
+from energy_auction.ports import OrderStore
 
 TRADER = "trader-1"
 """The trader test orders belong to unless a test says otherwise (the subject of tests.events' tokens)."""
+NEW_RUN = "run-that-holds-nothing"
+"""A run that claimed no order: what it may claim is what no live claim holds."""
 
 
 def key(record_id: str, trader: str = TRADER) -> str:
@@ -52,3 +56,10 @@ def store_orders(
 
 def record_ids(orders: Sequence[Order]) -> list[str]:
     return [o.record_id for o in orders]
+
+
+def pending_orders(store: OrderStore, now: int, run_id: str = NEW_RUN) -> list[Order]:
+    """The orders ``run_id`` (by default a run that holds none) may claim at ``now``, oldest expiry
+    first: the keys FetchResults stages (``pending_keys``), read as a batch reads them
+    (``get_orders``)."""
+    return store.get_orders(list(store.pending_keys(now, run_id)))

@@ -1,4 +1,5 @@
-"""Fault injection around real boto3 clients, in the style of aws-samples' serverless-test-samples.
+"""Fault injection around real boto3 clients, in the style of aws-samples' serverless-test-samples;
+and a work store in memory.
 
 Fakes beat mocks here: the wrapped client is a real botocore client talking to moto, so every call
 that is not faulted really happens (request validation, condition checks, stored items), and the
@@ -19,12 +20,15 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
+
+from energy_auction import codec
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -199,3 +203,23 @@ def dynamodb_client(faulty: FaultyClient) -> DynamoDBClient:
     is a DynamoDB client by duck typing, not by class.
     """
     return cast("DynamoDBClient", faulty)
+
+
+class MemoryWorkStore:
+    """The WorkStore port in memory: each run's batches file as the Distributed Map's ItemReader
+    reads it back (JSON), by run.
+
+    Like the S3 store it takes the batches as they come, to the end, and fails only after (as a
+    PutObject would): ``failures`` are raised, one a write, before the next writes succeed.
+    """
+
+    def __init__(self, failures: Sequence[BaseException] = ()) -> None:
+        self.written: dict[str, list[dict[str, Any]]] = {}
+        self.failures = list(failures)
+
+    def write_batches(self, run_id: str, batches: Iterable[dict[str, Any]]) -> dict[str, str]:
+        body = codec.dumps(list(batches))
+        if self.failures:
+            raise self.failures.pop(0)
+        self.written[run_id] = json.loads(body)
+        return {"bucket": "work-bucket", "key": f"work/runs/{run_id}/batches.json"}

@@ -12,6 +12,7 @@ import pytest
 from energy_auction.errors import OrderLocked, OrderNotFound, OrdersAlreadyProcessed
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
+    BatchTally,
     Decision,
     OrderQuery,
     OrderStatus,
@@ -20,7 +21,7 @@ from energy_auction.orders import (
     trader_key,
 )
 from tests.adapters.stores import NOW, StoreUnderTest, pending
-from tests.builders import TRADER, key
+from tests.builders import TRADER, key, pending_orders
 from tests.fakes import FaultyClient
 
 LEASE = 600
@@ -154,6 +155,19 @@ def test_everyones_listing_merges_every_trader_newest_first(subject: StoreUnderT
     assert found == [f"o{i}" for i in reversed(range(9))]
 
 
+def test_a_runs_record_is_never_listed(subject: StoreUnderTest) -> None:
+    # Given orders of two traders, and a run that took them and recorded a batch (on DynamoDB its
+    # record shares the orders table)
+    subject.store.put_orders([pending("o1"), pending("o2", trader=OTHER)], now=NOW)
+    subject.store.begin_run("run-1", 2, 0, NOW)
+    subject.store.record_batch("run-1", 0, BatchTally(accepted=2, batches=1))
+
+    # Then a trader's listing and everyone's hold the orders only
+    assert listed(subject, trader=TRADER) == ["o1"]
+    assert sorted(listed(subject)) == ["o1", "o2"]
+    assert listed(subject, trader="run") == []
+
+
 def test_a_replaced_order_is_listed_once_at_its_new_submission(subject: StoreUnderTest) -> None:
     subject.store.put_orders([pending("a", submitted=NOW), pending("b", submitted=NOW + 1)], now=NOW)
     subject.store.put_orders([pending("a", submitted=NOW + 2)], now=NOW + 2)
@@ -172,7 +186,7 @@ def test_a_cancel_marks_the_order_cancelled_and_takes_it_out_of_the_auction(subj
 
     assert (cancelled.status, cancelled.cancelled_at) == (OrderStatus.CANCELLED, iso_utc(NOW + 7))
     assert store.get_order(key("ord-1")) == cancelled
-    assert store.pending_orders(NOW + 8) == []
+    assert list(store.pending_keys(NOW + 8, "run-1")) == []
     assert store.claim_orders([key("ord-1")], "run-1", NOW + 8, LEASE) == []
     # cancelling again answers the same order, unchanged
     assert store.cancel_order(key("ord-1"), NOW + 9) == cancelled
@@ -188,7 +202,7 @@ def test_a_cancelled_order_may_be_submitted_again_as_a_new_pending_order(subject
     again = store.get_order(key("ord-1"))
     assert again is not None
     assert (again.status, again.cancelled_at) == (OrderStatus.PENDING, None)
-    assert [o.record_id for o in store.pending_orders(NOW + 3)] == ["ord-1"]
+    assert pending_orders(store, NOW + 3) == [again]
 
 
 def test_an_order_a_run_holds_or_decided_is_locked(subject: StoreUnderTest) -> None:

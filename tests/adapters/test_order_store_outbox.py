@@ -145,13 +145,11 @@ def test_an_expired_order_is_still_settled_when_it_was_decided(subject: StoreUnd
     after_expiry = NOW + ORDER_TTL_SECONDS + 10
 
     # When the next run looks for orders to claim after their expiry
-    found = store.pending_orders(after_expiry, "run-2")
-    got = store.claim_orders(
-        keys([o.record_id for o in found]), "run-2", now=after_expiry, lease_seconds=LEASE
-    )
+    found = list(store.pending_keys(after_expiry, "run-2"))
+    got = store.claim_orders(found, "run-2", now=after_expiry, lease_seconds=LEASE)
 
     # Then the decided one is offered and claimed (its decision must be carried out), the other not
-    assert [o.record_id for o in found] == ["decided"]
+    assert found == keys(["decided"])
     assert [(o.record_id, o.claim_run_id) for o in got] == [("decided", "run-2")]
     assert store.claim_orders(keys(["undecided"]), "run-2", now=after_expiry, lease_seconds=LEASE) == []
 

@@ -1,5 +1,6 @@
-"""The OrderStore's pipeline methods: finding pending orders, claiming them for a run, completing and
-releasing them, and how claims protect orders from being replaced.
+"""The OrderStore's pipeline methods: finding pending orders' keys and reading them, claiming them for
+a run, completing and releasing them, how claims protect orders from being replaced, and a run's
+record of what it took and settled.
 
 The first part runs once per adapter (SQLite and DynamoDB on moto), like the contract suite in
 ``test_order_store_contract.py``; the later parts cover what only one adapter has: DynamoDB's call
@@ -8,6 +9,7 @@ counts, its index and its retries under injected faults, and SQLite's index use.
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 import threading
@@ -24,9 +26,11 @@ from energy_auction.adapters.aws import (
     NOTICES_INDEX,
     ORDERS_KEY,
     PENDING_INDEX,
+    PENDING_SHARDS,
     TIME_INDEX,
     TRADER_INDEX,
     DynamoDbOrderStore,
+    index_shard,
     order_to_item,
 )
 from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
@@ -34,10 +38,12 @@ from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnav
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     RETENTION_SECONDS,
+    BatchTally,
     Decision,
     NoticeClaim,
     Order,
     OrderStatus,
+    RunRecord,
     iso_utc,
     settled_outcome,
 )
@@ -49,7 +55,7 @@ from tests.adapters.stores import (
     pending,
     processed,
 )
-from tests.builders import key, keys
+from tests.builders import key, keys, pending_orders
 from tests.fakes import FaultyClient
 
 LEASE = 600
@@ -65,12 +71,23 @@ def ids(orders: list[Order]) -> list[str]:
     return [o.record_id for o in orders]
 
 
+def _decision(submitted: int) -> Decision:
+    """The market's acceptance of the submission made at ``submitted``."""
+    return Decision(
+        status="accepted",
+        power=Decimal("12.5"),
+        auction_date=iso_utc(submitted)[:10],
+        decided_at=iso_utc(submitted + 1),
+        submitted_at=iso_utc(submitted),
+    )
+
+
 # --- the contract, for both adapters -----------------------------------------------------------
 
 
-def test_pending_orders_are_the_live_pending_orders_no_run_holds(subject: StoreUnderTest) -> None:
+def test_pending_keys_are_the_live_pending_orders_no_other_run_holds(subject: StoreUnderTest) -> None:
     # Given pending orders (two live, one expired exactly now, one expired long ago), processed orders,
-    # an order a run holds, and one whose claim lapsed
+    # an order run-1 holds, and one whose claim (run-0's) lapsed
     store = subject.store
     store.put_orders([pending("live-2", submitted=NOW - 60), pending("live-1", submitted=NOW - 120)], now=NOW)
     store.put_orders([pending("expired-now", submitted=NOW - ORDER_TTL_SECONDS)], now=NOW - 1)
@@ -80,17 +97,73 @@ def test_pending_orders_are_the_live_pending_orders_no_run_holds(subject: StoreU
     store.claim_orders(keys(["held"]), "run-1", now=NOW, lease_seconds=LEASE)
     store.claim_orders(keys(["lapsed"]), "run-0", now=NOW - 1000, lease_seconds=LEASE)
 
-    # When the pipeline asks for pending orders
-    found = store.pending_orders(NOW)
+    # When run-2 asks for the keys of the orders it may claim
+    found = list(store.pending_keys(NOW, "run-2"))
 
-    # Then it gets exactly the live, pending, unheld ones, oldest expiry first
-    assert ids(found) == ["live-1", "live-2", "lapsed"]
-    assert found[0] == pending("live-1", submitted=NOW - 120)
-    assert found[2].claim_run_id == "run-0"  # the lapsed claim is still on it, and means nothing
+    # Then it gets exactly the live, pending ones no other run holds, oldest expiry first
+    assert found == keys(["live-1", "live-2", "lapsed"])
+    orders = store.get_orders(found)
+    assert orders[0] == pending("live-1", submitted=NOW - 120)
+    assert orders[2].claim_run_id == "run-0"  # the lapsed claim is still on it, and means nothing
+
+    # And run-1 gets its own live claim too (a retried batch claims it again), in its expiry's place
+    assert list(store.pending_keys(NOW, "run-1")) == keys(["live-1", "live-2", "lapsed", "held"])
 
 
-def test_no_orders_means_no_pending_orders(subject: StoreUnderTest) -> None:
-    assert subject.store.pending_orders(NOW) == []
+def test_no_orders_means_no_pending_keys(subject: StoreUnderTest) -> None:
+    assert list(subject.store.pending_keys(NOW, "run-1")) == []
+
+
+def test_pending_keys_come_oldest_expiry_first_across_every_shard_and_the_expired_decided_ones(
+    subject: StoreUnderTest,
+) -> None:
+    # Given 24 live orders submitted in a shuffled order (so neither key nor write order is expiry
+    # order), spread over every shard of DynamoDB's pending index
+    store = subject.store
+    submitted = list(range(24))
+    random.Random(7).shuffle(submitted)
+    live = {f"live-{i:02}": NOW - 1000 + 10 * at for i, at in enumerate(submitted)}
+    for record_id, at in live.items():
+        store.put_orders([pending(record_id, submitted=at)], now=at)
+    # and three that expired while a dead run held them with the market's decision (claimable still:
+    # a decision is carried out), and one that expired undecided (not claimable)
+    expired = {f"decided-{i}": NOW - ORDER_TTL_SECONDS - 100 * (3 - i) for i in range(3)}
+    for record_id, at in expired.items():
+        store.put_orders([pending(record_id, submitted=at)], now=at)
+        store.claim_orders(keys([record_id]), "run-0", at, LEASE, {key(record_id): _decision(at)})
+    undecided_at = NOW - ORDER_TTL_SECONDS - 50
+    store.put_orders([pending("undecided", submitted=undecided_at)], now=undecided_at)
+    assert {index_shard(k) for k in keys(list(live))} == {str(s) for s in range(PENDING_SHARDS)}
+    assert len({index_shard(k) for k in keys(list(expired))}) > 1
+
+    # When a run asks for the keys it may claim
+    found = list(store.pending_keys(NOW, "run-1"))
+
+    # Then they come oldest expiry first: the expired decided ones, then the live ones, every shard merged
+    by_expiry = sorted({**expired, **live}.items(), key=lambda item: item[1])
+    assert found == keys([record_id for record_id, _ in by_expiry])
+
+
+def test_get_orders_reads_the_orders_as_stored_now_in_the_order_of_the_keys(subject: StoreUnderTest) -> None:
+    # Given 150 pending orders, one of them just claimed and another just replaced
+    store = subject.store
+    everything = [f"ord-{i:03}" for i in range(150)]
+    for start in range(0, len(everything), 100):
+        store.put_orders([pending(r) for r in everything[start : start + 100]], now=NOW)
+    store.claim_orders(keys(["ord-007"]), "run-1", now=NOW, lease_seconds=LEASE)
+    store.put_orders([pending("ord-042", parameter_1="lot-B", submitted=NOW + 5)], now=NOW + 5)
+
+    # When a batch reads them, newest key first, with a key of no order among them
+    wanted = [*reversed(everything[:75]), "nowhere", *reversed(everything[75:])]
+    got = store.get_orders(keys(wanted))
+
+    # Then it gets every stored one, in the order asked, as written last; the unknown key is left out
+    assert ids(got) == [r for r in wanted if r != "nowhere"]
+    by_id = {o.record_id: o for o in got}
+    assert by_id["ord-007"] == claimed(pending("ord-007"), "run-1", NOW + LEASE)
+    assert by_id["ord-042"] == pending("ord-042", parameter_1="lot-B", submitted=NOW + 5)
+    assert by_id["ord-100"] == pending("ord-100")
+    assert store.get_orders([]) == []
 
 
 def test_a_claim_returns_the_orders_and_hides_them_until_the_lease_lapses(subject: StoreUnderTest) -> None:
@@ -104,12 +177,12 @@ def test_a_claim_returns_the_orders_and_hides_them_until_the_lease_lapses(subjec
 
     # Then it gets them, in the order asked, carrying its claim
     assert got == [claimed(orders[1], "run-1", NOW + LEASE), claimed(orders[0], "run-1", NOW + LEASE)]
-    # And they are out of pending_orders while the lease runs, but still readable one by one
-    assert ids(store.pending_orders(NOW)) == ["ord-3"]
-    assert ids(store.pending_orders(NOW + LEASE - 1)) == ["ord-3"]
+    # And they are out of another run's pending keys while the lease runs, but still readable
+    assert ids(pending_orders(store, NOW)) == ["ord-3"]
+    assert ids(pending_orders(store, NOW + LEASE - 1)) == ["ord-3"]
     assert store.get_order(key("ord-1")) == claimed(orders[0], "run-1", NOW + LEASE)
     # And once the lease lapses they are pending again
-    assert set(ids(store.pending_orders(NOW + LEASE))) == {"ord-1", "ord-2", "ord-3"}
+    assert set(ids(pending_orders(store, NOW + LEASE))) == {"ord-1", "ord-2", "ord-3"}
 
 
 def test_a_run_cannot_claim_orders_another_run_holds(subject: StoreUnderTest) -> None:
@@ -132,7 +205,7 @@ def test_a_run_cannot_claim_orders_another_run_holds(subject: StoreUnderTest) ->
 
 
 def test_the_same_run_claiming_again_gets_its_orders_with_a_renewed_lease(subject: StoreUnderTest) -> None:
-    # Given run-1 claimed two orders (and a retried FetchResults claims them again a minute later)
+    # Given run-1 claimed two orders (and a retried batch claims them again a minute later)
     store = subject.store
     store.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
     first = store.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
@@ -216,7 +289,7 @@ def test_eight_runs_claiming_at_once_get_each_order_exactly_once(subject: StoreU
     assert sorted(r for r, _ in winners) == everything
     for record_id, run in winners:
         assert store.get_order(key(record_id)).claim_run_id == run
-    assert store.pending_orders(NOW) == []
+    assert pending_orders(store, NOW) == []
 
 
 def test_completing_an_order_records_the_outcome_and_ends_the_claim(subject: StoreUnderTest) -> None:
@@ -233,7 +306,7 @@ def test_completing_an_order_records_the_outcome_and_ends_the_claim(subject: Sto
         update={"status": OrderStatus.ACCEPTED, "outcome": ACCEPTED}
     )
     # And it is not pending any more, not even after the lease would have lapsed
-    assert ids(store.pending_orders(NOW + LEASE)) == ["ord-2"]
+    assert ids(pending_orders(store, NOW + LEASE)) == ["ord-2"]
     # And it cannot be replaced while it lives
     with pytest.raises(OrdersAlreadyProcessed):
         store.put_orders([pending("ord-1", submitted=NOW + LEASE)], now=NOW + LEASE)
@@ -342,7 +415,7 @@ def test_releasing_an_order_makes_it_pending_again(subject: StoreUnderTest) -> N
     store.release_order(key("ord-1"), "run-1")
 
     # Then that one is pending with no claim, at once, and another run may claim it
-    assert ids(store.pending_orders(NOW)) == ["ord-1"]
+    assert ids(pending_orders(store, NOW)) == ["ord-1"]
     assert store.get_order(key("ord-1")) == pending("ord-1")
     assert ids(store.claim_orders(keys(["ord-1"]), "run-2", now=NOW, lease_seconds=LEASE)) == ["ord-1"]
 
@@ -387,7 +460,7 @@ def test_a_put_refuses_claimed_orders_but_replaces_one_whose_claim_lapsed(subjec
 
     # Then it is replaced: a pending order with no claim
     assert store.get_order(key("ord-1")) == fresh
-    assert store.pending_orders(NOW + LEASE) == [fresh]
+    assert pending_orders(store, NOW + LEASE) == [fresh]
 
 
 def test_a_put_replaces_a_released_order(subject: StoreUnderTest) -> None:
@@ -400,6 +473,31 @@ def test_a_put_replaces_a_released_order(subject: StoreUnderTest) -> None:
     store.put_orders([fresh], now=NOW + 1)
 
     assert store.get_order(key("ord-1")) == fresh
+
+
+def test_a_runs_record_holds_what_it_took_and_the_sum_of_its_batches(subject: StoreUnderTest) -> None:
+    # Given a run that staged 250 orders and left 40 for the next run
+    store = subject.store
+    assert store.run_record("run-1") == RunRecord()
+    store.begin_run("run-1", 250, 40, NOW)
+    assert store.run_record("run-1") == RunRecord(staged=250, left=40, settled=BatchTally())
+
+    # When three of its batches are recorded (one of them had nothing left to settle), and another
+    # run's one
+    store.record_batch("run-1", 0, BatchTally(accepted=3, rejected=1, batches=1))
+    store.record_batch("run-1", 1, BatchTally(accepted=2, failed=1, batches=1))
+    store.record_batch("run-1", 2, BatchTally(batches=1))
+    store.begin_run("run-2", 1, 0, NOW + 60)
+    store.record_batch("run-2", 0, BatchTally(rejected=1, batches=1))
+
+    # Then each run's record adds up its own batches
+    record = store.run_record("run-1")
+    assert record == RunRecord(250, 40, BatchTally(accepted=5, rejected=1, failed=1, batches=3))
+    assert record.settled.orders == 7
+    assert store.run_record("run-2") == RunRecord(1, 0, BatchTally(rejected=1, batches=1))
+    # And a run nobody began is all zeros, and no order was touched
+    assert store.run_record("run-3") == RunRecord()
+    assert subject.stored_ids() == set()
 
 
 # --- DynamoDB only: the index, call counts, retries under injected faults -----------------------
@@ -424,6 +522,13 @@ def _raw_item(faulty: FaultyClient, record_id: str) -> dict[str, Any]:
         TableName=TABLE, Key={ORDERS_KEY: {"S": key(record_id)}}, ConsistentRead=True
     )["Item"]
     return item
+
+
+def _item_size(faulty: FaultyClient, record_id: str) -> int:
+    """An order's item size as DynamoDB counts it toward a query page: its names and values (the item
+    of a pending order is flat)."""
+    item = _raw_item(faulty, record_id)
+    return sum(len(name.encode()) + len(str(*value.values()).encode()) for name, value in item.items())
 
 
 def test_dynamodb_table_has_the_sparse_pending_and_owed_notices_indexes(faulty: FaultyClient) -> None:
@@ -461,15 +566,15 @@ def test_dynamodb_table_has_the_sparse_pending_and_owed_notices_indexes(faulty: 
     }
 
 
-def test_dynamodb_pending_orders_queries_each_shard_and_never_scans(
+def test_dynamodb_pending_keys_query_each_shard_and_never_scan(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient
 ) -> None:
     # Given 40 pending orders, spread over the index shards
     _put_many(dynamo, [f"ord-{i:02}" for i in range(40)])
     faulty.calls.clear()
 
-    # When the pipeline lists pending orders
-    found = dynamo.pending_orders(NOW)
+    # When the pipeline reads the pending keys
+    found = list(dynamo.pending_keys(NOW, "run-1"))
 
     # Then it ran two queries per shard on the index (the live orders, and the expired ones that
     # were decided), and nothing else
@@ -477,7 +582,7 @@ def test_dynamodb_pending_orders_queries_each_shard_and_never_scans(
     assert faulty.calls == {"query": 16}
 
 
-def test_dynamodb_pending_orders_reads_every_page(
+def test_dynamodb_pending_keys_read_every_page(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given 60 pending orders, and a query page size (1 MB on DynamoDB) that holds about two items
@@ -485,13 +590,36 @@ def test_dynamodb_pending_orders_reads_every_page(
     monkeypatch.setattr("moto.dynamodb.models.table.RESULT_SIZE_LIMIT", 800)
     faulty.calls.clear()
 
-    # When the pipeline lists pending orders
-    found = dynamo.pending_orders(NOW)
+    # When the pipeline reads the pending keys
+    found = list(dynamo.pending_keys(NOW, "run-1"))
 
     # Then it followed LastEvaluatedKey through every page of every shard
-    assert sorted(ids(found)) == [f"ord-{i:02}" for i in range(60)]
+    assert sorted(found) == keys([f"ord-{i:02}" for i in range(60)])
     assert faulty.calls["query"] > 16
     assert faulty.calls["scan"] == 0
+
+
+def test_dynamodb_pending_keys_stream_a_page_per_query_as_they_are_taken(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 400 pending orders, submitted a second apart, and query pages (1 MB on DynamoDB) that
+    # hold about ten of them: each shard's live orders take several pages
+    everything = [f"ord-{i:03}" for i in range(400)]
+    _seed(faulty, [pending(r, submitted=NOW - 400 + i) for i, r in enumerate(everything)])
+    monkeypatch.setattr("moto.dynamodb.models.table.RESULT_SIZE_LIMIT", 10 * _item_size(faulty, "ord-000"))
+    faulty.calls.clear()
+
+    # When FetchResults takes the first five keys
+    stream = dynamo.pending_keys(NOW, "run-1")
+    first = list(itertools.islice(stream, 5))
+
+    # Then they are the five oldest, for one page of each of the 16 queries and nothing more
+    assert first == keys(everything[:5])
+    assert faulty.calls == {"query": 16}
+
+    # And taking the rest reads the other pages, each order once, oldest first
+    assert [*first, *stream] == keys(everything)
+    assert faulty.calls["query"] > 16 + PENDING_SHARDS
 
 
 def test_dynamodb_claims_a_thousand_orders_in_a_few_calls(
@@ -746,17 +874,160 @@ def test_dynamodb_processed_orders_are_stored_outside_the_index(
     assert "pending_shard" not in _raw_item(faulty, "ord-1")
 
 
+def test_dynamodb_records_a_batch_in_a_transaction_whose_token_is_the_run_and_batch(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given a run's record, and a connection that drops once after DynamoDB applied the write
+    dynamo.begin_run("run-1", 3, 0, NOW)
+    requests: list[dict[str, Any]] = []
+
+    def seen(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        requests.append(request)
+        return response
+
+    def seen_then_lost(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        requests.append(request)
+        raise EndpointConnectionError(endpoint_url="http://dynamodb")
+
+    faulty.transform("transact_write_items", seen_then_lost).transform("transact_write_items", seen, times=3)
+
+    # When batch 0 is recorded (and the store retries it), then batch 1, and run-2's batch 0
+    dynamo.record_batch("run-1", 0, BatchTally(accepted=1, batches=1))
+    dynamo.record_batch("run-1", 1, BatchTally(rejected=2, batches=1))
+    dynamo.begin_run("run-2", 1, 0, NOW)
+    dynamo.record_batch("run-2", 0, BatchTally(accepted=1, batches=1))
+
+    # Then each write is one transaction with a ClientRequestToken: the same for the retry of a
+    # batch, so DynamoDB applies it once (for ten minutes; a child execution lasts five), and its
+    # own for every other batch of every run
+    tokens = [r["ClientRequestToken"] for r in requests]
+    assert len(tokens) == 4
+    assert tokens[0] == tokens[1]
+    assert len(set(tokens[1:])) == 3
+    assert all(0 < len(t) <= 36 for t in tokens)  # DynamoDB's limit
+    # moto 5.2.5 ignores ClientRequestToken (it applies a repeat again), so that a repeat counts
+    # once is tested on SQLite only; here, that one record counts once and that batches add up
+    assert dynamo.run_record("run-2") == RunRecord(1, 0, BatchTally(accepted=1, batches=1))
+    assert dynamo.run_record("run-1").settled.rejected == 2
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"error_code": "ThrottlingException"},
+        {"error_code": "TransactionCanceledException", "cancellation_reasons": ["TransactionConflict"]},
+    ],
+    ids=["throttled", "conflicting-with-another-batchs-record"],
+)
+def test_dynamodb_a_batch_record_that_meets_a_transient_failure_is_retried(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float], fault: dict[str, Any]
+) -> None:
+    # Given a run's record, and DynamoDB failing the first write of a batch's counts for a passing
+    # reason: throttling, or another batch of the run adding to the same item at that moment (every
+    # batch of a run writes its counts to that one item, MaxConcurrency of them at a time)
+    dynamo.begin_run("run-1", 4, 0, NOW)
+    faulty.fail("transact_write_items", **fault)
+
+    # When the batch is recorded
+    dynamo.record_batch("run-1", 0, BatchTally(accepted=3, rejected=1, batches=1))
+
+    # Then the write was retried after a pause, as the store's other transactions are, and counts
+    assert faulty.calls["transact_write_items"] == 2
+    assert len(sleeps) == 1
+    assert dynamo.run_record("run-1") == RunRecord(4, 0, BatchTally(accepted=3, rejected=1, batches=1))
+
+
+def test_dynamodb_get_orders_reads_strongly_consistent_a_hundred_keys_a_call(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given 250 pending orders, and a note of each batch read's request
+    everything = [f"ord-{i:03}" for i in range(250)]
+    _seed(faulty, [pending(r) for r in everything])
+    requests: list[dict[str, Any]] = []
+
+    def seen(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        requests.append(request["RequestItems"][TABLE])
+        return response
+
+    faulty.transform("batch_get_item", seen, times=3)
+    faulty.calls.clear()
+
+    # When a batch reads them
+    got = dynamo.get_orders(keys(everything))
+
+    # Then it read them in three calls, each strongly consistent: a claim decides on what they are now
+    assert ids(got) == everything
+    assert faulty.calls == {"batch_get_item": 3}
+    assert [(len(r["Keys"]), r["ConsistentRead"]) for r in requests] == [(100, True), (100, True), (50, True)]
+
+
+def test_dynamodb_a_runs_record_is_in_no_index_and_kept_fourteen_days(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+) -> None:
+    # Given a pending order, a rejected one whose notice is owed, and a run's record with a batch
+    dynamo.put_orders([pending("ord-1"), pending("ord-2")], now=NOW)
+    dynamo.claim_orders(keys(["ord-2"]), "run-0", now=NOW, lease_seconds=LEASE)
+    outcome = {"power": 0, "run_id": "run-0"}
+    dynamo.complete_order(key("ord-2"), "run-0", OrderStatus.REJECTED, outcome, notice_due_at=NOW)
+    dynamo.begin_run("run-1", 2, 0, NOW)
+    dynamo.record_batch("run-1", 0, BatchTally(accepted=2, batches=1))
+
+    # Then the run's item has its counts and a time to live, and no attribute that would put it in
+    # an index
+    item = faulty.real.get_item(TableName=TABLE, Key={ORDERS_KEY: {"S": "run#run-1"}}, ConsistentRead=True)
+    assert set(item["Item"]) == {
+        "order_key",
+        "staged",
+        "left",
+        "accepted",
+        "rejected",
+        "failed",
+        "batches",
+        "purge_at",
+    }
+    assert item["Item"]["purge_at"] == {"N": str(NOW + RETENTION_SECONDS)}
+    # And no index holds it, nor does any read of the pipeline
+    for index in (PENDING_INDEX, NOTICES_INDEX, TRADER_INDEX, TIME_INDEX):
+        indexed = faulty.real.scan(TableName=TABLE, IndexName=index)["Items"]
+        assert indexed, index
+        assert all(not i[ORDERS_KEY]["S"].startswith("run#") for i in indexed), index
+    assert list(dynamo.pending_keys(NOW, "run-1")) == keys(["ord-1"])
+    assert ids(dynamo.overdue_notices(NOW, 10)) == ["ord-2"]
+
+
 # --- SQLite only: the index, columns in step with the document ----------------
 
 
-def test_sqlite_pending_orders_uses_the_status_index(sqlite_store: StoreUnderTest, sqlite_path: Path) -> None:
+def test_sqlite_pending_keys_use_the_status_index(sqlite_store: StoreUnderTest, sqlite_path: Path) -> None:
+    page = {"now": NOW, "run": "run-1", "limit": 1000, "after_expiry": -1, "after_key": ""}
     with sqlite3.connect(sqlite_path) as raw:
-        plan = " ".join(
-            row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {_PENDING_SQL}", {"now": NOW, "run": None})
-        )
+        plan = " ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {_PENDING_SQL}", page))
     raw.close()
 
     assert "USING INDEX orders_by_status" in plan
+
+
+def test_sqlite_pending_keys_go_on_across_pages_by_expiry_then_key(sqlite_store: StoreUnderTest) -> None:
+    # Given 2,500 pending orders (more than two pages of the store's reads) submitted in three
+    # seconds, every third key in the same second: many expire together, and key order is not expiry
+    # order
+    store: SqliteOrderStore = sqlite_store.store
+    everything = {f"ord-{i:04}": NOW - i % 3 for i in range(2500)}
+    records = list(everything)
+    for start in range(0, len(records), 100):
+        batch = records[start : start + 100]
+        store.put_orders([pending(r, submitted=everything[r]) for r in batch], now=NOW)
+    by_expiry = sorted(records, key=lambda r: (everything[r], key(r)))
+
+    # When a run reads their keys, and another run claims a hundred of the last page's meanwhile
+    stream = store.pending_keys(NOW, "run-1")
+    first = list(itertools.islice(stream, 1200))
+    taken = set(by_expiry[2100:2200])
+    store.claim_orders(keys(sorted(taken)), "run-2", now=NOW, lease_seconds=LEASE)
+
+    # Then every other key comes once, by expiry then key, across the pages: each page is read when
+    # it is reached, as the store is then
+    assert [*first, *stream] == keys([r for r in by_expiry if r not in taken])
 
 
 def test_sqlite_claim_columns_stay_in_step_with_the_document(
@@ -844,3 +1115,19 @@ def test_dynamodb_keeps_a_decided_order_past_its_expiry_until_it_is_settled(
     # And once it is settled as accepted, at its expiry again
     dynamo.complete_order(key("ord-1"), "run-1", OrderStatus.ACCEPTED, {"run_id": "run-1"})
     assert int(_raw_item(faulty, "ord-1")["purge_at"]["N"]) == expires
+
+
+def test_sqlite_recording_a_batch_again_changes_nothing(sqlite_store: StoreUnderTest) -> None:
+    # Given a run whose batch 0 is recorded
+    store: SqliteOrderStore = sqlite_store.store
+    store.begin_run("run-1", 10, 0, NOW)
+    store.record_batch("run-1", 0, BatchTally(accepted=4, rejected=1, batches=1))
+
+    # When the tally task is retried (even with other counts, as a confused caller would send)
+    store.record_batch("run-1", 0, BatchTally(accepted=4, rejected=1, batches=1))
+    store.record_batch("run-1", 0, BatchTally(failed=5, batches=1))
+
+    # Then the batch counts once, as first recorded, and the next batch still adds up
+    assert store.run_record("run-1") == RunRecord(10, 0, BatchTally(accepted=4, rejected=1, batches=1))
+    store.record_batch("run-1", 1, BatchTally(failed=5, batches=1))
+    assert store.run_record("run-1") == RunRecord(10, 0, BatchTally(4, 1, 5, 2))

@@ -24,13 +24,16 @@ from energy_auction.adapters.local import (
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     RETENTION_SECONDS,
+    BatchTally,
     Decision,
     OrderQuery,
     OrderStatus,
+    RunRecord,
     iso_utc,
+    trader_key,
 )
 from tests.adapters.stores import NOW, pending
-from tests.builders import key, keys
+from tests.builders import TRADER, key, keys, pending_orders
 
 REJECTION = Decision(
     status="rejected",
@@ -79,7 +82,7 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
     assert accepted is not None
     assert (accepted.status, accepted.trader) == (OrderStatus.ACCEPTED, "local-trader")
     assert store.purge_expired(NOW) == 0  # the migrated rows got their purge time: not yet
-    assert [o.record_id for o in store.pending_orders(NOW)] == ["old-pending"]
+    assert [o.record_id for o in pending_orders(store, NOW)] == ["old-pending"]
     listed = store.list_orders(OrderQuery(now=NOW, trader=LEGACY_TRADER)).orders
     assert sorted(o.record_id for o in listed) == ["old-accepted", "old-pending"]
     decided = REJECTION
@@ -90,6 +93,82 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_every_order(tmp_p
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     # and opening it again changes nothing
     assert SqliteOrderStore(path).get_order(pending_key).decision == decided  # type: ignore[union-attr]
+
+
+SCHEMA_4 = """
+CREATE TABLE orders (
+    order_key          TEXT PRIMARY KEY,
+    record_id          TEXT NOT NULL,
+    trader_key         TEXT NOT NULL,
+    listed_at          TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    expires_at         INTEGER NOT NULL,
+    document           TEXT NOT NULL,
+    claim_run_id       TEXT,
+    claim_expires_at   INTEGER,
+    decided            INTEGER NOT NULL DEFAULT 0,
+    notice_due_at      INTEGER,
+    notice_lease_until INTEGER,
+    purge_at           INTEGER
+);
+CREATE INDEX orders_by_status ON orders (status, expires_at);
+CREATE INDEX owed_notices ON orders (notice_due_at) WHERE notice_due_at IS NOT NULL;
+CREATE INDEX orders_by_purge ON orders (purge_at);
+CREATE INDEX orders_by_trader ON orders (trader_key, listed_at);
+CREATE INDEX orders_by_time ON orders (listed_at);
+PRAGMA user_version = 4;
+"""
+"""The schema of the version before run records (orders keyed by trader; no runs tables)."""
+
+
+def test_a_database_of_schema_4_is_migrated_keeps_its_orders_and_records_runs(tmp_path: Path) -> None:
+    # Given an orders database of schema 4, with a pending order a run holds and an accepted one
+    path = tmp_path / "orders.sqlite3"
+    held = pending("held").model_copy(update={"claim_run_id": "run-0", "claim_expires_at": NOW + 600})
+    done = pending("done").model_copy(update={"status": OrderStatus.ACCEPTED, "outcome": {"run_id": "run-0"}})
+    with sqlite3.connect(path) as raw:
+        raw.executescript(SCHEMA_4)
+        for order in (held, done):
+            raw.execute(
+                "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, ?)",
+                (
+                    order.key,
+                    order.record_id,
+                    trader_key(order.trader),
+                    order.listed_at,
+                    order.status.value,
+                    order.expires_at,
+                    codec.dumps(order.model_dump(exclude_none=True)),
+                    order.claim_run_id,
+                    order.claim_expires_at,
+                    order.purge_at(),
+                ),
+            )
+    raw.close()
+
+    # When this version opens it
+    store = SqliteOrderStore(path)
+
+    # Then the orders are as they were: the held one is its run's, and free once the claim lapses
+    assert store.get_order(key("held")) == held
+    assert store.get_order(key("done")) == done
+    assert list(store.pending_keys(NOW, "run-1")) == []
+    assert list(store.pending_keys(NOW + 600, "run-1")) == keys(["held"])
+    listed = store.list_orders(OrderQuery(now=NOW, trader=TRADER)).orders
+    assert [o.record_id for o in listed] == ["held", "done"]
+    # And runs are recorded, in a file now at this schema
+    assert store.run_record("run-1") == RunRecord()
+    store.begin_run("run-1", 1, 0, NOW)
+    store.record_batch("run-1", 0, BatchTally(accepted=1, batches=1))
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    raw.close()
+    # and opening it again keeps everything
+    again = SqliteOrderStore(path)
+    assert again.run_record("run-1") == RunRecord(1, 0, BatchTally(accepted=1, batches=1))
+    assert again.get_order(key("held")) == held
+    again.close()
 
 
 def test_a_database_of_a_newer_version_is_refused_saying_so(tmp_path: Path) -> None:
@@ -196,6 +275,23 @@ def test_an_expired_order_that_still_matters_to_the_pipeline_is_purged_only_afte
     assert {store.get_order(key(r)) is not None for r in ("decided", "owing")} == {True}
     assert store.purge_expired(expired + RETENTION_SECONDS - 1) == 0
     assert store.purge_expired(expired + RETENTION_SECONDS) == 2
+
+
+def test_a_runs_record_is_purged_with_its_batches_after_the_retention(tmp_path: Path) -> None:
+    # Given a run's record with two batches, and another run's begun a minute later
+    store = SqliteOrderStore(tmp_path / "orders.sqlite3")
+    store.begin_run("run-1", 5, 0, NOW)
+    store.record_batch("run-1", 0, BatchTally(accepted=3, batches=1))
+    store.record_batch("run-1", 1, BatchTally(rejected=2, batches=1))
+    store.begin_run("run-2", 1, 0, NOW + 60)
+
+    # Then it is kept for the retention, and purged with its batches once it is over
+    store.purge_expired(NOW + RETENTION_SECONDS - 1)
+    assert store.run_record("run-1") == RunRecord(5, 0, BatchTally(accepted=3, rejected=2, batches=2))
+    store.purge_expired(NOW + RETENTION_SECONDS)
+    assert store.run_record("run-1") == RunRecord()
+    assert store.run_record("run-2") == RunRecord(staged=1)
+    store.close()
 
 
 FULL_DISK_SCRIPT = textwrap.dedent(

@@ -4,16 +4,21 @@ DELETE /orders/{record_id}, and the operator role, on the local store."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from energy_auction import bootstrap
+from energy_auction.adapters.aws import DynamoDbOrderStore
 from energy_auction.handlers import api
 from energy_auction.local.lambdas import LocalLambdaContext
-from energy_auction.orders import ORDER_TTL_SECONDS, OrderStatus
+from energy_auction.orders import ORDER_TTL_SECONDS, BatchTally, OrderStatus
 
+from ..adapters.stores import TABLE, create_orders_table
 from ..builders import key
 from ..conftest import FakeClock
 from ..events import api_event
@@ -172,6 +177,29 @@ def test_an_operator_lists_everyone_or_one_trader_and_reads_any_order() -> None:
     # an operator names whose order to read; an id no order can have is a 404 all the same
     assert call("GET", "/orders/b0", principal="ops", role="operator")[1]["error"] == "invalid_query"
     assert call("GET", "/orders/a%0Ab", principal="ops", role="operator")[0] == 404
+
+
+def test_a_runs_record_in_the_dynamodb_orders_table_is_in_no_listing(
+    install: Callable[..., bootstrap.Container], clock: FakeClock
+) -> None:
+    with mock_aws():
+        # Given the orders table on DynamoDB, orders of two traders, and a run's record beside them
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        create_orders_table(client, TABLE)
+        store = DynamoDbOrderStore(client, TABLE)
+        install(order_store=store)
+        submit("alice", "a0", "a1")
+        submit("bob", "b0")
+        store.begin_run("run-1", 3, 0, int(clock.now))
+        store.record_batch("run-1", 0, BatchTally(accepted=3, batches=1))
+
+        # Then a trader lists their orders, and an operator everyone's or one trader's: orders only
+        assert list_all("alice") == ["a1", "a0"]
+        assert list_all("ops", role="operator") == ["b0", "a1", "a0"]
+        assert list_all("ops", role="operator", trader="run") == []
+        assert (
+            call("GET", "/orders/run-1", principal="ops", role="operator", query={"trader": "run"})[0] == 404
+        )
 
 
 def test_a_trader_cannot_list_or_read_another_traders_orders_by_naming_them() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +29,7 @@ from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     PARAMETER_2_PLACE_RULE,
     PARAMETER_2_RANGE_RULE,
+    BatchTally,
     Decision,
     Limits,
     NoticeClaim,
@@ -36,6 +37,7 @@ from energy_auction.orders import (
     OrderPage,
     OrderQuery,
     OrderStatus,
+    RunRecord,
     iso_utc,
     new_orders,
     parse_orders,
@@ -114,8 +116,11 @@ class MemoryStore:
             self.orders[key] = order
         return order
 
-    def pending_orders(self, now: int, run_id: str | None = None) -> list[Order]:
-        raise _not_intake("pending_orders")
+    def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
+        raise _not_intake("pending_keys")
+
+    def get_orders(self, keys: Sequence[str]) -> list[Order]:
+        raise _not_intake("get_orders")
 
     def claim_orders(
         self,
@@ -152,6 +157,15 @@ class MemoryStore:
 
     def postpone_notice(self, key: str, run_id: str, due_at: int) -> None:
         raise _not_intake("postpone_notice")
+
+    def begin_run(self, run_id: str, staged: int, left: int, now: int) -> None:
+        raise _not_intake("begin_run")
+
+    def record_batch(self, run_id: str, batch: int, tally: BatchTally) -> None:
+        raise _not_intake("record_batch")
+
+    def run_record(self, run_id: str) -> RunRecord:
+        raise _not_intake("run_record")
 
 
 def _not_intake(method: str) -> AssertionError:
@@ -844,3 +858,29 @@ def test_an_outcome_is_settled_as_accepted_or_rejected_by_its_own_run() -> None:
         settled_outcome("run-1", OrderStatus.PENDING, {})
     with pytest.raises(ValueError, match="names run"):
         settled_outcome("run-1", OrderStatus.ACCEPTED, {"run_id": "run-9"})
+
+
+# --- A run's tally
+
+
+def test_a_batchs_tally_counts_each_way_its_orders_ended_as_one_batch() -> None:
+    tally = BatchTally.of(["accepted", "rejected", "accepted", "failed", "accepted"])
+
+    assert tally == BatchTally(accepted=3, rejected=1, failed=1, batches=1)
+    assert tally.orders == 5
+    assert BatchTally.of([]) == BatchTally(batches=1)  # a batch whose orders were all taken elsewhere
+
+
+def test_tallies_add_up_field_by_field() -> None:
+    total = BatchTally(3, 1, 0, 1) + BatchTally(0, 2, 1, 1) + BatchTally()
+
+    assert total == BatchTally(accepted=3, rejected=3, failed=1, batches=2)
+    assert total.orders == 7
+    assert RunRecord() == RunRecord(0, 0, BatchTally(0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("status", ["pending", "released", "None", ""])
+def test_a_tally_refuses_a_status_that_is_no_way_to_end(status: str) -> None:
+    expected = f"ended ['{status}']; expected one of ['accepted', 'failed', 'rejected']"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        BatchTally.of(["accepted", status])
