@@ -16,6 +16,7 @@ from energy_auction.local.engine import PipelineEngine
 from energy_auction.market import OrderResult, SimulatedMarket
 from energy_auction.orders import Order
 from energy_auction.settings import Backend, Settings
+from tests.builders import pending_orders
 
 # Short waits and retries (moto's interpreter sleeps for real); same ASL file as on AWS.
 FAST = {
@@ -69,13 +70,9 @@ def run_summaries(home: Path) -> list[dict[str, Any]]:
     return [n for n in notifications(home) if n["kind"] == "run_summary"]
 
 
-def claimable(container: Container, run_id: str = "another-run") -> list[str]:
+def claimable(container: Container) -> list[str]:
     """The record ids of the orders a new run could claim now."""
-    now = int(container.clock())
-    return sorted(
-        o.record_id
-        for o in container.order_store.get_orders(list(container.order_store.pending_keys(now, run_id)))
-    )
+    return sorted(o.record_id for o in pending_orders(container.order_store, int(container.clock())))
 
 
 @pytest.fixture

@@ -330,9 +330,27 @@ class DynamoDbOrderStore:
                 ":one": {"N": "1"},
             },
         }
-        self._call(
-            self._client.transact_write_items, TransactItems=[{"Update": update}], ClientRequestToken=token
-        )
+        # Every batch of a run adds to this one item, so transactions on it conflict: a cancellation
+        # whose reasons are all transient (a conflict, throttling) is retried, with the same token.
+        for attempt in range(self._backoff.max_attempts):
+            try:
+                self._client.transact_write_items(
+                    TransactItems=[{"Update": update}], ClientRequestToken=token
+                )
+                return
+            except ClientError as err:
+                code = _error_code(err)
+                if code == "TransactionCanceledException":
+                    reasons = {r.get("Code", "None") for r in err.response.get("CancellationReasons", [])}
+                    if not reasons <= _TRANSIENT_CANCELLATIONS:
+                        raise
+                elif code not in TRANSIENT_CODES:
+                    raise
+            except (BotoConnectionError, HTTPClientError):
+                pass  # retried with the same token: applied once
+            if attempt + 1 < self._backoff.max_attempts:
+                self._backoff.pause(attempt)
+        raise StorageUnavailable()
 
     def run_record(self, run_id: str) -> RunRecord:
         response = self._call(

@@ -81,6 +81,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if redelivered["redelivered"]:
             logger.warning("published owed rejection notices again", extra=redelivered)
         return redelivered
+    if action is not None:
+        # Say, an execution still running an earlier definition ("release_run" is gone): refused
+        # plainly, not taken for a poll.
+        raise ValueError(f"FetchResults has no action {action!r}")
     attempt = int(event["attempt"])
     logger.append_keys(attempt=attempt)
     settings = deps.settings
