@@ -381,10 +381,19 @@ def _progress_drawn(line: ProgressLine | None, progress: Callable[[], RunSummary
         line.end()
 
 
-def cmd_run_pipeline(args: argparse.Namespace) -> int:
+def _quiet_logs() -> None:
+    """Warnings and errors only on stderr, unless ``POWERTOOLS_LOG_LEVEL`` says otherwise. The
+    Logger was built at import, before this default was set, so its level is set here too."""
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    from energy_auction.observability import logger
+
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"].upper())
+
+
+def cmd_run_pipeline(args: argparse.Namespace) -> int:
+    _quiet_logs()
 
     from energy_auction.bootstrap import Container
     from energy_auction.local.engine import PipelineEngine
@@ -420,9 +429,7 @@ def cmd_run_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_notices(args: argparse.Namespace) -> int:
-    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "energy-auction")
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    _quiet_logs()
 
     from energy_auction.bootstrap import Container, use
     from energy_auction.handlers import notify
