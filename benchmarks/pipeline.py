@@ -273,11 +273,11 @@ def bench_staging(orders: int) -> dict[str, Any]:
 
     import boto3
     from moto import mock_aws
+    from tests.aws_calls import record_aws_calls
 
     from energy_auction.adapters.aws import S3WorkStore
     from energy_auction.market import SimulatedMarket
     from energy_auction.pipeline import fetch_results
-    from tests.aws_calls import record_aws_calls
 
     with tempfile.TemporaryDirectory() as home, mock_aws():
         container = Container(Settings(backend=Backend.LOCAL, home=Path(home), jwt_secret="x" * 40))
