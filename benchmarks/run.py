@@ -233,8 +233,8 @@ def main() -> int:
         report["pipeline"] = [bench_pipeline_aws(max(10, int(n * scale))) for n in (1_000, 10_000)]
         # The local stack as a user runs it (SQLite, the default settings): wall time.
         report["pipeline_local"] = [bench_pipeline(max(10, int(n * scale))) for n in (1_000, 10_000)]
-        # FetchResults' staging alone at 10,000 and 100,000 orders: memory independent of N.
-        report["staging"] = [bench_staging(max(100, int(n * scale))) for n in (10_000, 100_000)]
+        # FetchResults' staging alone at 10,000 to 1,000,000 orders: memory independent of N.
+        report["staging"] = [bench_staging(max(100, int(n * scale))) for n in (10_000, 100_000, 1_000_000)]
     print("handler import time ...", file=sys.stderr)
     report["import_ms"] = {
         "authorizer": bench_import_ms("energy_auction.handlers.authorizer", 11),

@@ -1,25 +1,29 @@
 """The auction pipeline's use cases, run by the state machine's tasks. No AWS here.
 
 - :func:`fetch_results` (Lambda A) asks the market whether results are ready and, when they are,
-  claims the pending orders for this run, with the market's decision for each stored in the same
-  write, and writes their results where the Distributed Map reads them.
+  streams the keys of the pending orders, in batches, where the Distributed Map reads them; it
+  claims nothing.
+- :func:`claim_batch` (Lambda A, the first task of each batch) claims the batch's orders for this
+  run, with the market's decision for each stored in the same write, and answers their results.
 - :func:`process_order` (Lambda B) settles one order result: an accepted one is written to the
   results store and marked accepted; a rejected one is marked rejected, with its notice owed, and
   raises :class:`~energy_auction.errors.OrderRejected`, which the state machine turns into a notice.
-- :func:`release_order` gives an order back when processing kept failing, and :func:`release_run`
-  gives back all of a run's orders when FetchResults kept failing.
+- :func:`release_order` gives an order back when processing kept failing.
+- :func:`tally_batch` records how a batch's orders ended, and :func:`summarise_run` answers the run
+  summary notice.
 - :func:`redeliver_notices` publishes again the rejection notices that are owed and overdue (their
-  run died, timed out or could not publish), and :func:`deliver_notice` (the notifier) delivers a
-  notice, a rejection once.
+  run died, timed out or could not publish); the notifier (``energy_auction.digest``) delivers each
+  rejection once.
 
-Exactly once per order: a run only processes orders it claimed (a conditional write, so two
-overlapping runs never share an order), completion is conditional on the claim, and a retried
-task finds its own completed work and repeats it idempotently (same object key, same bytes). The
-market is asked once per order: its decision is stored with the first claim, and a run that takes
-over the order of a run that died settles it with that decision, so the result object the dead run
-may have written always agrees with the order's final status. A rejection and its owed notice are
-one write (an outbox); the notifier records the delivery on the order, so every rejection is
-notified once, whichever run, retry or redelivery brings it.
+Exactly once per order: a run only processes orders one of its batches claimed (a conditional
+write, so two overlapping runs never share an order, and a cancel and a claim never both win),
+completion is conditional on the claim, and a retried task finds its own completed work and repeats
+it idempotently (same object key, same bytes). The market is asked once per order: its decision is
+stored with the first claim, and a run that takes over the order of a run that died settles it with
+that decision, so the result object the dead run may have written always agrees with the order's
+final status. A rejection and its owed notice are one write (an outbox); the notifier records the
+delivery on the order, so every rejection is notified once, whichever run, retry or redelivery
+brings it.
 """
 
 from __future__ import annotations
