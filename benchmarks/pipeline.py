@@ -77,16 +77,9 @@ def bench_pipeline(orders: int, accept_probability: float = 0.7, **settings_over
             market_accept_probability=accept_probability,
             market_seed=1,
             **settings_overrides,
-        )  # the service's default pipeline settings (MaxConcurrency 8), as a user runs it
+        )  # the service's default pipeline settings, as a user runs it
         container = Container(settings)
-        for start in range(0, orders, 100):
-            batch = [
-                {"record_id": f"b{i}", "parameter_1": "lot", "parameter_2": i + 0.5}
-                for i in range(start, min(orders, start + 100))
-            ]
-            container.order_store.put_orders(
-                new_orders(parse_orders(json.dumps(batch), Limits()), time.time(), "bench"), int(time.time())
-            )
+        _store(container, orders)
         with (
             _recorded_events() as histories,
             PipelineEngine(
