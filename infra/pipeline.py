@@ -53,9 +53,18 @@ def render_tunables(text: str, values: Mapping[str, object]) -> str:
     return _PLACEHOLDER.sub(replace, text)
 
 
+BATCH_TASK_TIMEOUT_SECONDS = 60
+"""How long a batch's ClaimBatch or TallyBatch may take on AWS (one batch read and one
+transaction, or one update): well inside the EXPRESS child's 5 minutes."""
+
+
 def tunables(config: StageConfig) -> dict[str, object]:
     """The ASL file's non-ARN values on AWS (numbers, the work prefix, the child execution type)."""
-    return workflow.tunables(config.settings(), execution_type=MAP_EXECUTION_TYPE)
+    return workflow.tunables(
+        config.settings(),
+        execution_type=MAP_EXECUTION_TYPE,
+        batch_task_timeout_seconds=BATCH_TASK_TIMEOUT_SECONDS,
+    )
 
 
 def render_definition(config: StageConfig, directory: Path | None = None) -> Path:

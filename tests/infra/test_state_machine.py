@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from infra.config import EXPRESS_LIMIT_SECONDS, ConfigError, StageConfig
 from infra.nag import flatten
-from infra.pipeline import RENDERED_ROOT, render_definition, render_tunables
+from infra.pipeline import BATCH_TASK_TIMEOUT_SECONDS, RENDERED_ROOT, render_definition, render_tunables
 
 from energy_auction import workflow
 from energy_auction.pipeline import CLAIM_MARGIN_SECONDS
@@ -37,7 +37,9 @@ STRING_PLACEHOLDERS = {
     "WorkBucketName",
 }
 """What CloudFormation substitutes (DefinitionSubstitutions); every other value is rendered at synth."""
-AWS_TUNABLES = workflow.tunables(Settings(), execution_type="EXPRESS")
+AWS_TUNABLES = workflow.tunables(
+    Settings(), execution_type="EXPRESS", batch_task_timeout_seconds=BATCH_TASK_TIMEOUT_SECONDS
+)
 """The stages' tunables: the service's defaults (cdk.json overrides none of them)."""
 
 
@@ -123,6 +125,7 @@ def test_definition_equals_the_package_rendering_with_the_aws_values(
             "MapExecutionType": "EXPRESS",
             "MapMaxConcurrency": defaults.pipeline_max_concurrency,
             "BatchMaxConcurrency": defaults.pipeline_batch_concurrency,
+            "BatchTaskTimeoutSeconds": BATCH_TASK_TIMEOUT_SECONDS,
             "MaxAttempts": defaults.pipeline_max_attempts,
             "RetrySeconds": defaults.pipeline_retry_seconds,
             "ExecutionTimeoutSeconds": defaults.pipeline_timeout_seconds,
@@ -257,7 +260,7 @@ def test_each_order_of_a_batch_ends_well_inside_the_childs_five_minutes(
     assert worst + EXPRESS_MARGIN_SECONDS <= EXPRESS_LIMIT_SECONDS, f"worst case {worst:.0f} s"
     # And the batch's own tasks, on the function that also stages whole runs, are cut short
     for name in ("ClaimBatch", "TallyBatch"):
-        assert processor["States"][name]["TimeoutSeconds"] <= 60
+        assert processor["States"][name]["TimeoutSeconds"] == BATCH_TASK_TIMEOUT_SECONDS <= 60
 
 
 def test_role_allows_every_call_the_definition_makes(assembly: Assembly, stage_stack: Synthesized) -> None:

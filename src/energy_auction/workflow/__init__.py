@@ -46,9 +46,18 @@ def render(values: Mapping[str, object]) -> dict[str, Any]:
     return definition
 
 
-def tunables(settings: Settings, *, execution_type: str = "STANDARD") -> dict[str, object]:
-    """The non-ARN substitutions, from the settings (the AWS deployment passes EXPRESS children)."""
+def tunables(
+    settings: Settings, *, execution_type: str = "STANDARD", batch_task_timeout_seconds: int | None = None
+) -> dict[str, object]:
+    """The non-ARN substitutions, from the settings.
+
+    The AWS deployment passes EXPRESS children, and cuts a batch's ClaimBatch and TallyBatch short
+    (``batch_task_timeout_seconds``): they run on the function that also stages whole runs, whose
+    timeout is minutes. The local stack leaves them the execution's timeout: its in-process
+    functions take one invocation at a time, so a batch's task may queue behind many others.
+    """
     return {
+        "BatchTaskTimeoutSeconds": batch_task_timeout_seconds or settings.pipeline_timeout_seconds,
         "WorkPrefix": settings.work_prefix,
         "MapExecutionType": execution_type,
         "MapMaxConcurrency": settings.pipeline_max_concurrency,
