@@ -203,7 +203,11 @@ def test_a_run_stopped_after_writing_an_accepted_result_never_contradicts_it(
     tripwire = Tripwire(die=True)
     clock = FakeClock()
     settings = settings_for(
-        home, pipeline_max_concurrency=1, claim_lease_seconds=LEASE, slack_webhook_url=slack.url
+        home,
+        pipeline_max_concurrency=1,
+        pipeline_batch_concurrency=1,
+        claim_lease_seconds=LEASE,
+        slack_webhook_url=slack.url,
     )
     container = Container(
         settings,
@@ -241,6 +245,7 @@ def test_a_run_stopped_after_marking_a_rejection_still_notifies_it_once(
     settings = settings_for(
         home,
         pipeline_max_concurrency=1,
+        pipeline_batch_concurrency=1,
         claim_lease_seconds=LEASE,
         notice_redelivery_seconds=REDELIVERY,
         slack_webhook_url=slack.url,
