@@ -110,6 +110,20 @@ class LocalStack:
                 return found
             time.sleep(0.05)
 
+    def wait_for_notices(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """The notices in ``<home>/notifications.jsonl`` once ``done`` says they are all there: the
+        stack's own delivery thread may take a notice a ``run-pipeline`` published, and write it
+        after that command has ended."""
+        path = self.home / "notifications.jsonl"
+        deadline = time.monotonic() + timeout
+        while True:
+            notices = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            if done(notices) or time.monotonic() > deadline:
+                return notices
+            time.sleep(0.05)
+
     def _read_output(self) -> None:
         assert self.process is not None
         assert self.process.stdout is not None

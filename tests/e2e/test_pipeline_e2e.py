@@ -48,7 +48,9 @@ def test_run_pipeline_settles_orders_and_reports_them(stack: LocalStack) -> None
     assert document["order"]["record_id"] == some
     assert statuses[some]["outcome"]["result_key"] == str(results[some].relative_to(stack.home / "results"))
     # a rejected order has one notification
-    lines = [json.loads(line) for line in (stack.home / "notifications.jsonl").read_text().splitlines()]
+    lines = stack.wait_for_notices(
+        lambda ns: len([n for n in ns if n["kind"] == "order_rejected"]) >= len(rejected)
+    )
     assert sorted(n["fields"]["record_id"] for n in lines if n["kind"] == "order_rejected") == sorted(
         rejected
     )
@@ -69,8 +71,8 @@ def test_run_pipeline_reports_a_market_that_is_never_ready(stack: LocalStack) ->
     assert done.returncode == 1
     summary = json.loads(done.stdout)
     assert (summary["status"], summary["error"], summary["attempts"]) == ("FAILED", "ResultsNotReady", 2)
-    lines = (stack.home / "notifications.jsonl").read_text().splitlines()
-    assert [json.loads(line)["kind"] for line in lines] == ["results_not_ready"]
+    notices = stack.wait_for_notices(lambda ns: len(ns) >= 1)
+    assert [n["kind"] for n in notices] == ["results_not_ready"]
     assert stack.get_order("e2e-0", token).json()["status"] == "pending"
 
 
