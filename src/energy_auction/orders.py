@@ -6,6 +6,7 @@ A model module: no storage, no AWS. The intake use cases are in :mod:`energy_auc
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -75,6 +76,7 @@ TRADER_KEY_LENGTH = 52
 """Characters of a trader key: the base32 (RFC 4648, lower case, no padding) of a SHA-256."""
 
 
+@functools.lru_cache(maxsize=4096)
 def trader_key(trader: str) -> str:
     """The trader's part of every storage key: base32 of the SHA-256 of the token's ``sub`` (UTF-8).
 

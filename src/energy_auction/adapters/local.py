@@ -601,19 +601,28 @@ class FolderResultStore:
 
     def __init__(self, root: Path) -> None:
         self._root = root
+        self._resolved: Path | None = None
 
     def put_result(self, key: str, document: dict[str, Any]) -> str:
-        target = (self._root / key).resolve()
-        if not target.is_relative_to(self._root.resolve()):
+        if self._resolved is None:
+            self._resolved = self._root.resolve()
+        # Checked on the path as written (the folder is the user's own: no link in it is planted).
+        target = Path(os.path.normpath(self._resolved / key))
+        if not target.is_relative_to(self._resolved) or target == self._resolved:
             raise ValueError(f"result key {key!r} leaves the results folder")
-        make_private_folder(target.parent)
         # Write then rename: a reader never sees half a file, and a retry rewrites the same bytes.
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        with os.fdopen(_private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as handle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            descriptor = _private_file(temporary, flags)
+        except FileNotFoundError:  # the first result of its folder
+            make_private_folder(target.parent)
+            descriptor = _private_file(temporary, flags)
+        with os.fdopen(descriptor, "w") as handle:
             handle.write(codec.dumps(document))
             handle.flush()
             os.fsync(handle.fileno())
-        temporary.replace(target)
+        os.replace(temporary, target)
         return str(target)
 
 

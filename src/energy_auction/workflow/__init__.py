@@ -47,21 +47,31 @@ def render(values: Mapping[str, object]) -> dict[str, Any]:
 
 
 def tunables(
-    settings: Settings, *, execution_type: str = "STANDARD", batch_task_timeout_seconds: int | None = None
+    settings: Settings,
+    *,
+    execution_type: str = "STANDARD",
+    batch_task_timeout_seconds: int | None = None,
+    concurrency_cap: tuple[int, int] | None = None,
 ) -> dict[str, object]:
     """The non-ARN substitutions, from the settings.
 
     The AWS deployment passes EXPRESS children, and cuts a batch's ClaimBatch and TallyBatch short
     (``batch_task_timeout_seconds``): they run on the function that also stages whole runs, whose
     timeout is minutes. The local stack leaves them the execution's timeout: its in-process
-    functions take one invocation at a time, so a batch's task may queue behind many others.
+    functions take one invocation at a time, so a batch's task may queue behind many others. For
+    the same reason it caps the Map's concurrency (``concurrency_cap``: batches at once, orders of a
+    batch at once): more would only add threads waiting for that one invocation at a time.
     """
+    batches, orders = concurrency_cap or (
+        settings.pipeline_max_concurrency,
+        settings.pipeline_batch_concurrency,
+    )
     return {
         "BatchTaskTimeoutSeconds": batch_task_timeout_seconds or settings.pipeline_timeout_seconds,
         "WorkPrefix": settings.work_prefix,
         "MapExecutionType": execution_type,
-        "MapMaxConcurrency": settings.pipeline_max_concurrency,
-        "BatchMaxConcurrency": settings.pipeline_batch_concurrency,
+        "MapMaxConcurrency": min(batches, settings.pipeline_max_concurrency),
+        "BatchMaxConcurrency": min(orders, settings.pipeline_batch_concurrency),
         "MaxAttempts": settings.pipeline_max_attempts,
         "RetrySeconds": settings.pipeline_retry_seconds,
         "ExecutionTimeoutSeconds": settings.pipeline_timeout_seconds,
