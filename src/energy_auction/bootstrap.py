@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from energy_auction.settings import Backend, Settings
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the 
         NoticePublisher,
         Notifier,
         OrderStore,
+        PostSlots,
         ResultStore,
         SecretSource,
         WorkStore,
@@ -41,6 +42,7 @@ COMPONENTS = frozenset(
         "notifier",
         "notice_log",
         "notice_publisher",
+        "post_slots",
         "topic",
         "secrets",
     }
@@ -155,7 +157,13 @@ class Container:
         from energy_auction.adapters.channels import LogNotifier
         from energy_auction.adapters.slack import SlackWebhookNotifier
 
-        return SlackWebhookNotifier(self.slack_webhook_url, fallback=LogNotifier())
+        return SlackWebhookNotifier(self.slack_webhook_url, fallback=LogNotifier(), slots=self.post_slots)
+
+    @cached_property
+    def post_slots(self) -> PostSlots:
+        """Each notice channel's post slot (one post at a time across notifiers): kept by the order
+        store, in the orders table or the orders database; both adapters implement it."""
+        return cast("PostSlots", self.order_store)
 
     @cached_property
     def notice_log(self) -> Notifier:

@@ -239,3 +239,12 @@ class OrderStore(Protocol):
     def run_record(self, run_id: str) -> RunRecord:
         """What ``run_id`` took and settled so far (all zeros for an unknown run)."""
         ...
+
+
+class PostSlots(Protocol):
+    """One post at a time per channel, across every notifier (on AWS, several run at once)."""
+
+    def take_post_slot(self, channel: str, now: float, interval: float) -> float:
+        """Take ``channel``'s post slot at ``now`` (epoch seconds) if it is free, holding it for
+        ``interval`` seconds: 0.0 when taken (post now), else the seconds until it is free."""
+        ...

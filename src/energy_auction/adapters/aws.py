@@ -97,6 +97,11 @@ def run_key(run_id: str) -> str:
     return f"{RUN_KEY_PREFIX}{run_id}"
 
 
+POST_SLOT_KEY_PREFIX = "post#"
+"""Key prefix of a notice channel's post slot in the orders table (``take_post_slot``): like a
+run's item, a key no order can have, with no index attribute."""
+
+
 _T = TypeVar("_T")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -351,6 +356,30 @@ class DynamoDbOrderStore:
             if attempt + 1 < self._backoff.max_attempts:
                 self._backoff.pause(attempt)
         raise StorageUnavailable()
+
+    def take_post_slot(self, channel: str, now: float, interval: float) -> float:
+        """One conditional update of the channel's item: it takes the slot only if the slot's
+        time has come, so two notifiers never both take it."""
+        try:
+            self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={ORDERS_KEY: {"S": f"{POST_SLOT_KEY_PREFIX}{channel}"}},
+                UpdateExpression="SET free_at = :free",
+                ConditionExpression="attribute_not_exists(free_at) OR free_at <= :now",
+                ExpressionAttributeValues={
+                    ":free": {"N": f"{now + interval:.3f}"},
+                    ":now": {"N": f"{now:.3f}"},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            item: Any = err.response.get("Item") or {}
+            held = item.get("free_at", {}).get("N")
+            return max(0.001, float(held) - now) if held is not None else interval
+        return 0.0
 
     def run_record(self, run_id: str) -> RunRecord:
         response = self._call(

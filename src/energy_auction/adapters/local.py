@@ -41,10 +41,10 @@ from energy_auction.orders import (
 if TYPE_CHECKING:
     from energy_auction.notifications import Notice
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """``PRAGMA user_version`` of an orders database this code writes. 0 is the first release (no
 decisions, no notice outbox), 2 had no purge time, 3 had no traders (orders keyed by record_id),
-4 had no run records;
+4 had no run records, 5 no post slots;
 :meth:`SqliteOrderStore.migrate` brings an older one forward when it is opened."""
 
 LEGACY_TRADER = "local-trader"
@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS run_batches (
     rejected INTEGER NOT NULL,
     failed   INTEGER NOT NULL,
     PRIMARY KEY (run_id, batch)
+);
+CREATE TABLE IF NOT EXISTS post_slots (
+    channel  TEXT PRIMARY KEY,
+    free_at  REAL NOT NULL
 );
 """
 _ADDED_COLUMNS = {
@@ -448,6 +452,17 @@ class SqliteOrderStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 (run_id, batch, tally.accepted, tally.rejected, tally.failed),
             )
+
+    def take_post_slot(self, channel: str, now: float, interval: float) -> float:
+        with self._transaction() as db:
+            row = db.execute("SELECT free_at FROM post_slots WHERE channel = ?", (channel,)).fetchone()
+            if row is not None and row[0] > now:
+                return max(0.001, float(row[0]) - now)
+            db.execute(
+                "INSERT OR REPLACE INTO post_slots (channel, free_at) VALUES (?, ?)",
+                (channel, now + interval),
+            )
+        return 0.0
 
     def run_record(self, run_id: str) -> RunRecord:
         try:

@@ -19,20 +19,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from energy_auction.backoff import Backoff
+from energy_auction.digest import ALERTS_CHANNEL
 from energy_auction.notifications import LINE_LIMIT, Notice, NotificationFailed
 from energy_auction.observability import logger
 from energy_auction.webhook import LOOPBACK_HOSTS, WEBHOOK_RULE, is_webhook_url
 
 if TYPE_CHECKING:
-    from energy_auction.ports import Notifier
+    from energy_auction.ports import Notifier, PostSlots
 
 MAX_RETRY_AFTER = 30.0
 """Longest wait honoured from a Retry-After header, in seconds."""
 MAX_BACKOFF = 30.0
 MIN_POST_INTERVAL_SECONDS = 3.0
-"""The least time between two posts to one webhook (one channel) from one notifier, retries
-included: Slack takes about one message a second per webhook, with short bursts. The deployment
-bounds how many notifiers run at once (``infra.notifications.NOTIFIER_MAX_CONCURRENCY``)."""
+"""The least time between two posts to one webhook (one channel), retries included, from one
+notifier and, through the channel's shared post slot, from all of them: Slack takes about one
+message a second per webhook, with short bursts, and on AWS two notifiers may run at once
+(``infra.notifications.NOTIFIER_MAX_CONCURRENCY``)."""
 
 _SECTION_TEXT_LIMIT = 3000
 _FIELD_LIMIT = 2000
@@ -93,7 +95,10 @@ class SlackWebhookNotifier:
     ``webhook_url`` is asked on every notice (it may come from a cached secret); when it gives None,
     the notice goes to ``fallback`` (a log line) instead. Two posts (attempts included) are at least
     ``min_interval`` seconds apart on ``clock``; the instance keeps the time of its last post, so a
-    warm Lambda keeps the spacing from one invocation to the next. A 429 or 5xx answer, or no
+    warm Lambda keeps the spacing from one invocation to the next. With ``slots`` (the store's
+    post slots), each post also takes ``channel``'s slot first (on ``wall_clock``), so posts from
+    notifiers running at once are ``min_interval`` apart too; should the slot's store fail, the
+    post goes ahead on the instance's own spacing (logged). A 429 or 5xx answer, or no
     answer at all, is retried up to ``max_attempts`` times, waiting as Retry-After says (at most
     :data:`MAX_RETRY_AFTER` seconds) or with exponential backoff from ``base_delay``. Any other
     status is permanent. Either way :class:`~energy_auction.notifications.NotificationFailed` is
@@ -113,6 +118,9 @@ class SlackWebhookNotifier:
         max_attempts: int = 5,
         base_delay: float = 1.0,
         timeout: float = 10,
+        slots: PostSlots | None = None,
+        channel: str = ALERTS_CHANNEL,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._webhook_url = webhook_url
         self._fallback = fallback
@@ -125,6 +133,9 @@ class SlackWebhookNotifier:
         self._backoff = Backoff(max_attempts, base_delay, MAX_BACKOFF, sleep, jitter=False)
         self._max_attempts = max_attempts
         self._timeout = timeout
+        self._slots = slots
+        self._channel = channel
+        self._wall_clock = wall_clock
 
     def notify(self, notice: Notice) -> None:
         try:
@@ -192,7 +203,21 @@ class SlackWebhookNotifier:
         wait = max(at_least, self._spacing_left())
         if wait > 0:
             self._sleep(wait)
+        while self._slots is not None and (wait := self._shared_spacing_left()) > 0:
+            self._sleep(wait)
         self._last_post = self._clock()
+
+    def _shared_spacing_left(self) -> float:
+        """0 once this notifier holds the channel's post slot, else the seconds until it is free."""
+        assert self._slots is not None
+        try:
+            return self._slots.take_post_slot(self._channel, self._wall_clock(), self._min_interval)
+        except Exception as err:
+            logger.warning(
+                "the channel's post slot could not be taken; posting on this notifier's spacing",
+                extra={"channel": self._channel, "error": type(err).__name__},
+            )
+            return 0.0
 
     def _spacing_left(self) -> float:
         if self._last_post is None:
