@@ -21,7 +21,9 @@ Cost: every service the run and its notices use, without free tiers: Step Functi
 Standard transitions, one per child started; EXPRESS requests and duration), Lambda (requests and
 Arm GB-seconds, each task billed for its whole pessimistic task time), DynamoDB (request units,
 the indexes' writes included; the notifier's two writes per notice), S3 (requests), SNS
-(publishes) and SQS (the notices' queue: a send, and a receive and a delete per batch). Not
+(publishes) and SQS (the notices' queue: a send, and a receive and a delete per ten). The notifier is
+billed per batch the event source mapping hands it (what arrives in its batching window at the
+run's rejection rate, at most the deployed batch size) and for its two writes per notice. Not
 modelled: CloudWatch Logs and X-Ray (the state machine logs ALL and every function is traced),
 the results' storage, the queue's empty polls, data transfer.
 """
@@ -49,6 +51,7 @@ from infra.capacity import (
     claim_and_tally_seconds,
     design_per_order,
     lambda_seconds_per_order,
+    notices_per_notifier_invocation,
     process_order_billed_seconds,
     rate_limits,
     staged_part_bytes,
@@ -176,7 +179,7 @@ def estimate(
         runs = 1
         settle_seconds = run_seconds(orders, not_ready)
 
-    cost = _cost(orders, a=a, shape=shape, per=per, batch=batch, not_ready=not_ready)
+    cost = _cost(orders, a=a, shape=shape, per=per, batch=batch, not_ready=not_ready, throughput=throughput)
     units = units_per_order(per.aws_calls, shape, a)
     total = sum(cost.values())
     return {
@@ -243,6 +246,15 @@ _ENDS = {
 }
 
 
+def notifier_seconds(notices: float, invocations: int, a: Assumptions) -> float:
+    """The notifier's billed time: each invocation's digest, and each notice's two conditional
+    writes on its order, one after the other."""
+    return (
+        invocations * a.notifier_invocation_seconds
+        + notices * NOTIFIER_WRITES_PER_NOTICE * a.item_call_seconds
+    )
+
+
 def _cost(
     orders: int,
     *,
@@ -251,6 +263,7 @@ def _cost(
     per: PerOrder,
     batch: float,
     not_ready: int,
+    throughput: float,
 ) -> dict[str, float]:
     n = orders
     calls = {name: value * n for name, value in per.aws_calls.items()}
@@ -264,7 +277,8 @@ def _cost(
     )
 
     notices = n * shape.rejected_share
-    notifier_invocations = math.ceil(notices / a.notices_per_notifier_invocation)
+    per_invocation = notices_per_notifier_invocation(throughput * shape.rejected_share)
+    notifier_invocations = math.ceil(notices / per_invocation)
     invocations = n * sum(per.lambda_invocations.values()) + not_ready + notifier_invocations
     fetch_tasks = 3 + not_ready  # RedeliverNotices, FetchResults, SummariseRun; retries of FetchResults
     gb_seconds = (
@@ -275,7 +289,7 @@ def _cost(
         + (children * claim_and_tally_seconds(shape, a) + fetch_tasks * a.lambda_task_seconds)
         * a.fetch_results_memory_mb
         + stream_seconds(n, a) * a.fetch_results_memory_mb
-        + notifier_invocations * a.notifier_invocation_seconds * a.notifier_memory_mb
+        + notifier_seconds(notices, notifier_invocations, a) * a.notifier_memory_mb
     ) / MB_PER_GB
     lambda_ = invocations * a.lambda_request_usd + gb_seconds * a.lambda_gb_second_usd
 
@@ -298,8 +312,8 @@ def _cost(
 
     sns = calls.get("sns.Publish", 0.0) * a.sns_publish_usd + notices * a.sns_to_sqs_delivery_usd
     # Every notice is sent to the queue (counted as a request, pessimistically), then received and
-    # deleted in batches.
-    sqs = (notices + 2 * notifier_invocations) * a.sqs_request_usd
+    # deleted at most ten a request, however large the notifier's batch.
+    sqs = (notices + 2 * math.ceil(notices / a.sqs_messages_per_request)) * a.sqs_request_usd
     return {
         "step_functions": step_functions,
         "lambda": lambda_,

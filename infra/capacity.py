@@ -16,10 +16,13 @@ prices were not in the stored pages. Quotas that differ by Region are eu-west-1'
 The pipeline modelled (issue 10): a parent (STANDARD) runs Initialise, RedeliverNotices and
 FetchResults, which streams the keys of the pending orders (the pending-orders index, 1 MB pages) into
 one S3 object (a multipart upload) of batches; a Distributed Map runs one EXPRESS child per batch:
-ClaimBatch (two BatchGetItem and one TransactWriteItems per 100 orders), an inline Map of
+ClaimBatch (one eventually consistent BatchGetItem per 100 orders, then one conditional UpdateItem
+per order, ``CLAIM_WORKERS`` at a time, each answering the claimed order), an inline Map of
 ProcessOrder per order (GetItem, PutObject for an accepted order, UpdateItem; a rejected order's
-notice is an sns:publish task in the same iteration), TallyBatch (one UpdateItem on the run's
-record); then SummariseRun and one summary publish.
+notice is an sns:publish task in the same iteration), TallyBatch (a one-item TransactWriteItems on
+the run's record); then SummariseRun and one summary publish. The notifier takes the rejections'
+notices from the queue in batches (``energy_auction.digest.BATCH_SIZE``, gathered for
+``NOTICE_BATCHING_WINDOW_SECONDS``).
 """
 
 from __future__ import annotations
@@ -29,13 +32,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from energy_auction.adapters.aws import PENDING_SHARDS
+from energy_auction.adapters.aws import CLAIM_WORKERS, PENDING_SHARDS
+from energy_auction.digest import BATCH_SIZE
 from energy_auction.orders import RECORD_ID_MAX_LENGTH, TRADER_KEY_LENGTH
 from energy_auction.settings import MAX_ORDERS_CEILING
 
 CALL_ITEMS = MAX_ORDERS_CEILING
-"""The most items one TransactWriteItems call writes, and the most keys one BatchGetItem reads (the
+"""The most keys one BatchGetItem reads, and the most items one TransactWriteItems call writes (the
 limit that also caps an API request at 100 orders)."""
+NOTIFIER_BATCH_SIZE = BATCH_SIZE
+"""Notices the notifier's event source mapping hands it at most at once (as deployed)."""
+NOTICE_BATCHING_WINDOW_SECONDS = 5
+"""How long the notifier's event source mapping gathers notices before it invokes the notifier,
+unless a batch of ``NOTIFIER_BATCH_SIZE`` fills first (deployed by infra/notifications.py)."""
 ORDER_KEY_MAX_BYTES = TRADER_KEY_LENGTH + 1 + RECORD_ID_MAX_LENGTH
 """``<trader key>/<record_id>`` at its longest: what a batch carries per order."""
 PARENT_STATES = 8
@@ -124,6 +133,11 @@ _SNS_PRICING = (
     "Amazon SNS pricing, https://aws.amazon.com/sns/pricing/ (standard topic publishes; as quoted by "
     "factualminds.com, Amazon SNS pricing, 2026-06-13)"
 )
+_SQS_LIMITS = (
+    "Amazon SQS API Reference, ReceiveMessage (MaxNumberOfMessages: 'Valid values: 1 to 10') and "
+    "DeleteMessageBatch (at most 10 entries), https://docs.aws.amazon.com/AWSSimpleQueueService/"
+    "latest/APIReference/API_ReceiveMessage.html"
+)
 _SQS_PRICING = (
     "Amazon SQS pricing, https://aws.amazon.com/sqs/pricing/ (standard queue requests, each 64 KB a "
     "request; as quoted by factualminds.com, Amazon SQS pricing, 2026-06-13)"
@@ -181,7 +195,9 @@ class Assumptions:
         "measured here: ProcessOrder's handler takes 3 ms per order on the local stack, calls "
         "included (benchmarks: handler time); 10 ms taken",
     )
-    transact_write_seconds: float = _fact(0.030, "s, one TransactWriteItems", f"{_ISSUE}: 10-30 ms")
+    transact_write_seconds: float = _fact(
+        0.030, "s, one TransactWriteItems (TallyBatch's)", f"{_ISSUE}: 10-30 ms"
+    )
     batch_get_seconds: float = _fact(0.015, "s, one BatchGetItem", f"{_ISSUE}: 5-15 ms")
     item_call_seconds: float = _fact(0.010, "s, one GetItem, UpdateItem or small Query", _DDB_LATENCY)
     query_page_seconds: float = _fact(
@@ -223,13 +239,13 @@ class Assumptions:
     notifier_memory_mb: int = _fact(
         FUNCTION_MEMORY_MB["notify"], "MB, the notifier", "FUNCTION_MEMORY_MB (deployed)"
     )
-    notices_per_notifier_invocation: int = _fact(
-        10,
-        "notices per notifier invocation (SQS batch)",
-        "Lambda's default batch size for an SQS event source (assumed: the digest notifier's)",
+    sqs_messages_per_request: int = _fact(
+        10, "messages one ReceiveMessage or DeleteMessageBatch handles at most", _SQS_LIMITS
     )
     notifier_invocation_seconds: float = _fact(
-        1.0, "s billed per notifier invocation (one Slack digest)", "assumed"
+        1.0,
+        "s billed per notifier invocation for its Slack digest, besides its two writes per notice",
+        "assumed",
     )
 
     # Prices, USD.
@@ -277,6 +293,8 @@ READ_UNIT_BYTES = 4 * 1024
 """A strongly consistent read of up to 4 KB is one read unit; an eventually consistent one half."""
 TRANSACTIONAL_WRITE_FACTOR = 2
 """A transactional write costs two write units per KiB of each item."""
+EVENTUALLY_CONSISTENT_FACTOR = 0.5
+"""An eventually consistent read costs half a strongly consistent one."""
 
 
 @dataclass(frozen=True)
@@ -290,8 +308,13 @@ class Shape:
 
     @property
     def calls_per_batch(self) -> int:
-        """BatchGetItem (and TransactWriteItems) calls to claim one batch."""
+        """BatchGetItem calls to read one batch before its claim."""
         return math.ceil(self.batch_size / CALL_ITEMS)
+
+    @property
+    def claim_waves(self) -> int:
+        """Round trips of a batch's claim: one conditional update per order, ``CLAIM_WORKERS`` at once."""
+        return math.ceil(self.batch_size / CLAIM_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -310,12 +333,13 @@ class PerOrder:
 def design_per_order(orders: int, shape: Shape, a: Assumptions) -> PerOrder:
     """The work per order the design does for ``orders`` ready orders (the default table).
 
-    Per order: ProcessOrder's GetItem and UpdateItem, a PutObject for each accepted order and an SNS
-    publish for each rejected one. Per batch: ClaimBatch's two BatchGetItem and one TransactWriteItems
-    (per 100 orders) and TallyBatch's one-item transaction; one child execution, whose start the parent bills
-    as a transition. Per run: RedeliverNotices' query of each owed-notices shard; FetchResults'
-    pages of the pending-orders index and its multipart upload; the Distributed Map's GetObject of
-    each part; SummariseRun's GetItem of the run's record and the summary publish.
+    Per order: ClaimBatch's conditional UpdateItem (the claim), ProcessOrder's GetItem and
+    UpdateItem, a PutObject for each accepted order and an SNS publish for each rejected one. Per
+    batch: ClaimBatch's BatchGetItem (per 100 orders) and TallyBatch's one-item TransactWriteItems;
+    one child execution, whose start the parent bills as a transition. Per run: RedeliverNotices'
+    query of each owed-notices shard; FetchResults' pages of the pending-orders index and its
+    multipart upload; the Distributed Map's GetObject of each part; SummariseRun's GetItem of the
+    run's record and the summary publish.
     """
     n = max(1, orders)
     accepted = 1 - shape.rejected_share
@@ -333,17 +357,16 @@ def design_per_order(orders: int, shape: Shape, a: Assumptions) -> PerOrder:
         "sns.Publish": 1,
     }
     per_batch = {
-        # ClaimBatch reads its orders, then the claim reads the claimed ones back (measured on moto:
-        # two BatchGetItem calls per batch of 100).
-        "dynamodb.BatchGetItem": 2 * shape.calls_per_batch,
-        "dynamodb.TransactWriteItems": shape.calls_per_batch,
-        # TallyBatch: a one-item transaction (for its ClientRequestToken), two write units: counted
-        # as two single-item writes.
-        "dynamodb.UpdateItem": 2,
+        # ClaimBatch reads its orders (eventually consistent); each claim update answers the
+        # claimed order itself (ReturnValues ALL_NEW), so nothing is read back.
+        "dynamodb.BatchGetItem": shape.calls_per_batch,
+        # TallyBatch: a one-item transaction (for its ClientRequestToken).
+        "dynamodb.TransactWriteItems": 1,
     }
     per_order = {
         "dynamodb.GetItem": 1,
-        "dynamodb.UpdateItem": 1,
+        # ClaimBatch's claim and ProcessOrder's completion, one conditional update each.
+        "dynamodb.UpdateItem": 2,
         "s3.PutObject": accepted,
         "sns.Publish": shape.rejected_share,
     }
@@ -384,18 +407,21 @@ class Units:
 
 
 def units_per_order(calls: Mapping[str, float], shape: Shape, a: Assumptions) -> Units:
-    """DynamoDB units per order from calls per order: items per claim call from the batch size,
-    the table's reads strongly consistent (pessimistic), the index's eventually consistent (a GSI
-    offers nothing else)."""
+    """DynamoDB units per order from calls per order: each UpdateItem writes one item, each
+    TransactWriteItems one item (TallyBatch's: the pipeline's only transaction) at twice the
+    units; each BatchGetItem (ClaimBatch's, the pipeline's only one) reads a batch's share of
+    orders eventually consistent, each GetItem one strongly consistent; the index's reads are
+    eventually consistent (a GSI offers nothing else)."""
     items_per_call = shape.batch_size / shape.calls_per_batch
     item_writes = math.ceil(a.order_item_kib)
     writes = (
-        calls.get("dynamodb.TransactWriteItems", 0.0) * items_per_call * TRANSACTIONAL_WRITE_FACTOR
+        calls.get("dynamodb.TransactWriteItems", 0.0) * TRANSACTIONAL_WRITE_FACTOR
         + calls.get("dynamodb.UpdateItem", 0.0)
     ) * item_writes
     item_reads = math.ceil(a.order_item_kib * 1024 / READ_UNIT_BYTES)
     reads = (
-        calls.get("dynamodb.BatchGetItem", 0.0) * items_per_call + calls.get("dynamodb.GetItem", 0.0)
+        calls.get("dynamodb.BatchGetItem", 0.0) * items_per_call * EVENTUALLY_CONSISTENT_FACTOR
+        + calls.get("dynamodb.GetItem", 0.0)
     ) * item_reads
     # The pending-orders index projects ALL attributes: the claim (it sets claim attributes) writes
     # its entry, and completing the order takes the entry out. A rejection puts the order in the
@@ -405,17 +431,28 @@ def units_per_order(calls: Mapping[str, float], shape: Shape, a: Assumptions) ->
         table_writes=writes,
         table_reads=reads,
         index_writes=2 * item_writes + 2 * shape.rejected_share,
-        index_reads=a.index_entry_bytes / READ_UNIT_BYTES / 2,
+        index_reads=a.index_entry_bytes / READ_UNIT_BYTES * EVENTUALLY_CONSISTENT_FACTOR,
     )
 
 
 def claim_and_tally_seconds(shape: Shape, a: Assumptions) -> float:
-    """A batch's ClaimBatch (its reads and transactions) and TallyBatch (one update), task time
-    included: the part of a batch that is not its orders."""
-    claim = a.lambda_task_seconds + shape.calls_per_batch * (
-        2 * a.batch_get_seconds + a.transact_write_seconds
+    """A batch's ClaimBatch (its reads, then its orders' claim updates ``CLAIM_WORKERS`` at a time)
+    and TallyBatch (a one-item transaction), task time included: the part of a batch that is not
+    its orders."""
+    claim = (
+        a.lambda_task_seconds
+        + shape.calls_per_batch * a.batch_get_seconds
+        + shape.claim_waves * a.item_call_seconds
     )
-    return claim + a.lambda_task_seconds + a.item_call_seconds
+    return claim + a.lambda_task_seconds + a.transact_write_seconds
+
+
+def notices_per_notifier_invocation(rejections_per_second: float) -> int:
+    """Notices one notifier invocation takes, as deployed: the event source mapping hands it what
+    arrived in ``NOTICE_BATCHING_WINDOW_SECONDS``, or ``NOTIFIER_BATCH_SIZE`` when that many came
+    sooner (rejections arrive throughout the run at its settle rate)."""
+    arrived = math.floor(rejections_per_second * NOTICE_BATCHING_WINDOW_SECONDS)
+    return max(1, min(NOTIFIER_BATCH_SIZE, arrived))
 
 
 def batch_seconds(shape: Shape, a: Assumptions) -> float:

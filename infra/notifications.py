@@ -17,7 +17,7 @@ from constructs import Construct
 from energy_auction.deployment import slack_webhook_secret_name
 from energy_auction.digest import BATCH_SIZE
 from energy_auction.orders import RETENTION_SECONDS
-from infra.capacity import FUNCTION_MEMORY_MB
+from infra.capacity import FUNCTION_MEMORY_MB, NOTICE_BATCHING_WINDOW_SECONDS
 from infra.config import NOTIFIER_TIMEOUT_SECONDS, StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge
@@ -26,9 +26,10 @@ from infra.secure import dead_letter_queue, private_queue
 PIPELINE_FAILED_RULE = "energy-auction-delivery-failed"
 """Name of the delivery pipeline's EventBridge rule that publishes to a stage's topic."""
 
-NOTICE_BATCHING_WINDOW = Duration.seconds(5)
+NOTICE_BATCHING_WINDOW = Duration.seconds(NOTICE_BATCHING_WINDOW_SECONDS)
 """How long the event source mapping gathers notices before it invokes the notifier (unless a
-batch fills first): a burst of rejections arrives as one batch, so as one digest."""
+batch fills first): a burst of rejections arrives as one batch, so as one digest. Declared in
+``infra.capacity``, whose cost model bills the notifier per batch."""
 NOTIFIER_MAX_CONCURRENCY = 2
 """Notifier invocations at once: the event source mapping's MaximumConcurrency, whose least value
 is 2. Reserved concurrency would bound the function, not the mapping: the mapping does not see it

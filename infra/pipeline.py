@@ -54,8 +54,9 @@ def render_tunables(text: str, values: Mapping[str, object]) -> str:
 
 
 BATCH_TASK_TIMEOUT_SECONDS = 60
-"""How long a batch's ClaimBatch or TallyBatch may take on AWS (one batch read and one
-transaction, or one update): well inside the EXPRESS child's 5 minutes."""
+"""How long a batch's ClaimBatch or TallyBatch may take on AWS (one batch read and a conditional
+update per order, a few at once, or a one-item transaction): well inside the EXPRESS child's 5
+minutes."""
 
 
 def tunables(config: StageConfig) -> dict[str, object]:
@@ -136,7 +137,7 @@ class AuctionPipeline(Construct):
             "rejection notices",
             memory_size=FUNCTION_MEMORY_MB["fetch_results"],
             # Staging streams the keys page by page (a million orders: about 500 query pages and 10
-            # parts of upload); claiming a batch is one batch read and one transaction.
+            # parts of upload); claiming a batch is one batch read and an update per order.
             timeout=Duration.minutes(5),
             environment=settings_env(
                 backend="aws",
@@ -161,10 +162,10 @@ class AuctionPipeline(Construct):
             f"{table.table_arn}/index/{PENDING_INDEX}",
             f"{table.table_arn}/index/{NOTICES_INDEX}",
         )
-        # A batch's orders are read (BatchGetItem) and claimed with transactional conditional updates
-        # (authorised as UpdateItem), as are the batch tallies; the owed notices are read back and
-        # postponed (UpdateItem). The run's record is written when it is staged (PutItem) and read
-        # for its summary (GetItem).
+        # A batch's orders are read (BatchGetItem) and claimed with conditional updates (UpdateItem);
+        # a batch's tally is a one-item transaction (authorised as UpdateItem); the owed notices are
+        # read back and postponed (UpdateItem). The run's record is written when it is staged
+        # (PutItem) and read for its summary (GetItem).
         _allow(
             self.fetch_results.role,
             ["dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"],

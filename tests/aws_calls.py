@@ -12,7 +12,10 @@ before the code under test builds its clients (Powertools keeps its providers un
 A call is attributed to the handler whose ``handler`` function is on the calling thread's stack
 (``energy_auction.handlers.<name>``), however it was invoked: directly by a test, by the local
 pipeline engine on moto's Step Functions threads, by the notice delivery thread, or by the local
-gateway. Calls made outside any handler (test setup, moto's interpreter) have ``function`` None.
+gateway; a call a worker thread makes for a task a handler submitted to a ``ThreadPoolExecutor``
+(the DynamoDB claim's updates) is the handler's too (``ThreadPoolExecutor.submit`` is wrapped to
+carry the submitter over). Calls made outside any handler (test setup, moto's interpreter) have
+``function`` None.
 
 Usage::
 
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -104,14 +108,38 @@ _recorders: list[AwsCallRecorder] = []
 _recorders_lock = threading.Lock()
 
 
+_submitted_by = threading.local()
+"""On a pool's worker thread while it runs a task: the handler that submitted the task."""
+
+
 def _running_handler(frame: FrameType | None) -> str | None:
-    """The innermost ``energy_auction.handlers.<name>.handler`` on the stack, as ``<name>``."""
+    """The innermost ``energy_auction.handlers.<name>.handler`` on the stack, as ``<name>``; on a
+    pool's worker thread without one, the handler that submitted its task."""
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if frame.f_code.co_name == "handler" and module.startswith(HANDLERS_PACKAGE):
             return str(module).removeprefix(HANDLERS_PACKAGE)
         frame = frame.f_back
-    return None
+    submitter: str | None = getattr(_submitted_by, "function", None)
+    return submitter
+
+
+_original_submit = ThreadPoolExecutor.submit
+
+
+def _submit(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    """``ThreadPoolExecutor.submit``, the task run with its submitter's handler noted."""
+    submitter = _running_handler(sys._getframe(1))
+
+    def attributed(*task_args: Any, **task_kwargs: Any) -> Any:
+        previous = getattr(_submitted_by, "function", None)
+        _submitted_by.function = submitter
+        try:
+            return fn(*task_args, **task_kwargs)
+        finally:
+            _submitted_by.function = previous
+
+    return _original_submit(self, attributed, *args, **kwargs)
 
 
 def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **_: Any) -> None:
@@ -132,7 +160,9 @@ def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None =
 
 
 def _install() -> None:
-    """Put the hook into every botocore session made from now on, and into boto3's default one."""
+    """Put the hook into every botocore session made from now on, and into boto3's default one;
+    carry a pool task's submitter over to its worker thread."""
+    ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign, assignment]
     if (_EVENT, _record) not in BUILTIN_HANDLERS:
         BUILTIN_HANDLERS.append((_EVENT, _record))
     if boto3.DEFAULT_SESSION is not None:

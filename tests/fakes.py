@@ -116,6 +116,7 @@ class FaultyClient:
         self._transforms: defaultdict[str, deque[Transform]] = defaultdict(deque)
         self._serial = threading.Lock() if serialize_calls else None
         self.calls: Counter[str] = Counter()
+        self._counting = threading.Lock()  # a store's threads (a claim's updates) call at once
 
     @property
     def real(self) -> Any:
@@ -179,7 +180,8 @@ class FaultyClient:
             return attribute
 
         def operation(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
+            with self._counting:
+                self.calls[name] += 1
             faults = self._faults.get(name)
             if faults:
                 raise faults.popleft()()

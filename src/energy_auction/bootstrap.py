@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # imported where used: the authorizer needs no pydantic, the 
         WorkStore,
     )
 
+DEFAULT_POOL_CONNECTIONS = 10
+"""botocore's own default of connections a client keeps (``Config.max_pool_connections``)."""
 
 COMPONENTS = frozenset(
     {
@@ -87,15 +89,22 @@ class Container:
             from energy_auction.adapters.local import SqliteOrderStore
 
             return SqliteOrderStore(self.settings.orders_db)
-        from energy_auction.adapters.aws import DynamoDbOrderStore
+        from energy_auction.adapters.aws import CLAIM_WORKERS, DynamoDbOrderStore
         from energy_auction.backoff import Backoff
 
         if not self.settings.orders_table:
             raise RuntimeError("ENERGY_AUCTION_ORDERS_TABLE is not set")
         return DynamoDbOrderStore(
             # The adapter retries with backoff itself; botocore makes at most 2 attempts a call,
-            # with short timeouts, so the whole write fits the API's time.
-            self.aws_client("dynamodb", max_attempts=2, connect_timeout=1, read_timeout=2),  # type: ignore[arg-type]
+            # with short timeouts, so the whole write fits the API's time. A connection for each of
+            # a claim's updates in flight.
+            self.aws_client(  # type: ignore[arg-type]
+                "dynamodb",
+                max_attempts=2,
+                connect_timeout=1,
+                read_timeout=2,
+                max_pool_connections=max(CLAIM_WORKERS, DEFAULT_POOL_CONNECTIONS),
+            ),
             self.settings.orders_table,
             Backoff(
                 self.settings.storage_max_attempts,
@@ -244,7 +253,12 @@ class Container:
         )
 
     def aws_client(
-        self, service: str, max_attempts: int = 3, connect_timeout: float = 2, read_timeout: float = 10
+        self,
+        service: str,
+        max_attempts: int = 3,
+        connect_timeout: float = 2,
+        read_timeout: float = 10,
+        max_pool_connections: int = DEFAULT_POOL_CONNECTIONS,
     ) -> object:
         import boto3
         from botocore.config import Config
@@ -253,6 +267,7 @@ class Container:
             retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
         )
         return boto3.client(service, region_name=self.settings.region, config=config)  # type: ignore[call-overload]
 

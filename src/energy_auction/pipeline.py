@@ -132,16 +132,21 @@ def claim_batch(
 ) -> dict[str, Any]:
     """Lambda A for one batch: claim its orders for ``run_id`` and answer their results.
 
-    The orders are read (one consistent batch read); those without a decision are put to the
-    market, and the claim stores each decision in the same conditional write, on the submission
-    it was made for. An order a dead run claimed keeps the answer it got then. Orders another run
+    The orders are read (an eventually consistent batch read: a pre-filter); those without a
+    decision are put to the market, and the claim, one conditional write per order, stores each
+    decision in that write, on the submission it was made for, and answers the order as it left
+    it. An order a dead run claimed keeps the answer it got then, and the results are the claimed
+    orders' stored decisions. Orders another run
     holds, or that were cancelled, settled, replaced or expired since they were staged, are left
     out: the claim's conditions decide, so a cancel and a claim never both win. Results beyond
     ``payload_bytes`` of JSON (Step Functions passes at most 256 KB between states; only subjects
     of extraordinary length come near) are not claimed and wait for the next run.
     """
     at = int(now)
-    found = [o for o in store.get_orders(keys) if o.is_claimable(run_id, at)]
+    # A pre-filter only (the claim's conditions decide, and the claim answers the orders as it left
+    # them), so eventually consistent: a stale order is at worst left for the next run, or asked of
+    # the market again, and then the decision stored first is kept (if_not_exists).
+    found = [o for o in store.get_orders(keys, consistent=False) if o.is_claimable(run_id, at)]
     answers = {r.key: r for r in market.decide([o for o in found if o.decision is None], run_id, now)}
     fitting, size = [], 0
     for order in found:
@@ -150,7 +155,10 @@ def claim_batch(
         if size > payload_bytes:
             break
         fitting.append(order.key)
-    decisions = {key: answers[key].decision(o.submitted_at) for o in found if (key := o.key) in answers}
+    # Every claim names the submission it read (a decided order's own decision, which the claim
+    # keeps): an order replaced since the read, however stale it was, is not claimed.
+    decisions = {o.key: answers[o.key].decision(o.submitted_at) for o in found if o.key in answers}
+    decisions.update({o.key: o.decision for o in found if o.decision is not None})
     claimed = store.claim_orders(fitting, run_id, at, lease_seconds, decisions)
     return {"run_id": run_id, "batch": batch, "results": [OrderResult.of(o).as_item() for o in claimed]}
 

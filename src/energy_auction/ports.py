@@ -142,9 +142,11 @@ class OrderStore(Protocol):
         """
         ...
 
-    def get_orders(self, keys: Sequence[str]) -> list[Order]:
-        """The stored orders with these keys (strongly consistent), in the order of ``keys``; keys
-        of no order are left out."""
+    def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
+        """The stored orders with these keys, in the order of ``keys``; keys of no order are left
+        out. Strongly consistent (the latest writes), unless not ``consistent``: then an adapter
+        may answer from an eventually consistent read, which can miss writes of the last moments
+        (on DynamoDB: half the read units). Only for a read that decides nothing itself."""
         ...
 
     def claim_orders(
@@ -162,7 +164,10 @@ class OrderStore(Protocol):
         unclaimed, its claim has lapsed, or ``run_id`` already holds it (so a retried claim of a
         batch claims the same orders again). Orders that fail these conditions (another run holds them,
         they were processed, replaced or expired) are left out silently. Safe against concurrent
-        runs: each order goes to one run.
+        runs: each order goes to one run. Returns each claimed order as the claim left it
+        (its decision the stored one), in the order of ``keys``. When it raises
+        ``StorageUnavailable`` some orders may be claimed already; the same run claiming again gets
+        them back.
 
         ``decisions`` (by key) holds the market's answer for orders that had none: it is stored with the
         claim, in the same write, and only on the submission it was made for

@@ -259,9 +259,10 @@ def test_a_claim_after_a_cancel_gets_nothing_and_a_cancel_after_a_claim_is_locke
     assert store.get_order(key("first-claim")).claim_run_id == "run-1"
 
 
-def test_cancels_racing_claims_in_threads_each_order_goes_one_way(sqlite_store: StoreUnderTest) -> None:
-    # Given 40 pending orders, and a run claiming them while the trader cancels each
-    store = sqlite_store.store
+def test_cancels_racing_claims_in_threads_each_order_goes_one_way(subject: StoreUnderTest) -> None:
+    # Given 40 pending orders, and a run claiming them, ten at a time (a claim's own updates in
+    # flight together on DynamoDB), while the trader cancels each
+    store = subject.store
     ids = [f"race-{i}" for i in range(40)]
     store.put_orders([pending(r) for r in ids], now=NOW)
     cancelled: list[str] = []
@@ -276,8 +277,9 @@ def test_cancels_racing_claims_in_threads_each_order_goes_one_way(sqlite_store: 
                 pass
 
     def claim_all() -> None:
-        for record_id in ids:
-            claimed.extend(o.record_id for o in store.claim_orders([key(record_id)], "run-1", NOW, LEASE))
+        for start in range(0, len(ids), 10):
+            wanted = [key(r) for r in ids[start : start + 10]]
+            claimed.extend(o.record_id for o in store.claim_orders(wanted, "run-1", NOW, LEASE))
 
     threads = [threading.Thread(target=cancel_all), threading.Thread(target=claim_all)]
     for t in threads:

@@ -13,16 +13,18 @@ import itertools
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from energy_auction.adapters.aws import (
+    CLAIM_WORKERS,
     NOTICES_INDEX,
     ORDERS_KEY,
     PENDING_INDEX,
@@ -34,6 +36,7 @@ from energy_auction.adapters.aws import (
     order_to_item,
 )
 from energy_auction.adapters.local import _PENDING_SQL, SqliteOrderStore
+from energy_auction.backoff import Backoff
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed, StorageUnavailable
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
@@ -56,7 +59,10 @@ from tests.adapters.stores import (
     processed,
 )
 from tests.builders import key, keys, pending_orders
-from tests.fakes import FaultyClient
+from tests.fakes import FaultyClient, dynamodb_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 LEASE = 600
 ACCEPTED = {"status": "accepted", "power": Decimal("3.75"), "run_id": "run-1", "result_key": "orders/x.json"}
@@ -622,23 +628,80 @@ def test_dynamodb_pending_keys_stream_a_page_per_query_as_they_are_taken(
     assert faulty.calls["query"] > 16 + PENDING_SHARDS
 
 
-def test_dynamodb_claims_a_thousand_orders_in_a_few_calls(
+def test_dynamodb_claims_a_thousand_orders_with_one_update_each_and_no_read_back(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient
 ) -> None:
-    # Given 1,000 pending orders
+    # Given 1,000 pending orders, and a note of each update's request
     everything = [f"ord-{i:04}" for i in range(1000)]
     _seed(faulty, [pending(r) for r in everything])
+    requests: list[dict[str, Any]] = []
+
+    def seen(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        requests.append(request)
+        return response
+
+    faulty.transform("update_item", seen, times=len(everything))
 
     # When a run claims them all
     got = dynamo.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
 
-    # Then it has them all, for 10 transactions and 10 batch reads
+    # Then it has them all, in the order asked, as the updates answered them: one conditional
+    # update per order (no transaction), no read after them
+    assert got == [claimed(pending(r), "run-1", NOW + LEASE) for r in everything]
+    assert faulty.calls == {"update_item": 1000}
+    assert {r["ReturnValues"] for r in requests} == {"ALL_NEW"}
+    assert sorted(r["Key"][ORDERS_KEY]["S"] for r in requests) == keys(everything)
+    assert {r["UpdateExpression"] for r in requests} == {"SET claim_run_id = :run, claim_expires_at = :until"}
+
+
+class _InFlight:
+    """A client that counts the update_item calls in flight at once (each takes a few ms), and
+    fails every update of ``failing`` keys with throttling."""
+
+    def __init__(self, client: Any, failing: frozenset[str] = frozenset()) -> None:
+        self._client = client
+        self._failing = failing
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        if request["Key"][ORDERS_KEY]["S"] in self._failing:
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateItem"
+            )
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        try:
+            time.sleep(0.002)
+            return self._client.update_item(**request)
+        finally:
+            with self._lock:
+                self._now -= 1
+
+
+def test_dynamodb_claim_has_a_few_updates_in_flight_at_once(faulty: FaultyClient) -> None:
+    # Given 100 pending orders (a batch), and a client that counts the updates in flight
+    everything = [f"ord-{i:03}" for i in range(100)]
+    _seed(faulty, [pending(r) for r in everything])
+    client = _InFlight(faulty)
+    store = DynamoDbOrderStore(
+        cast("DynamoDBClient", client), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
+    )
+
+    # When a run claims them
+    got = store.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
+
+    # Then it claimed them all with several updates at once, never more than its workers
     assert ids(got) == everything
-    assert faulty.calls == {"transact_write_items": 10, "batch_get_item": 10}
-    assert sum(faulty.calls.values()) <= 40
+    assert 1 < client.most <= CLAIM_WORKERS
 
 
-def test_dynamodb_claims_the_free_half_of_orders_in_a_few_calls(
+def test_dynamodb_claims_the_free_half_of_orders_without_retrying_failed_conditions(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
 ) -> None:
     # Given 500 pending orders, every other one held by another run
@@ -649,54 +712,26 @@ def test_dynamodb_claims_the_free_half_of_orders_in_a_few_calls(
     # When a run claims them all
     got = dynamo.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
 
-    # Then it has the free half; each transaction was cancelled once and retried without the held
-    # orders, at once (a failed condition is not worth a pause)
+    # Then it has the free half, one update per order: a failed condition is no claim, not retried
     assert ids(got) == everything[1::2]
-    assert faulty.calls == {"transact_write_items": 10, "batch_get_item": 3}
+    assert faulty.calls == {"update_item": 500}
     assert sleeps == []
+    assert {o.claim_run_id for o in dynamo.get_orders(keys(everything[::2]))} == {"run-0"}
 
 
-def test_dynamodb_claim_drops_failed_conditions_and_claims_the_others(
+def test_dynamodb_claim_retries_throttling_with_backoff(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
 ) -> None:
-    # Given three pending orders, and a transaction DynamoDB cancels for the second one's condition
+    # Given three pending orders, and two updates throttled
     _seed(faulty, [pending("ord-1"), pending("ord-2"), pending("ord-3")])
-    faulty.fail(
-        "transact_write_items",
-        error_code="TransactionCanceledException",
-        cancellation_reasons=["None", "ConditionalCheckFailed", "None"],
-    )
+    faulty.fail("update_item", error_code="ThrottlingException", times=2)
 
     # When a run claims them
     got = dynamo.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-1", now=NOW, lease_seconds=LEASE)
 
-    # Then it retried at once without the failed one, and holds the other two
-    assert ids(got) == ["ord-1", "ord-3"]
-    assert faulty.calls["transact_write_items"] == 2
-    assert sleeps == []
-    unclaimed = dynamo.get_order(key("ord-2"))
-    assert unclaimed is not None
-    assert unclaimed.claim_run_id is None
-
-
-def test_dynamodb_claim_retries_a_conflict_with_backoff(
-    dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
-) -> None:
-    # Given a transaction cancelled for a conflict on one item and a failed condition on another
-    _seed(faulty, [pending("ord-1"), pending("ord-2"), pending("ord-3")])
-    faulty.fail(
-        "transact_write_items",
-        error_code="TransactionCanceledException",
-        cancellation_reasons=["TransactionConflict", "ConditionalCheckFailed", "None"],
-    )
-    faulty.fail("transact_write_items", error_code="ThrottlingException")
-
-    # When a run claims them
-    got = dynamo.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-1", now=NOW, lease_seconds=LEASE)
-
-    # Then the conflicted one was retried with the rest, after a pause for each transient failure
-    assert ids(got) == ["ord-1", "ord-3"]
-    assert faulty.calls["transact_write_items"] == 3
+    # Then the throttled updates were retried, after a pause each, and it holds all three
+    assert ids(got) == ["ord-1", "ord-2", "ord-3"]
+    assert faulty.calls["update_item"] == 5
     assert len(sleeps) == 2
 
 
@@ -704,61 +739,55 @@ def test_dynamodb_claim_that_keeps_being_throttled_gives_storage_unavailable(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient
 ) -> None:
     _seed(faulty, [pending("ord-1")])
-    faulty.fail("transact_write_items", error_code="ThrottlingException", times=MAX_ATTEMPTS)
+    faulty.fail("update_item", error_code="ThrottlingException", times=MAX_ATTEMPTS)
 
     with pytest.raises(StorageUnavailable):
         dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
 
-    assert faulty.calls["transact_write_items"] == MAX_ATTEMPTS
+    assert faulty.calls["update_item"] == MAX_ATTEMPTS
     assert dynamo.get_order(key("ord-1")) == pending("ord-1")
 
 
-def _defer_half(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    """A partial BatchGetItem answer: half of the items come back as UnprocessedKeys instead."""
-    items = response["Responses"][TABLE]
-    kept, deferred = items[: len(items) // 2], items[len(items) // 2 :]
-    deferred_keys = [{ORDERS_KEY: item[ORDERS_KEY]} for item in deferred]
-    return {
-        **response,
-        "Responses": {TABLE: kept},
-        "UnprocessedKeys": {TABLE: {**request["RequestItems"][TABLE], "Keys": deferred_keys}},
-    }
+def test_dynamodb_claim_that_fails_part_way_is_taken_again_by_the_same_run(faulty: FaultyClient) -> None:
+    # Given three pending orders, and storage that keeps refusing the update of the second
+    _seed(faulty, [pending("ord-1"), pending("ord-2"), pending("ord-3")])
+    backoff = Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
+    failing = DynamoDbOrderStore(
+        cast("DynamoDBClient", _InFlight(faulty, frozenset(keys(["ord-2"])))), TABLE, backoff
+    )
+
+    # When a run claims them, it gets StorageUnavailable (the others may be claimed already)
+    with pytest.raises(StorageUnavailable):
+        failing.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-1", now=NOW, lease_seconds=LEASE)
+    assert failing.get_order(key("ord-2")) == pending("ord-2")
+
+    # Then the same run claiming again, once storage answers, gets all three
+    store = DynamoDbOrderStore(dynamodb_client(faulty), TABLE, backoff)
+    again = store.claim_orders(keys(["ord-1", "ord-2", "ord-3"]), "run-1", now=NOW + 1, lease_seconds=LEASE)
+    assert ids(again) == ["ord-1", "ord-2", "ord-3"]
 
 
-def test_dynamodb_claim_reads_back_unprocessed_keys(
+def test_dynamodb_claim_whose_answer_was_lost_is_claimed_on_retry(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
 ) -> None:
-    # Given ten pending orders, and a first batch read that answers only half of its keys
-    everything = [f"ord-{i}" for i in range(10)]
-    _put_many(dynamo, everything)
-    faulty.transform("batch_get_item", _defer_half)
+    # Given a pending order, and a claim update that commits but whose answer is lost
+    _seed(faulty, [pending("ord-1")])
 
-    # When a run claims them
-    got = dynamo.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE)
+    def lost(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
 
-    # Then it asked again for the unprocessed keys, after a pause, and returns every order
-    assert ids(got) == everything
-    assert faulty.calls["batch_get_item"] == 2
+    faulty.transform("update_item", lost)
+    decided = _decision(NOW)
+
+    # When a run claims it, with the market's decision
+    got = dynamo.claim_orders(
+        keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE, decisions={key("ord-1"): decided}
+    )
+
+    # Then the retry's condition accepts the run's own claim: claimed once, with the decision
+    assert got == [claimed(pending("ord-1"), "run-1", NOW + LEASE).model_copy(update={"decision": decided})]
+    assert faulty.calls["update_item"] == 2
     assert len(sleeps) == 1
-
-
-def test_dynamodb_claim_whose_reads_stay_unprocessed_gives_storage_unavailable(
-    dynamo: DynamoDbOrderStore, faulty: FaultyClient
-) -> None:
-    # Given every batch read answers half of what it was asked
-    _put_many(dynamo, ["ord-1", "ord-2"])
-    faulty.transform("batch_get_item", _defer_half, times=MAX_ATTEMPTS)
-
-    # When a run claims the orders
-    with pytest.raises(StorageUnavailable):
-        dynamo.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)
-
-    # Then it gave up after max_attempts reads; the orders stay claimed, so claiming again gets them
-    assert faulty.calls["batch_get_item"] == MAX_ATTEMPTS
-    assert ids(dynamo.claim_orders(keys(["ord-1", "ord-2"]), "run-1", now=NOW, lease_seconds=LEASE)) == [
-        "ord-1",
-        "ord-2",
-    ]
 
 
 def test_dynamodb_complete_retries_throttling(
@@ -937,8 +966,9 @@ def test_dynamodb_a_batch_record_that_meets_a_transient_failure_is_retried(
     assert dynamo.run_record("run-1") == RunRecord(4, 0, BatchTally(accepted=3, rejected=1, batches=1))
 
 
-def test_dynamodb_get_orders_reads_strongly_consistent_a_hundred_keys_a_call(
-    dynamo: DynamoDbOrderStore, faulty: FaultyClient
+@pytest.mark.parametrize("consistent", [True, False])
+def test_dynamodb_get_orders_reads_a_hundred_keys_a_call_consistent_as_asked(
+    dynamo: DynamoDbOrderStore, faulty: FaultyClient, consistent: bool
 ) -> None:
     # Given 250 pending orders, and a note of each batch read's request
     everything = [f"ord-{i:03}" for i in range(250)]
@@ -953,12 +983,21 @@ def test_dynamodb_get_orders_reads_strongly_consistent_a_hundred_keys_a_call(
     faulty.calls.clear()
 
     # When a batch reads them
-    got = dynamo.get_orders(keys(everything))
+    got = (
+        dynamo.get_orders(keys(everything))
+        if consistent
+        else dynamo.get_orders(keys(everything), consistent=False)
+    )
 
-    # Then it read them in three calls, each strongly consistent: a claim decides on what they are now
+    # Then it read them in three calls, each strongly consistent by default, eventually consistent
+    # (half the read units) when asked
     assert ids(got) == everything
     assert faulty.calls == {"batch_get_item": 3}
-    assert [(len(r["Keys"]), r["ConsistentRead"]) for r in requests] == [(100, True), (100, True), (50, True)]
+    assert [(len(r["Keys"]), r["ConsistentRead"]) for r in requests] == [
+        (100, consistent),
+        (100, consistent),
+        (50, consistent),
+    ]
 
 
 def test_dynamodb_a_runs_record_is_in_no_index_and_kept_fourteen_days(

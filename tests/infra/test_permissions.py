@@ -211,9 +211,13 @@ def run_story(stage: DeployedStage, slack: FakeSlack) -> AwsCallRecorder:
             answer = lambdas.invoke("fetch_results", {"run_id": RUN_1, "attempt": 2})
         assert (answer["count"], answer["batches"], answer["left"]) == (4, 1, 0)
         (batch,) = staged_batches(answer)
-        with calls.scenario("fetch_results: claim a batch"):
+        with calls.scenario("fetch_results: claim a batch") as made:
             claimed = lambdas.invoke("fetch_results", {"action": "claim", "run_id": RUN_1, **batch})
         items = claimed["results"]
+        # The claim's updates run on worker threads: still the handler's calls, checked like the rest
+        assert [(c.function, c.operation) for c in made if c.operation == "UpdateItem"] == [
+            ("fetch_results", "UpdateItem")
+        ] * len(items)
         assert sorted(i["status"] for i in items) == ["accepted", "accepted", "rejected", "rejected"]
 
         with calls.scenario("process_order: accepted"):

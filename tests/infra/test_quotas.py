@@ -59,13 +59,13 @@ def test_the_shipped_pipeline_defaults_fit_the_default_quotas() -> None:
             r"pipeline_batch_size \(1,000\) orders, .* runs about 601 s: past an EXPRESS child's 300 s",
         ),
         (
-            {"pipeline_max_concurrency": 60},
-            r"settle about 1,313 orders/s: .* of dynamodb_write_units_per_second \(4,000\) and "
+            {"pipeline_max_concurrency": 76},
+            r"settle about 1,647 orders/s: .* of dynamodb_write_units_per_second \(4,000\) and "
             r"dynamodb_read_units_per_second \(12,000\) combined",
         ),
         (
             {"pipeline_max_concurrency": 300, "lambda_concurrency_quota": 10_000, **ROOMY_TABLE},
-            r"write about 4,595 results/s into one S3 prefix: past S3's 3,500 PUT/s quota",
+            r"write about 4,550 results/s into one S3 prefix: past S3's 3,500 PUT/s quota",
         ),
         (
             {
@@ -75,7 +75,7 @@ def test_the_shipped_pipeline_defaults_fit_the_default_quotas() -> None:
                 "lambda_concurrency_quota": 10_000,
                 **ROOMY_TABLE,
             },
-            r"pipeline_batch_size \(1\) makes about 1,038 batch tallies/s on the run's record: "
+            r"pipeline_batch_size \(1\) makes about 1,053 batch tallies/s on the run's record: "
             r"past DynamoDB's 1,000 write units/s per partition",
         ),
         (
@@ -113,14 +113,14 @@ def test_a_stage_that_served_more_says_so_in_its_context() -> None:
     app = App(
         context={
             "stages": {"prod": {"dynamodb_write_units_per_second": 8_000}},
-            "pipeline_max_concurrency": "70",
+            "pipeline_max_concurrency": "76",
             "lambda_concurrency_quota": "3000",
         }
     )
 
     prod = StageConfig.from_context(app.node, "prod")
 
-    assert (prod.pipeline_max_concurrency, prod.lambda_concurrency_quota) == (70, 3_000)
+    assert (prod.pipeline_max_concurrency, prod.lambda_concurrency_quota) == (76, 3_000)
     assert prod.dynamodb_write_units_per_second == 8_000
     with pytest.raises(ConfigError, match="dynamodb_write_units_per_second \\(4,000\\)"):
         StageConfig.from_context(app.node, "dev")  # the same concurrency, on a new table

@@ -4,14 +4,24 @@ limit following the assumptions it is given, and the measured counts of a report
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from benchmarks import aws_model
-from infra.capacity import Assumptions
+from infra.capacity import (
+    NOTICE_BATCHING_WINDOW_SECONDS,
+    NOTIFIER_BATCH_SIZE,
+    Assumptions,
+    design_per_order,
+    notices_per_notifier_invocation,
+    units_per_order,
+)
 from infra.config import StageConfig
+
+from energy_auction.digest import BATCH_SIZE
 
 REQUIRED = {"orders", "settle_seconds", "cost_usd", "first_limit", "orchestration_usd", "cost"}
 SERVICES = {"step_functions", "lambda", "dynamodb", "s3", "sns", "sqs"}
@@ -58,7 +68,7 @@ def test_the_first_limit_follows_a_lowered_quota() -> None:
 
     assert first_limit() == "map_concurrency"
     assert first_limit(lambda_concurrency=400) == "lambda_concurrency"
-    assert first_limit(dynamodb_write_units=2_000) == "dynamodb_table"
+    assert first_limit(dynamodb_write_units=1_000) == "dynamodb_table"
     assert first_limit(s3_prefix_writes=100) == "s3_prefix_puts"
 
 
@@ -74,7 +84,7 @@ def test_a_run_past_its_limits_takes_more_runs() -> None:
 
 def test_a_reports_measured_counts_are_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (design,) = aws_model.model(orders=[100_000])
-    calls = dict(design["per_order"]["aws_calls"], **{"s3.PutObject": 1.0, "dynamodb.UpdateItem": 2.0})
+    calls = dict(design["per_order"]["aws_calls"], **{"s3.PutObject": 1.0, "dynamodb.UpdateItem": 3.0})
     report = tmp_path / "report.json"
     report.write_text(
         json.dumps(
@@ -120,3 +130,36 @@ def test_every_assumption_says_its_unit_and_source() -> None:
     assert rows
     assert all(row["unit"] and row["source"] for row in rows)
     assert aws_model.render_assumptions().count("\n") == len(rows)
+
+
+def test_the_design_claims_with_one_update_per_order_and_no_read_back() -> None:
+    config = StageConfig(stage="model")
+    shape, a = config.shape(), config.assumptions()
+
+    per = design_per_order(100_000, shape, a)
+    units = units_per_order(per.aws_calls, shape, a)
+
+    # ClaimBatch: one eventually consistent batch read per 100 orders, one conditional update per
+    # order; TallyBatch: a one-item transaction per batch; ProcessOrder: a read and an update
+    batches = 1 / shape.batch_size
+    assert per.aws_calls["dynamodb.BatchGetItem"] == pytest.approx(batches)
+    assert per.aws_calls["dynamodb.TransactWriteItems"] == pytest.approx(batches)
+    assert per.aws_calls["dynamodb.UpdateItem"] == pytest.approx(2)
+    assert units.table_writes == pytest.approx(2 + 2 * batches)  # claim, completion, tally
+    assert units.table_reads == pytest.approx(0.5 + 1, abs=1e-4)  # the batch read, ProcessOrder's
+
+
+def test_the_notifier_takes_what_its_window_gathers_up_to_the_deployed_batch() -> None:
+    window = NOTICE_BATCHING_WINDOW_SECONDS
+
+    assert notices_per_notifier_invocation(10_000) == NOTIFIER_BATCH_SIZE == BATCH_SIZE
+    assert notices_per_notifier_invocation(10) == 10 * window
+    assert notices_per_notifier_invocation(0.01) == 1
+
+
+def test_the_queue_is_read_ten_notices_a_request_whatever_the_notifiers_batch() -> None:
+    (estimate,) = aws_model.model(orders=[1_000_000])
+    notices = 1_000_000 * estimate["settings"]["rejected_share"]
+
+    requests = notices + 2 * math.ceil(notices / Assumptions().sqs_messages_per_request)
+    assert estimate["cost"]["sqs"] == pytest.approx(requests * Assumptions().sqs_request_usd, abs=1e-4)

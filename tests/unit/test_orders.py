@@ -119,7 +119,7 @@ class MemoryStore:
     def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
         raise _not_intake("pending_keys")
 
-    def get_orders(self, keys: Sequence[str]) -> list[Order]:
+    def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
         raise _not_intake("get_orders")
 
     def claim_orders(

@@ -615,6 +615,47 @@ def test_a_batch_of_orders_gone_since_they_were_staged_claims_nothing(local_cont
     assert claim(local_container, market, []) == {"run_id": RUN, "batch": 0, "results": []}
 
 
+class ReadRecordingStore:
+    """The container's store, noting how each ``get_orders`` was asked to read."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.reads: list[bool] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
+        self.reads.append(consistent)
+        found: list[Order] = self._store.get_orders(keys, consistent=consistent)
+        return found
+
+
+def test_a_batch_reads_its_orders_eventually_consistent_and_answers_what_the_claim_stored(
+    local_container: Container,
+) -> None:
+    # Given three staged orders, one of them decided by a run that died
+    store_orders(local_container, 3)
+    market = SimulatedMarket(1.0, 0.0, seed=1)  # rejects everything it is asked
+    work = MemoryWorkStore()
+    fetch(local_container, market, work)
+    batch_keys = staged(work)
+    dead = SimulatedMarket(1.0, 1.0, seed=1)  # accepted it
+    claim(local_container, dead, batch_keys[:1], run_id="dead-run")
+    local_container.order_store.release_order(batch_keys[0], "dead-run")
+    recording = ReadRecordingStore(local_container.order_store)
+
+    # When the batch claims them
+    answer = claim_batch(
+        batch_keys, 0, RUN, store=recording, market=market, now=local_container.clock(), lease_seconds=LEASE
+    )
+
+    # Then its one read was eventually consistent (a pre-filter: the claim decides), and the
+    # results are the decisions the claim stored: the dead run's acceptance is kept
+    assert recording.reads == [False]
+    assert [r["status"] for r in answer["results"]] == ["accepted", "rejected", "rejected"]
+
+
 def big_orders(container: Container, count: int, subject_length: int) -> list[str]:
     """Store ``count`` orders of a trader whose subject has ``subject_length`` characters (a result
     carries the trader: such orders make big results, all of the same size); their keys."""

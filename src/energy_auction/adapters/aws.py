@@ -8,6 +8,7 @@ import heapq
 import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -161,6 +162,9 @@ WORK_PART_BYTES = 8 * 1024 * 1024
 
 _TRANSACTION_ITEMS = 100
 """The most actions one TransactWriteItems call takes, and the most keys one BatchGetItem call reads."""
+CLAIM_WORKERS = 16
+"""Conditional claim updates one batch's claim has in flight at once (threads sharing the client,
+which is thread-safe; its connection pool is as large, see ``bootstrap``)."""
 
 # An order a run may claim (Order.is_claimable): pending, live or decided, and free (never claimed,
 # claim lapsed, or already this run's).
@@ -194,8 +198,9 @@ class DynamoDbOrderStore:
     has claimed, cannot be replaced until it expires (or the claim lapses).
 
     The pipeline finds pending orders with a query on the sparse ``PENDING_INDEX`` (one per shard,
-    never a scan), claims them 100 at a time with conditional transactions, and completes or releases
-    each with a conditional update on its claim, so two runs never process the same order.
+    never a scan), claims each with a conditional update (a batch's updates run a few at a time),
+    and completes or releases each with a conditional update on its claim, so two runs never
+    process the same order.
 
     Throttling, transaction conflicts and dropped connections are retried with backoff; after
     ``backoff.max_attempts`` the store raises ``StorageUnavailable``.
@@ -301,8 +306,10 @@ class DynamoDbOrderStore:
         for _, key in heapq.merge(*streams):
             yield key
 
-    def get_orders(self, keys: Sequence[str]) -> list[Order]:
-        found = self._read_orders(list(dict.fromkeys(keys)))
+    def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
+        """BatchGetItem, 100 keys a call: strongly consistent, or eventually consistent (half the
+        read units) when not ``consistent``."""
+        found = self._read_orders(list(dict.fromkeys(keys)), consistent=consistent)
         return [found[k] for k in dict.fromkeys(keys) if k in found]
 
     def begin_run(self, run_id: str, staged: int, left: int, now: int) -> None:
@@ -511,26 +518,54 @@ class DynamoDbOrderStore:
         lease_seconds: int,
         decisions: Mapping[str, Decision] | None = None,
     ) -> list[Order]:
-        """Claim with transactions of up to 100 conditional updates, then read the claimed orders back.
+        """Claim each order with one conditional ``UpdateItem`` (``ReturnValues`` ALL_NEW: the
+        claimed order comes back from the write itself, no read after it), ``CLAIM_WORKERS`` at a
+        time.
 
         An update that carries a decision stores it unless the order has one
         (``if_not_exists``), on the condition that the order is decided or is the submission the
-        decision was made for.
-
-        Orders whose condition fails are dropped from the transaction and the rest retried, so
-        claiming n orders takes about n/100 transactions and n/100 batch reads. Returns the claimed
-        orders in the order of ``keys``. When it raises ``StorageUnavailable`` some orders may
-        be claimed already; the same run claiming again gets them back.
+        decision was made for. A failed condition (``ConditionalCheckFailedException``) means the
+        order is not claimed; transient errors are retried with backoff. Each order is its own
+        write (one write unit, not a transaction's two), so claiming n orders takes n updates, about
+        n / ``CLAIM_WORKERS`` round trips. Returns the claimed orders in the order of ``keys``. When
+        it raises ``StorageUnavailable`` some orders may be claimed already (the updates not yet
+        started are dropped); the same run claiming again gets them back.
         """
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        unique = list(dict.fromkeys(keys))  # a transaction may not touch one item twice
-        claimed: list[str] = []
-        for chunk in _chunks(unique, _TRANSACTION_ITEMS):
-            claimed.extend(self._claim_chunk(chunk, run_id, now, now + lease_seconds, decisions or {}))
-        found = self._read_orders(claimed)
-        # Keep what the read shows this run holding (the transaction said so; the read is the proof).
-        return [found[r] for r in claimed if r in found and found[r].claim_run_id == run_id]
+        unique = list(dict.fromkeys(keys))
+        values = {
+            ":run": {"S": run_id},
+            ":until": {"N": str(now + lease_seconds)},
+            ":now": {"N": str(now)},
+            ":pending": {"S": OrderStatus.PENDING.value},
+        }
+        chosen = decisions or {}
+
+        def claim(key: str) -> Order | None:
+            try:
+                # Repeating a committed claim is harmless: the condition accepts claim_run_id = :run.
+                response = self._call(
+                    self._client.update_item,
+                    **self._claim_update(key, values, chosen.get(key)),
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as err:
+                if _error_code(err) != "ConditionalCheckFailedException":
+                    raise
+                return None
+            return item_to_order(response["Attributes"])
+
+        if len(unique) <= 1:
+            found = [claim(key) for key in unique]
+        else:
+            pool = ThreadPoolExecutor(max_workers=min(CLAIM_WORKERS, len(unique)))
+            try:
+                found = list(pool.map(claim, unique))
+            finally:
+                # On a failure, the updates not started yet are dropped; the running ones finish.
+                pool.shutdown(wait=True, cancel_futures=True)
+        return [order for order in found if order is not None]
 
     def complete_order(
         self,
@@ -724,54 +759,8 @@ class DynamoDbOrderStore:
                 self._backoff.pause(attempt)
         raise StorageUnavailable()
 
-    def _claim_chunk(
-        self, keys: Sequence[str], run_id: str, now: int, until: int, decisions: Mapping[str, Decision]
-    ) -> list[str]:
-        """Claim up to 100 orders in one transaction; returns those claimed (all but failed conditions).
-
-        A transaction is all or nothing, so when some conditions fail DynamoDB cancels it and names
-        them (``ConditionalCheckFailed``); the others (reason ``None``) are retried at once without
-        them. Transient cancellations (conflicts, throttling) and errors are retried with backoff.
-        """
-        values = {
-            ":run": {"S": run_id},
-            ":until": {"N": str(until)},
-            ":now": {"N": str(now)},
-            ":pending": {"S": OrderStatus.PENDING.value},
-        }
-        remaining = list(keys)
-        failures = 0
-        while remaining:
-            actions: Any = [self._claim_action(r, values, decisions.get(r)) for r in remaining]
-            try:
-                # No ClientRequestToken: repeating a committed claim is harmless (claim_run_id = :run).
-                self._client.transact_write_items(TransactItems=actions)
-                return remaining
-            except ClientError as err:
-                code = _error_code(err)
-                if code == "TransactionCanceledException":
-                    reasons = [r.get("Code", "None") for r in err.response.get("CancellationReasons", [])]
-                    lost = {
-                        r
-                        for r, why in zip(remaining, reasons, strict=False)
-                        if why == "ConditionalCheckFailed"
-                    }
-                    if not set(reasons) - {"ConditionalCheckFailed"} <= _TRANSIENT_CANCELLATIONS:
-                        raise
-                    remaining = [r for r in remaining if r not in lost]
-                    if lost and set(reasons) <= {"ConditionalCheckFailed", "None"}:
-                        continue  # nothing transient went wrong: retry the rest at once
-                elif code not in TRANSIENT_CODES:
-                    raise
-            except (BotoConnectionError, HTTPClientError):
-                pass  # did it commit? The retry's conditions accept this run's own claims either way
-            failures += 1
-            if failures >= self._backoff.max_attempts:
-                raise StorageUnavailable()
-            self._backoff.pause(failures - 1)
-        return []
-
-    def _claim_action(self, key: str, values: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
+    def _claim_update(self, key: str, values: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
+        """The conditional ``UpdateItem`` request that claims the order ``key`` (with ``decision``)."""
         update = "SET claim_run_id = :run, claim_expires_at = :until"
         condition = _CLAIMABLE
         if decision is not None:
@@ -786,14 +775,12 @@ class DynamoDbOrderStore:
                 ":retained": {"N": str(RETENTION_SECONDS)},
             }
         return {
-            "Update": {
-                "TableName": self._table,
-                "Key": {ORDERS_KEY: {"S": key}},
-                "UpdateExpression": update,
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": values,
-            }
+            "TableName": self._table,
+            "Key": {ORDERS_KEY: {"S": key}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": values,
         }
 
     def _read_orders(self, keys: Sequence[str], *, consistent: bool = True) -> dict[str, Order]:

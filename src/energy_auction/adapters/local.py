@@ -429,7 +429,9 @@ class SqliteOrderStore:
                 return
             after = (rows[-1][0], rows[-1][1])
 
-    def get_orders(self, keys: Sequence[str]) -> list[Order]:
+    def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
+        """One read of the database: always consistent, whatever ``consistent`` says."""
+        del consistent
         unique = list(dict.fromkeys(keys))
         try:
             with self._lock:
