@@ -3,6 +3,7 @@ notifier taking it before each post (on AWS two notifiers may run at once)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ class Clock:
     """One clock for every notifier of a test: sleeping moves it."""
 
     def __init__(self) -> None:
-        self.now = NOW
+        self.now: float = NOW
         self.posted: list[tuple[str, float]] = []
 
     def sleep(self, seconds: float) -> None:
@@ -94,7 +95,7 @@ def test_two_notifiers_post_to_a_channel_at_least_the_interval_apart(subject: St
     # Then every post waited for the one before it, whichever notifier made it
     times = [at for _, at in clock.posted]
     assert [name for name, _ in clock.posted] == ["a", "b", "a", "b", "b", "a"]
-    assert all(later - earlier >= MIN_POST_INTERVAL_SECONDS for earlier, later in zip(times, times[1:]))
+    assert all(later - earlier >= MIN_POST_INTERVAL_SECONDS for earlier, later in itertools.pairwise(times))
     assert times[-1] - times[0] == pytest.approx(5 * MIN_POST_INTERVAL_SECONDS)
 
 
