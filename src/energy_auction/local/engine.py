@@ -42,6 +42,8 @@ STATE_MACHINE = "energy-auction-pipeline"
 FETCH_RESULTS = "energy-auction-fetch-results"
 PROCESS_ORDER = "energy-auction-process-order"
 TOPIC = "energy-auction-notifications"
+_FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.02, 0.5
+"""How often :meth:`PipelineEngine.wait` asks whether the run has ended: at first, and at most."""
 CONCURRENCY_CAP = (2, 2)
 """Batches at once, and orders of a batch at once, at most (lower settings are kept): every
 in-process invocation waits for the one before it (``local.lambdas``), so more concurrency only
@@ -215,11 +217,15 @@ class PipelineEngine:
         arn = self._execution_arn(run_id)
         limit = timeout if timeout is not None else self.container.settings.pipeline_timeout_seconds + 60
         started = time.monotonic()
+        pause = _FIRST_POLL_SECONDS
         while True:
             described = self._sfn.describe_execution(executionArn=arn)
             if described["status"] != "RUNNING" or time.monotonic() - started > limit:
                 break
-            time.sleep(0.05)
+            time.sleep(pause)
+            # Each DescribeExecution goes through botocore and moto (milliseconds of the GIL): a
+            # long run is asked less often, a short one still ends within a few tens of ms.
+            pause = min(_LAST_POLL_SECONDS, pause * 1.5)
         duration = round(time.monotonic() - started, 3)
         # The run's notices have been delivered as it went; give the last ones a moment, no more.
         undelivered = self.delivery.settle(self.delivery_grace_seconds)
