@@ -796,6 +796,7 @@ def test_dynamodb_complete_retries_throttling(
     # Given run-1 holds an order, and DynamoDB throttles the first two updates
     dynamo.put_orders([pending("ord-1")], now=NOW)
     dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
+    faulty.calls.clear()  # the claim is an update too
     faulty.fail("update_item", error_code="ThrottlingException", times=2)
 
     # When it completes the order
@@ -815,6 +816,7 @@ def test_dynamodb_complete_that_keeps_being_throttled_gives_storage_unavailable(
     # Given run-1 holds an order, and DynamoDB throttles every update
     dynamo.put_orders([pending("ord-1")], now=NOW)
     dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
+    faulty.calls.clear()  # the claim is an update too
     faulty.fail("update_item", error_code="ThrottlingException", times=MAX_ATTEMPTS)
 
     # When it completes the order
@@ -832,6 +834,7 @@ def test_dynamodb_complete_whose_answer_was_lost_succeeds_on_retry(
     # Given run-1 holds an order, and the connection drops after DynamoDB applied the first update
     dynamo.put_orders([pending("ord-1")], now=NOW)
     dynamo.claim_orders(keys(["ord-1"]), "run-1", now=NOW, lease_seconds=LEASE)
+    faulty.calls.clear()  # the claim is an update too
 
     def lose_the_answer(response: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         raise EndpointConnectionError(endpoint_url="http://dynamodb")
