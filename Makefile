@@ -102,8 +102,8 @@ check-locks: ## check that local.lock and bootstrap.lock pin the versions dev.lo
 openapi: $(RUN_STAMP) ## regenerate docs/openapi.json from the route table and the models (a test fails when it is stale)
 	$(BIN)/python -m energy_auction.openapi --out docs/openapi.json
 
-bench: $(STAMP) ## benchmarks -> benchmarks/report.json
-	$(BIN)/python -m benchmarks.run --out benchmarks/report.json
+bench: $(STAMP) ## benchmarks -> benchmarks/report.json (ONLY=pipeline: one section again, the rest kept)
+	$(BIN)/python -m benchmarks.run --out benchmarks/report.json $(foreach section,$(ONLY),--only $(section))
 
 # Not part of make bench: it clones and installs from scratch, twice (about 3 minutes).
 # BENCH_ARGS='--repeat 3' or '--cache warm' (see benchmarks/first_run.py --help).
