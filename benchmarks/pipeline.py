@@ -33,6 +33,9 @@ def _recorded_events() -> Iterator[dict[int, list[tuple[str, int, str | None]]]]
     from moto.stepfunctions.parser.asl.eval.event import event_manager
 
     histories: dict[int, list[tuple[str, int, str | None]]] = defaultdict(list)
+    # Kept alive while recording: an execution's manager freed when it ends would let the next one
+    # take its id(), and two executions' histories would be counted as one.
+    managers: list[Any] = []
     lock = threading.Lock()
     original = event_manager.EventManager.add_event
 
@@ -45,6 +48,8 @@ def _recorded_events() -> Iterator[dict[int, list[tuple[str, int, str | None]]]]
                     if isinstance(details.get(key), str):
                         size = max(size, len(details[key].encode()))
         with lock:
+            if id(self) not in histories:
+                managers.append(self)
             histories[id(self)].append((str(getattr(event_type, "value", event_type)), size, name))
         return int(original(self, context, event_type, event_details, **kwargs))
 
