@@ -52,6 +52,7 @@ from infra.capacity import (
     design_per_order,
     lambda_seconds_per_order,
     notices_per_notifier_invocation,
+    pending_pages,
     process_order_billed_seconds,
     rate_limits,
     staged_part_bytes,
@@ -74,7 +75,7 @@ MB_PER_GB = 1024
 
 def stream_seconds(orders: int, a: Assumptions) -> float:
     """FetchResults' streaming read: the index's pages, then each part's upload, one at a time."""
-    pages = max(PENDING_SHARDS, math.ceil(orders * a.index_entry_bytes / a.dynamodb_query_page_bytes))
+    pages = pending_pages(orders, a)
     parts = staged_parts(orders, a)
     part_bytes = min(staged_part_bytes(orders, a), orders * a.staged_key_bytes)
     upload = parts * (a.s3_request_seconds + part_bytes / a.s3_upload_bytes_per_second)

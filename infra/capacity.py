@@ -32,7 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from energy_auction.adapters.aws import CLAIM_WORKERS, PENDING_SHARDS
+from energy_auction.adapters.aws import (
+    CLAIM_WORKERS,
+    EXPIRES_ATTRIBUTE,
+    ORDERS_KEY,
+    PENDING_SHARD_ATTRIBUTE,
+    PENDING_SHARDS,
+)
 from energy_auction.digest import BATCH_SIZE
 from energy_auction.orders import RECORD_ID_MAX_LENGTH, TRADER_KEY_LENGTH
 from energy_auction.settings import MAX_ORDERS_CEILING
@@ -47,6 +53,16 @@ NOTICE_BATCHING_WINDOW_SECONDS = 5
 unless a batch of ``NOTIFIER_BATCH_SIZE`` fills first (deployed by infra/notifications.py)."""
 ORDER_KEY_MAX_BYTES = TRADER_KEY_LENGTH + 1 + RECORD_ID_MAX_LENGTH
 """``<trader key>/<record_id>`` at its longest: what a batch carries per order."""
+PENDING_ENTRY_BYTES = (
+    len(ORDERS_KEY)
+    + ORDER_KEY_MAX_BYTES
+    + len(PENDING_SHARD_ATTRIBUTE)
+    + 1
+    + len(EXPIRES_ATTRIBUTE)
+    + 21
+    + 100
+)
+"""A pending-orders index entry (keys only) at its longest, with 100 bytes taken for overhead."""
 PARENT_STATES = 8
 """States a ready run's parent enters besides the children: Initialise, RedeliverNotices,
 FetchResults, the readiness Choice, ProcessOrders (the Distributed Map), SummariseRun, the summary
@@ -217,9 +233,10 @@ class Assumptions:
         "assumed from the item's attributes (README: API fields, the outcome, the claim)",
     )
     index_entry_bytes: int = _fact(
-        1024,
-        "bytes, one pending-orders index entry (projection ALL: the whole order, like order_item_kib)",
-        "assumed: the index projects the whole order item (infra/storage.py: ProjectionType.ALL)",
+        PENDING_ENTRY_BYTES,
+        "bytes, one pending-orders index entry (keys only: the table key, the shard, the expiry)",
+        "assumed: the index projects keys only (infra/storage.py: ProjectionType.KEYS_ONLY); attribute "
+        "names and values at their longest (a number at most 21 bytes), and 100 bytes of overhead",
     )
     staged_key_bytes: int = _fact(
         ORDER_KEY_MAX_BYTES + 3, "bytes, one order key in the staged JSON", "the key, quotes and comma"
@@ -339,12 +356,14 @@ def design_per_order(orders: int, shape: Shape, a: Assumptions) -> PerOrder:
     one child execution, whose start the parent bills as a transition. Per run: RedeliverNotices'
     query of each owed-notices shard; FetchResults' pages of the pending-orders index and its
     multipart upload; the Distributed Map's GetObject of each part; SummariseRun's GetItem of the
-    run's record and the summary publish.
+    run's record and the summary publish. An order that expired pending and undecided costs
+    one more UpdateItem, once (ClaimBatch retires it from the index); ready orders are live, so
+    the design has none.
     """
     n = max(1, orders)
     accepted = 1 - shape.rejected_share
     batches = math.ceil(n / shape.batch_size)
-    pages = max(PENDING_SHARDS, math.ceil(n * a.index_entry_bytes / a.dynamodb_query_page_bytes))
+    pages = pending_pages(n, a)
     parts = staged_parts(n, a)
     per_run = {
         "dynamodb.Query": PENDING_SHARDS + pages,
@@ -381,6 +400,12 @@ def design_per_order(orders: int, shape: Shape, a: Assumptions) -> PerOrder:
         parent_transitions=(PARENT_STATES + batches) / n,
         child_executions=batches / n,
     )
+
+
+def pending_pages(orders: int, a: Assumptions) -> int:
+    """Pages FetchResults reads from the pending-orders index for ``orders`` orders: two queries
+    per shard (the expired orders and the live ones), each at least one page."""
+    return max(2 * PENDING_SHARDS, math.ceil(orders * a.index_entry_bytes / a.dynamodb_query_page_bytes))
 
 
 def staged_part_bytes(orders: int, a: Assumptions) -> int:
@@ -423,14 +448,14 @@ def units_per_order(calls: Mapping[str, float], shape: Shape, a: Assumptions) ->
         calls.get("dynamodb.BatchGetItem", 0.0) * items_per_call * EVENTUALLY_CONSISTENT_FACTOR
         + calls.get("dynamodb.GetItem", 0.0)
     ) * item_reads
-    # The pending-orders index projects ALL attributes: the claim (it sets claim attributes) writes
-    # its entry, and completing the order takes the entry out. A rejection puts the order in the
-    # owed-notices index and its delivery takes it out again. The index is read once, in 1 MB pages,
-    # eventually consistent (half a unit per 4 KB).
+    # The pending-orders index projects keys only: the claim sets only attributes it does not hold,
+    # so it writes no entry; completing the order takes the entry (under 1 KB: one unit) out. A
+    # rejection puts the order in the owed-notices index and its delivery takes it out again. The
+    # index is read once, in 1 MB pages, eventually consistent (half a unit per 4 KB).
     return Units(
         table_writes=writes,
         table_reads=reads,
-        index_writes=2 * item_writes + 2 * shape.rejected_share,
+        index_writes=math.ceil(a.index_entry_bytes / 1024) + 2 * shape.rejected_share,
         index_reads=a.index_entry_bytes / READ_UNIT_BYTES * EVENTUALLY_CONSISTENT_FACTOR,
     )
 

@@ -66,6 +66,12 @@ class StageConfig:
     """Refused tokens raise "Unauthorized", which Lambda counts as errors: alarm only on a burst."""
     rejected_orders_per_5_minutes: int = 100
     """Rejected orders raise OrderRejected in ProcessOrder on purpose: alarm only on an unusual volume."""
+    legacy_pending_index: bool = False
+    """Keep the pending-orders index of earlier versions (projection ALL) beside the keys-only one,
+    for the first deploy of a stage upgraded from them (``-c legacy_pending_index=true``): a table
+    update creates or deletes at most one global secondary index, so the new one is created with
+    the flag and the old one deleted by the next deploy without it (README, "Upgrading to the
+    keys-only pending index")."""
     # Service tunables (Settings fields of the same names).
     pipeline_max_attempts: int = Settings.pipeline_max_attempts
     pipeline_retry_seconds: int = Settings.pipeline_retry_seconds
@@ -311,6 +317,13 @@ def _text(value: object) -> str | None:
 
 def _parse(name: str, annotation: object, raw: object) -> object:
     kind = str(annotation)
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        flag = str(raw).strip().lower()
+        if flag in ("true", "false"):
+            return flag == "true"
+        raise ConfigError(f"context {name}={raw!r} is not true or false")
     try:
         if kind.startswith("int"):
             return int(str(raw))

@@ -20,13 +20,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from energy_auction import workflow
-from energy_auction.adapters.aws import NOTICES_INDEX, PENDING_INDEX
+from energy_auction.adapters.aws import NOTICES_INDEX
 from infra import REPO_ROOT
 from infra.capacity import FUNCTION_MEMORY_MB
 from infra.config import StageConfig, settings_env
 from infra.functions import LambdaPackage, ServiceFunction
 from infra.nag import acknowledge_wildcards
-from infra.storage import RESULTS_PREFIX
+from infra.storage import RESULTS_PREFIX, pending_indexes
 
 MAP_EXECUTION_TYPE = "EXPRESS"
 """Child executions of the Distributed Map: short, cheap, and outside the parent's history."""
@@ -154,12 +154,13 @@ class AuctionPipeline(Construct):
                 notice_redelivery_seconds=config.notice_redelivery_seconds,
             ),
         )
-        # Staging queries the pending-orders index; the redelivery of owed notices (action
-        # "redeliver") queries the owed-notices index.
+        # Staging queries the pending-orders index (during an upgrade, the functions not yet
+        # updated query the earlier one: legacy_pending_index); the redelivery of owed notices
+        # (action "redeliver") queries the owed-notices index.
         _allow(
             self.fetch_results.role,
             ["dynamodb:Query"],
-            f"{table.table_arn}/index/{PENDING_INDEX}",
+            *(f"{table.table_arn}/index/{name}" for name in pending_indexes(config)),
             f"{table.table_arn}/index/{NOTICES_INDEX}",
         )
         # A batch's orders are read (BatchGetItem) and claimed with conditional updates (UpdateItem);

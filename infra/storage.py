@@ -9,6 +9,7 @@ from constructs import Construct
 
 from energy_auction.adapters.aws import (
     EXPIRES_ATTRIBUTE,
+    LEGACY_PENDING_INDEX,
     LIST_SHARD_ATTRIBUTE,
     LISTED_AT_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
@@ -30,6 +31,12 @@ RESULTS_PREFIX = "orders/"
 WORK_EXPIRY_DAYS = 1
 NONCURRENT_VERSION_DAYS = 30
 ACCESS_LOG_DAYS = 90
+
+
+def pending_indexes(config: StageConfig) -> list[str]:
+    """The table's pending-orders indexes: the keys-only one, and while a stage is upgraded from
+    earlier versions (``legacy_pending_index``) theirs."""
+    return [PENDING_INDEX, LEGACY_PENDING_INDEX] if config.legacy_pending_index else [PENDING_INDEX]
 
 
 class Storage(Construct):
@@ -55,15 +62,25 @@ class Storage(Construct):
             removal_policy=config.removal_policy,
         )
         # Sparse: only pending orders carry the shard attribute, so FetchResults queries (never
-        # scans) exactly the orders waiting for the auction.
+        # scans) exactly the orders waiting for the auction. Keys only: a claim sets attributes the
+        # index does not hold, so it writes no index entry; the batch reads the orders themselves.
+        shard = dynamodb.Attribute(name=PENDING_SHARD_ATTRIBUTE, type=dynamodb.AttributeType.STRING)
+        expiry = dynamodb.Attribute(name=EXPIRES_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER)
         self.table.add_global_secondary_index(
             index_name=PENDING_INDEX,
-            partition_key=dynamodb.Attribute(
-                name=PENDING_SHARD_ATTRIBUTE, type=dynamodb.AttributeType.STRING
-            ),
-            sort_key=dynamodb.Attribute(name=EXPIRES_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
-            projection_type=dynamodb.ProjectionType.ALL,
+            partition_key=shard,
+            sort_key=expiry,
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
+        if config.legacy_pending_index:
+            # The earlier versions' index, kept for one deploy of an upgraded stage (a table update
+            # creates or deletes one index at most); README, "Upgrading to the keys-only pending index".
+            self.table.add_global_secondary_index(
+                index_name=LEGACY_PENDING_INDEX,
+                partition_key=shard,
+                sort_key=expiry,
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
         # The outbox: only a rejected order whose notice is owed carries the shard attribute, so
         # FetchResults finds overdue notices with a query. Keys only: it then reads those orders.
         self.table.add_global_secondary_index(

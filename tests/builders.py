@@ -60,6 +60,7 @@ def record_ids(orders: Sequence[Order]) -> list[str]:
 
 def pending_orders(store: OrderStore, now: int, run_id: str = NEW_RUN) -> list[Order]:
     """The orders ``run_id`` (by default a run that holds none) may claim at ``now``, oldest expiry
-    first: the keys FetchResults stages (``pending_keys``), read as a batch reads them
-    (``get_orders``)."""
-    return store.get_orders(list(store.pending_keys(now, run_id)))
+    first: the keys FetchResults stages (``pending_keys``), read and kept as a batch reads and
+    keeps them (``get_orders``, ``Order.is_claimable``: DynamoDB stages more than the claimable
+    orders)."""
+    return [o for o in store.get_orders(list(store.pending_keys(now, run_id))) if o.is_claimable(run_id, now)]

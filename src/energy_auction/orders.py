@@ -282,6 +282,12 @@ class Order(OrderRequest):
             and (not self.is_claimed(now) or self.claim_run_id == run_id)
         )
 
+    def is_retirable(self, now: float) -> bool:
+        """Pending, expired and undecided: no run may claim it again (``is_claimable``), so it is
+        taken out of the pending orders (``OrderStore.retire_orders``) until the TTL sweep deletes
+        it or a new submission of its record_id replaces it."""
+        return self.status is OrderStatus.PENDING and not self.is_live(now) and self.decision is None
+
     def is_replaceable(self, now: float) -> bool:
         """Whether a new submission with this record_id may replace this stored order.
 

@@ -138,7 +138,9 @@ def claim_batch(
     it. An order a dead run claimed keeps the answer it got then, and the results are the claimed
     orders' stored decisions. Orders another run
     holds, or that were cancelled, settled, replaced or expired since they were staged, are left
-    out: the claim's conditions decide, so a cancel and a claim never both win. Results beyond
+    out: the claim's conditions decide, so a cancel and a claim never both win. An order read
+    pending, expired and undecided (never claimable again) is retired (``retire_orders``), so no
+    run stages it again. Results beyond
     ``payload_bytes`` of JSON (Step Functions passes at most 256 KB between states; only subjects
     of extraordinary length come near) are not claimed and wait for the next run.
     """
@@ -146,7 +148,13 @@ def claim_batch(
     # A pre-filter only (the claim's conditions decide, and the claim answers the orders as it left
     # them), so eventually consistent: a stale order is at worst left for the next run, or asked of
     # the market again, and then the decision stored first is kept (if_not_exists).
-    found = [o for o in store.get_orders(keys, consistent=False) if o.is_claimable(run_id, at)]
+    read = store.get_orders(keys, consistent=False)
+    found = [o for o in read if o.is_claimable(run_id, at)]
+    # Pending, expired and undecided: never claimable again. Out of the pending orders, so no run
+    # stages it again (the conditional write decides; a stale read at worst asks for nothing).
+    retired = [o.key for o in read if o.is_retirable(at)]
+    if retired:
+        store.retire_orders(retired, at)
     answers = {r.key: r for r in market.decide([o for o in found if o.decision is None], run_id, now)}
     fitting, size = [], 0
     for order in found:

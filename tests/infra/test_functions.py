@@ -152,7 +152,7 @@ def test_pipeline_functions_write_only_under_their_prefixes(dev: Synthesized) ->
     ]
     assert sorted(text(r).split("/index/")[1] for r in resources_for(dev, fetch_role, "dynamodb:Query")) == [
         'owed-notices"]]}',
-        'pending-orders"]]}',
+        'pending-keys"]]}',
     ]
 
 
@@ -185,7 +185,7 @@ def test_fetch_results_stages_claims_and_tallies_on_the_orders_table_only(stage_
     (table_id,) = stage_stack.resources("AWS::DynamoDB::Table")
     role = logical_id(functions(stage_stack)["fetch_results"][1]["Properties"]["Role"])
     queries = [text(q) for q in resources_for(stage_stack, role, "dynamodb:Query")]
-    assert text({"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/pending-orders"]]}) in queries
+    assert text({"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/pending-keys"]]}) in queries
     for action in ("dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"):
         assert resources_for(stage_stack, role, action) == [{"Fn::GetAtt": [table_id, "Arn"]}]
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from aws_cdk import App
+from infra.config import ConfigError, StageConfig
+
 from energy_auction.adapters.aws import (
     EXPIRES_ATTRIBUTE,
+    LEGACY_PENDING_INDEX,
     LIST_SHARD_ATTRIBUTE,
     LISTED_AT_ATTRIBUTE,
     NOTICE_DUE_ATTRIBUTE,
@@ -20,8 +25,8 @@ from energy_auction.adapters.aws import (
     TRADER_KEY_ATTRIBUTE,
     TTL_ATTRIBUTE,
 )
-from tests.infra.conftest import Synthesized
-from tests.infra.templates import logical_id, text
+from tests.infra.conftest import Assembly, Synthesized, _assembly
+from tests.infra.templates import functions, logical_id, resources_for, text
 
 
 def _buckets(stack: Synthesized) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,7 +62,8 @@ def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> 
         {"AttributeName": PENDING_SHARD_ATTRIBUTE, "KeyType": "HASH"},
         {"AttributeName": EXPIRES_ATTRIBUTE, "KeyType": "RANGE"},
     ]
-    assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "ALL"}
+    # Keys only: a claim sets attributes the index does not hold, so it writes no index entry
+    assert indexes[PENDING_INDEX]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert indexes[NOTICES_INDEX]["KeySchema"] == [
         {"AttributeName": NOTICE_SHARD_ATTRIBUTE, "KeyType": "HASH"},
         {"AttributeName": NOTICE_DUE_ATTRIBUTE, "KeyType": "RANGE"},
@@ -74,6 +80,50 @@ def test_the_indexes_are_what_the_pipeline_queries(stage_stack: Synthesized) -> 
         LISTED_AT_ATTRIBUTE: "S",
         NOTICE_DUE_ATTRIBUTE: "N",
     }
+
+
+@pytest.fixture(scope="module")
+def upgrading(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """The app as the first deploy of an upgraded stage synthesizes it (``-c legacy_pending_index=true``)."""
+    return _assembly(tmp_path_factory.mktemp("cdk.out"), legacy_pending_index="true")
+
+
+def test_an_upgraded_stage_keeps_the_earlier_pending_index_for_one_deploy(
+    dev: Synthesized, upgrading: Assembly
+) -> None:
+    # With the flag, the earlier index (projection ALL) is declared beside the keys-only one, on the
+    # same keys, so the first deploy only creates the new one (one index per table update)
+    _, table = upgrading.dev.one("AWS::DynamoDB::Table")
+    indexes = {i["IndexName"]: i for i in table["Properties"]["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {PENDING_INDEX, LEGACY_PENDING_INDEX, NOTICES_INDEX, TRADER_INDEX, TIME_INDEX}
+    assert indexes[LEGACY_PENDING_INDEX]["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[LEGACY_PENDING_INDEX]["KeySchema"] == indexes[PENDING_INDEX]["KeySchema"]
+    # and the functions not yet updated may still query it; without the flag (the next deploy) it
+    # is gone, with its grant, so that deploy only deletes it
+    granted = {text(r).split("/index/")[1][: -len('"]]}')] for r in _queries(upgrading.dev)}
+    assert granted == {PENDING_INDEX, LEGACY_PENDING_INDEX, NOTICES_INDEX}
+    _, plain = dev.one("AWS::DynamoDB::Table")
+    assert LEGACY_PENDING_INDEX not in {i["IndexName"] for i in plain["Properties"]["GlobalSecondaryIndexes"]}
+    assert {text(r).split("/index/")[1][: -len('"]]}')] for r in _queries(dev)} == {
+        PENDING_INDEX,
+        NOTICES_INDEX,
+    }
+
+
+def test_the_upgrade_flag_must_be_true_or_false() -> None:
+    app = App(context={"legacy_pending_index": "yes"})
+    with pytest.raises(ConfigError, match="legacy_pending_index"):
+        StageConfig.from_context(app.node)
+    assert StageConfig.from_context(App(context={"legacy_pending_index": True}).node).legacy_pending_index
+    assert not StageConfig.from_context(
+        App(context={"legacy_pending_index": "false"}).node
+    ).legacy_pending_index
+    assert not StageConfig.from_context(App().node).legacy_pending_index
+
+
+def _queries(stack: Synthesized) -> list[Any]:
+    role = logical_id(functions(stack)["fetch_results"][1]["Properties"]["Role"])
+    return resources_for(stack, role, "dynamodb:Query")
 
 
 def test_prod_data_is_retained_and_dev_data_is_destroyed(dev: Synthesized, prod: Synthesized) -> None:

@@ -119,6 +119,9 @@ class MemoryStore:
     def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
         raise _not_intake("pending_keys")
 
+    def retire_orders(self, keys: Sequence[str], now: int) -> None:
+        raise _not_intake("retire_orders")
+
     def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
         raise _not_intake("get_orders")
 

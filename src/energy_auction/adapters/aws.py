@@ -57,9 +57,14 @@ EXPIRES_ATTRIBUTE = "expires_at"
 TTL_ATTRIBUTE = "purge_at"
 """The table's TTL attribute: ``Order.purge_at``, the expiry, or later while the order still
 matters to the pipeline (decided and not settled, or rejected)."""
-PENDING_INDEX = "pending-orders"
+PENDING_INDEX = "pending-keys"
 """Sparse GSI over pending orders: partition key ``pending_shard`` (S), sort key ``expires_at`` (N),
-projection ALL. Only pending orders carry ``pending_shard``, so the index holds nothing else."""
+keys only. Only pending orders carry ``pending_shard``, so the index holds nothing else; and as it
+projects no other attribute, a claim (which sets only unprojected attributes) writes no entry."""
+LEGACY_PENDING_INDEX = "pending-orders"
+"""The pending-orders index before ``PENDING_INDEX`` (same keys, projection ALL). A stage upgraded
+from it keeps it for one deploy (context ``legacy_pending_index``; README, "Upgrading to the
+keys-only pending index"); nothing queries it."""
 PENDING_SHARD_ATTRIBUTE = "pending_shard"
 PENDING_SHARDS = 8
 """Pending orders spread over this many index partitions (by a hash of the order's key)."""
@@ -185,6 +190,8 @@ _CANCELLABLE = (
     "#status = :pending AND expires_at > :now AND attribute_not_exists(decision) "
     "AND (attribute_not_exists(claim_run_id) OR claim_expires_at <= :now)"
 )
+# An order no run can claim again but which is still in the pending-orders index (retire_orders).
+_RETIRABLE = "#status = :pending AND attribute_not_exists(decision) AND expires_at <= :now"
 # The order's rejection by :run is settled and its notice still owed.
 _OWES_NOTICE = f"#status = :rejected AND #outcome.run_id = :run AND attribute_exists({NOTICE_DUE_ATTRIBUTE})"
 _NOTICE_NAMES = {"#status": "status", "#outcome": "outcome"}
@@ -197,8 +204,8 @@ class DynamoDbOrderStore:
     not at all, and each Put is conditional: an order the auction has processed, or a pipeline run
     has claimed, cannot be replaced until it expires (or the claim lapses).
 
-    The pipeline finds pending orders with a query on the sparse ``PENDING_INDEX`` (one per shard,
-    never a scan), claims each with a conditional update (a batch's updates run a few at a time),
+    The pipeline finds pending orders with a query on the sparse, keys-only ``PENDING_INDEX`` (one
+    per shard, never a scan), claims each with a conditional update (a batch's updates run a few at a time),
     and completes or releases each with a conditional update on its claim, so two runs never
     process the same order.
 
@@ -273,38 +280,54 @@ class DynamoDbOrderStore:
         return item_to_order(item) if item else None
 
     def pending_keys(self, now: int, run_id: str) -> Iterator[str]:
-        """Claimable orders' keys, oldest expiry first, page by page.
+        """The pending orders' keys, oldest expiry first, page by page: every order in the
+        pending-orders index, which may be more than the claimable ones.
 
-        Two queries per index shard (the live orders, and the expired ones that were decided: an
-        expired pending order stays in the index only until the TTL sweep deletes it), each sorted
-        by expiry, merged as they are read: memory holds one page per query, whatever the number
-        of orders."""
-        free = "(attribute_not_exists(claim_run_id) OR claim_expires_at <= :now OR claim_run_id = :run)"
+        Two queries per index shard (the live orders, and the expired ones), each sorted by
+        expiry, merged as they are read: memory holds one page per query, whatever the number of
+        orders. The index projects keys only, so nothing is filtered here (``run_id`` is not
+        needed): a live order another live run holds, and an expired one without a decision, are
+        staged too; ClaimBatch's read leaves them out, and takes the expired undecided ones out of
+        the index (``retire_orders``), so each is staged by one run at most."""
+        del run_id
         streams = [
             (
                 (int(item[EXPIRES_ATTRIBUTE]["N"]), item[ORDERS_KEY]["S"])
                 for item in self._query(
                     IndexName=PENDING_INDEX,
                     KeyConditionExpression=f"{PENDING_SHARD_ATTRIBUTE} = :shard AND {key_condition}",
-                    # Claimed orders stay in the index (still pending); another run's live claim
-                    # hides them.
-                    FilterExpression=condition,
                     ProjectionExpression=f"{ORDERS_KEY}, {EXPIRES_ATTRIBUTE}",
-                    ExpressionAttributeValues={
-                        ":shard": {"S": str(shard)},
-                        ":now": {"N": str(now)},
-                        ":run": {"S": run_id},
-                    },
+                    ExpressionAttributeValues={":shard": {"S": str(shard)}, ":now": {"N": str(now)}},
                 )
             )
             for shard in range(PENDING_SHARDS)
-            for key_condition, condition in (
-                ("expires_at <= :now", f"attribute_exists(decision) AND {free}"),
-                ("expires_at > :now", free),
-            )
+            for key_condition in ("expires_at <= :now", "expires_at > :now")
         ]
         for _, key in heapq.merge(*streams):
             yield key
+
+    def retire_orders(self, keys: Sequence[str], now: int) -> None:
+        """Take each order that is pending, undecided and expired at ``now`` out of the
+        pending-orders index: one conditional ``UpdateItem`` per order (``REMOVE pending_shard``).
+        A failed condition (the order was decided, settled, replaced or is live again) leaves the
+        order as it is. A new submission of the same record_id puts it back in the index."""
+        for key in dict.fromkeys(keys):
+            try:
+                self._call(
+                    self._client.update_item,
+                    TableName=self._table,
+                    Key={ORDERS_KEY: {"S": key}},
+                    UpdateExpression=f"REMOVE {PENDING_SHARD_ATTRIBUTE}",
+                    ConditionExpression=_RETIRABLE,
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={
+                        ":pending": {"S": OrderStatus.PENDING.value},
+                        ":now": {"N": str(now)},
+                    },
+                )
+            except ClientError as err:
+                if _error_code(err) != "ConditionalCheckFailedException":
+                    raise
 
     def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
         """BatchGetItem, 100 keys a call: strongly consistent, or eventually consistent (half the

@@ -429,6 +429,11 @@ class SqliteOrderStore:
                 return
             after = (rows[-1][0], rows[-1][1])
 
+    def retire_orders(self, keys: Sequence[str], now: int) -> None:
+        """Nothing to do: ``pending_keys`` selects the claimable orders in its SQL, so an expired
+        undecided order is never yielded."""
+        del keys, now
+
     def get_orders(self, keys: Sequence[str], *, consistent: bool = True) -> list[Order]:
         """One read of the database: always consistent, whatever ``consistent`` says."""
         del consistent
