@@ -163,3 +163,26 @@ def test_the_queue_is_read_ten_notices_a_request_whatever_the_notifiers_batch() 
 
     requests = notices + 2 * math.ceil(notices / Assumptions().sqs_messages_per_request)
     assert estimate["cost"]["sqs"] == pytest.approx(requests * Assumptions().sqs_request_usd, abs=1e-4)
+
+
+def test_the_state_machines_own_calls_come_from_the_design_whatever_the_report_counted() -> None:
+    # The benchmark counts the handlers' calls: a report holds no sns:publish task and no ItemReader
+    (design,) = aws_model.model(orders=[100_000])
+    handlers_only = {
+        call: n
+        for call, n in design["per_order"]["aws_calls"].items()
+        if call not in ("sns.Publish", "s3.GetObject")
+    }
+
+    (measured,) = aws_model.model(
+        report=_report(100_000, aws_calls_per_order=handlers_only), orders=[100_000]
+    )
+
+    # Then every rejection's notice is still published and paid for, and each part read once
+    assert (
+        measured["per_order"]["aws_calls"]["sns.Publish"] == design["per_order"]["aws_calls"]["sns.Publish"]
+    )
+    assert (
+        measured["per_order"]["aws_calls"]["s3.GetObject"] == design["per_order"]["aws_calls"]["s3.GetObject"]
+    )
+    assert measured["cost"]["sns"] == pytest.approx(design["cost"]["sns"])
