@@ -33,7 +33,7 @@ from energy_auction.adapters.aws import (
     TRADER_KEY_ATTRIBUTE,
     TTL_ATTRIBUTE,
 )
-from energy_auction.orders import ORDER_TTL_SECONDS, Order, OrderStatus, iso_utc
+from energy_auction.orders import ORDER_TTL_SECONDS, Decision, Order, OrderStatus, iso_utc
 from tests.builders import TRADER
 
 NOW = 1_800_000_000
@@ -189,3 +189,14 @@ class StoreUnderTest:
     kind: str
     store: Any
     stored_ids: Callable[[], set[str]]
+
+
+def accepted(submitted: int) -> Decision:
+    """The market's acceptance of the submission made at ``submitted``."""
+    return Decision(
+        status="accepted",
+        power=Decimal("12.5"),
+        auction_date=iso_utc(submitted)[:10],
+        decided_at=iso_utc(submitted + 1),
+        submitted_at=iso_utc(submitted),
+    )

@@ -55,6 +55,7 @@ from tests.adapters.stores import (
     NOW,
     TABLE,
     StoreUnderTest,
+    accepted,
     pending,
     processed,
 )
@@ -75,17 +76,6 @@ def claimed(order: Order, run_id: str, until: int) -> Order:
 
 def ids(orders: list[Order]) -> list[str]:
     return [o.record_id for o in orders]
-
-
-def _decision(submitted: int) -> Decision:
-    """The market's acceptance of the submission made at ``submitted``."""
-    return Decision(
-        status="accepted",
-        power=Decimal("12.5"),
-        auction_date=iso_utc(submitted)[:10],
-        decided_at=iso_utc(submitted + 1),
-        submitted_at=iso_utc(submitted),
-    )
 
 
 # --- the contract, for both adapters -----------------------------------------------------------
@@ -150,7 +140,7 @@ def test_pending_keys_come_oldest_expiry_first_across_every_shard_and_the_expire
     expired = {f"decided-{i}": NOW - ORDER_TTL_SECONDS - 100 * (3 - i) for i in range(3)}
     for record_id, at in expired.items():
         store.put_orders([pending(record_id, submitted=at)], now=at)
-        store.claim_orders(keys([record_id]), "run-0", at, LEASE, {key(record_id): _decision(at)})
+        store.claim_orders(keys([record_id]), "run-0", at, LEASE, {key(record_id): accepted(at)})
     undecided_at = NOW - ORDER_TTL_SECONDS - 50
     store.put_orders([pending("undecided", submitted=undecided_at)], now=undecided_at)
     assert {index_shard(k) for k in keys(list(live))} == {str(s) for s in range(PENDING_SHARDS)}
@@ -795,7 +785,7 @@ def test_dynamodb_claim_whose_answer_was_lost_is_claimed_on_retry(
         raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
 
     faulty.transform("update_item", lost)
-    decided = _decision(NOW)
+    decided = accepted(NOW)
 
     # When a run claims it, with the market's decision
     got = dynamo.claim_orders(

@@ -4,14 +4,13 @@ expired undecided ones out of the index, once."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from energy_auction.adapters.aws import ORDERS_KEY, PENDING_INDEX, PENDING_SHARD_ATTRIBUTE, DynamoDbOrderStore
 from energy_auction.market import SimulatedMarket
-from energy_auction.orders import ORDER_TTL_SECONDS, Decision, OrderStatus, iso_utc, order_key
+from energy_auction.orders import ORDER_TTL_SECONDS, OrderStatus, order_key
 from energy_auction.pipeline import claim_batch, process_order
-from tests.adapters.stores import NOW, TABLE, pending
+from tests.adapters.stores import NOW, TABLE, accepted, pending
 from tests.builders import key, keys
 from tests.fakes import FaultyClient
 
@@ -46,16 +45,6 @@ def _claim(store: DynamoDbOrderStore, staged: list[str], run_id: str, now: int) 
 def _in_index(faulty: FaultyClient) -> set[str]:
     items = faulty.real.scan(TableName=TABLE, IndexName=PENDING_INDEX)["Items"]
     return {i[ORDERS_KEY]["S"] for i in items}
-
-
-def _decision(submitted: int) -> Decision:
-    return Decision(
-        status="accepted",
-        power=Decimal("12.5"),
-        auction_date=iso_utc(submitted)[:10],
-        decided_at=iso_utc(submitted + 1),
-        submitted_at=iso_utc(submitted),
-    )
 
 
 def test_a_live_order_another_live_run_holds_is_staged_but_not_claimed(
@@ -118,7 +107,7 @@ def test_retiring_leaves_live_decided_and_settled_orders_in_place(
     # Given a live order, and an expired one a dead run had decided
     dynamo.put_orders([pending("live", submitted=AFTER_EXPIRY - 60)], now=AFTER_EXPIRY - 60)
     dynamo.put_orders([pending("decided")], now=NOW)
-    dynamo.claim_orders(keys(["decided"]), "run-0", NOW, LEASE, {key("decided"): _decision(NOW)})
+    dynamo.claim_orders(keys(["decided"]), "run-0", NOW, LEASE, {key("decided"): accepted(NOW)})
 
     # When they are retired (the condition is checked, not the caller's read)
     dynamo.retire_orders(keys(["live", "decided", "missing"]), AFTER_EXPIRY)
@@ -133,7 +122,7 @@ def test_an_expired_decided_order_of_a_dead_run_is_still_staged_and_settled(
 ) -> None:
     # Given an order a dead run claimed with the market's decision, and which then expired
     dynamo.put_orders([pending("decided")], now=NOW)
-    dynamo.claim_orders(keys(["decided"]), "run-0", NOW, LEASE, {key("decided"): _decision(NOW)})
+    dynamo.claim_orders(keys(["decided"]), "run-0", NOW, LEASE, {key("decided"): accepted(NOW)})
 
     # When the next run stages and claims it after its expiry, and settles it
     staged = list(dynamo.pending_keys(AFTER_EXPIRY, "run-1"))
