@@ -640,11 +640,18 @@ class FolderResultStore:
         except FileNotFoundError:  # the first result of its folder
             make_private_folder(target.parent)
             descriptor = _private_file(temporary, flags)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(codec.dumps(document))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        try:
+            try:
+                data = codec.dumps(document).encode()
+                while data:  # a regular file takes it in one write; a short write is carried on
+                    data = data[os.write(descriptor, data) :]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+            raise
         return str(target)
 
 
