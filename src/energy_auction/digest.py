@@ -13,8 +13,8 @@ topic locally). :func:`deliver_batch` records each notice, one by one, where eve
 A channel keeps its own posts apart (the Slack notifier waits ``MIN_POST_INTERVAL_SECONDS``
 between two posts to its webhook, and honours Slack's 429 Retry-After).
 
-Exactly once: each rejection is taken on its order before it is posted
-(``OrderStore.claim_notice``, the outbox written with the rejection); a copy that was delivered
+Exactly once: each rejection is taken on its order before it is posted (``OrderStore.claim_notices``,
+the outbox written with the rejection; a batch's all at once); a copy that was delivered
 already, or that another delivery holds, is skipped and not listed. Once the digest is posted,
 each rejection it took is recorded delivered; when the post fails, they are given back and the
 batch items they came in are reported failed, so the queue delivers them again. Every notice of a
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from energy_auction.notifications import MAX_LINES, SEVERITIES, Notice, NoticeKind
 from energy_auction.observability import logger
-from energy_auction.orders import NoticeClaim
+from energy_auction.orders import NoticeClaim, NoticeHold
 
 if TYPE_CHECKING:
     from energy_auction.ports import Notifier, OrderStore
@@ -43,7 +43,8 @@ DIGEST_LIMIT = 20
 BATCH_SIZE = 1000
 """Notices the notifier is handed at most at once: the event source mapping's batch size on AWS
 (a burst of a few minutes' rejections; about 2.5 MB of SNS envelopes, under Lambda's 6 MB event),
-and the local delivery's batch. Each rejection costs two conditional writes (claim, then record)."""
+and the local delivery's batch. Each rejection costs two conditional writes (claim, then record),
+made for the whole batch at once (``OrderStore.claim_notices``, ``finish_notices``)."""
 DIGESTED: Mapping[NoticeKind, str] = MappingProxyType(
     {
         NoticeKind.ORDER_REJECTED: "rejected",
@@ -95,9 +96,14 @@ class _Taken:
     """A notice this batch delivers, with its hold on the order when it is a tracked rejection."""
 
     arrival: Arrival
+    hold: NoticeHold | None = None
+    """This delivery's hold (``OrderStore.claim_notices``): only its token may finish what it took."""
     claim: NoticeClaim | None = None
-    delivery: str | None = None
-    """This delivery's token (``OrderStore.claim_notice``): only it may finish what it took."""
+
+    @property
+    def held(self) -> NoticeHold | None:
+        """The hold when this delivery took the notice (CLAIMED), to finish after the post."""
+        return self.hold if self.claim is NoticeClaim.CLAIMED else None
 
 
 @dataclass
@@ -130,8 +136,7 @@ def deliver_batch(
     :data:`POST_RESERVE_SECONDS`). Never raises: what could not be delivered is in ``failed``.
     """
     report = BatchReport()
-    messages: list[_Message] = []  # in the order their first notice arrived
-    digests: dict[str, _Message] = {}
+    fresh: list[_Taken] = []
     seen: set[str] = set()
     for arrival in arrivals:
         key = arrival.notice.key
@@ -141,13 +146,13 @@ def deliver_batch(
             continue
         if key is not None:
             seen.add(key)
-        taken = _take(
-            arrival, record=record, store=store, now=now, lease_seconds=lease_seconds, report=report
-        )
-        if taken is None:
-            continue
-        channel = route(arrival.notice)
-        if arrival.notice.kind in DIGESTED:
+        fresh.append(_Taken(arrival))
+    messages: list[_Message] = []  # in the order their first notice arrived
+    digests: dict[str, _Message] = {}
+    taken_all = _take(fresh, record=record, store=store, now=now, lease_seconds=lease_seconds, report=report)
+    for taken in taken_all:
+        channel = route(taken.arrival.notice)
+        if taken.arrival.notice.kind in DIGESTED:
             if channel not in digests:
                 digests[channel] = _Message(channel, is_digest=True)
                 messages.append(digests[channel])
@@ -198,41 +203,53 @@ def _count_of(kind: NoticeKind, count: int) -> str:
 
 
 def _take(
-    arrival: Arrival,
+    batch: Sequence[_Taken],
     *,
     record: Notifier,
     store: OrderStore,
     now: float,
     lease_seconds: int,
     report: BatchReport,
-) -> _Taken | None:
-    """Take ``arrival``'s notice for this batch (a tracked rejection on its order) and record it;
-    None when it is a copy to skip or could not be taken (then its item is reported failed)."""
-    notice = arrival.notice
-    taken = _Taken(arrival)
-    if notice.order is not None:
-        key, run_id = notice.order
-        taken.delivery = uuid.uuid4().hex
-        try:
-            taken.claim = store.claim_notice(key, run_id, int(now), lease_seconds, taken.delivery)
-        except Exception as err:
-            _failed(report, [taken], "the notice could not be taken on its order", err)
-            return None
+) -> list[_Taken]:
+    """Take the batch's tracked rejections on their orders (one ``claim_notices`` for all) and
+    record each notice; returns those to post, in order. A copy to skip is counted; a notice that
+    could not be taken or recorded is reported failed."""
+    tracked: list[_Taken] = []
+    holds: list[NoticeHold] = []
+    for taken in batch:
+        if taken.arrival.notice.order is not None:
+            key, run_id = taken.arrival.notice.order
+            taken.hold = NoticeHold(key, run_id, uuid.uuid4().hex)
+            tracked.append(taken)
+            holds.append(taken.hold)
+    try:
+        claims = store.claim_notices(holds, int(now), lease_seconds)
+    except Exception as err:
+        _give_back(tracked, store, everything=True)  # some may be taken already
+        _failed(report, tracked, "the notices could not be taken on their orders", err)
+        batch = [taken for taken in batch if taken.hold is None]
+    else:
+        for taken, claim in zip(tracked, claims, strict=True):
+            taken.claim = claim
+    kept: list[_Taken] = []
+    for taken in batch:
+        notice = taken.arrival.notice
         if taken.claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
             report.skipped += 1
             logger.info(
                 "duplicate notice skipped", extra={"notice_key": notice.key, "because": taken.claim.value}
             )
-            return None
+            continue
         if taken.claim is NoticeClaim.UNKNOWN:
             logger.warning("rejection notice delivered untracked", extra={"notice_key": notice.key})
-    try:
-        record.notify(notice)
-    except Exception as err:
-        _give_back([taken], store)
-        _failed(report, [taken], "the notice could not be recorded", err)
-        return None
-    return taken
+        try:
+            record.notify(notice)
+        except Exception as err:
+            _give_back([taken], store)
+            _failed(report, [taken], "the notice could not be recorded", err)
+            continue
+        kept.append(taken)
+    return kept
 
 
 def _post(
@@ -257,30 +274,31 @@ def _post(
         return
     report.posted += 1
     report.digested += len(notices) if message.is_digest else 0
-    for taken in message.taken:
-        if taken.claim is NoticeClaim.CLAIMED and taken.arrival.notice.order and taken.delivery:
-            key, run_id = taken.arrival.notice.order
-            try:
-                store.finish_notice(key, run_id, taken.delivery, delivered=True)
-            except Exception as err:
-                # Posted, but not recorded: once the lease lapses, a redelivery posts it again.
-                logger.warning(
-                    "a posted notice could not be recorded delivered",
-                    extra={"notice_key": taken.arrival.notice.key, "error": type(err).__name__},
-                )
+    holds = [taken.held for taken in message.taken if taken.held is not None]
+    if not holds:
+        return
+    try:
+        store.finish_notices(holds, delivered=True)
+    except Exception as err:
+        # Posted, but not recorded: once the leases lapse, a redelivery posts them again.
+        logger.warning(
+            "posted notices could not be recorded delivered",
+            extra={"notices": len(holds), "error": type(err).__name__},
+        )
 
 
-def _give_back(taken: Iterable[_Taken], store: OrderStore) -> None:
-    """End the holds on the orders of notices that were not delivered, for the next attempt."""
-    for one in taken:
-        if one.claim is NoticeClaim.CLAIMED and one.arrival.notice.order and one.delivery:
-            key, run_id = one.arrival.notice.order
-            try:
-                store.finish_notice(key, run_id, one.delivery, delivered=False)
-            except Exception as err:  # the hold lapses with its lease instead
-                logger.warning(
-                    "a notice could not be given back", extra={"notice_key": key, "error": type(err).__name__}
-                )
+def _give_back(taken: Iterable[_Taken], store: OrderStore, *, everything: bool = False) -> None:
+    """End the holds on the orders of notices that were not delivered, for the next attempt: the
+    ones this delivery took, or (``everything``, when taking them failed midway) every one it tried."""
+    holds = [hold for one in taken if (hold := one.hold if everything else one.held) is not None]
+    if not holds:
+        return
+    try:
+        store.finish_notices(holds, delivered=False)
+    except Exception as err:  # the holds lapse with their lease instead
+        logger.warning(
+            "notices could not be given back", extra={"notices": len(holds), "error": type(err).__name__}
+        )
 
 
 def _failed(report: BatchReport, taken: Sequence[_Taken], why: str, err: Exception | None) -> None:

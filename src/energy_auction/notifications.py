@@ -107,7 +107,7 @@ class Notice:
     its run and order, anything else by its topic message id. Channels that can, write a key once."""
     order: tuple[str, str] | None = None
     """``(order key, run_id)`` of the order rejection this notice reports: its delivery is recorded
-    on that order (``OrderStore.claim_notice``), so it is delivered once."""
+    on that order (``OrderStore.claim_notices``), so it is delivered once."""
     line: str | None = None
     """How this notice reads as one line of a digest (order notices have one; others use the title)."""
     lines: tuple[str, ...] = ()

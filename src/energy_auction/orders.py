@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
@@ -138,11 +138,20 @@ class RunRecord:
     settled: BatchTally = BatchTally()
 
 
+class NoticeHold(NamedTuple):
+    """A delivery's hold on the rejection notice of the order ``key``, rejected by ``run_id``:
+    ``delivery`` is the delivery's own token (``OrderStore.claim_notices``)."""
+
+    key: str
+    run_id: str
+    delivery: str
+
+
 class NoticeClaim(StrEnum):
-    """What a notifier may do with an order's rejection notice (``OrderStore.claim_notice``)."""
+    """What a notifier may do with an order's rejection notice (``OrderStore.claim_notices``)."""
 
     CLAIMED = "claimed"
-    """The notice is owed and now held by this delivery: post it, then ``finish_notice``."""
+    """The notice is owed and now held by this delivery: post it, then ``finish_notices``."""
     DELIVERED = "delivered"
     """Already delivered: a duplicate (a retry, or a redelivery that crossed the first one)."""
     BUSY = "busy"

@@ -325,7 +325,7 @@ def redeliver_notices(
     A notice is owed from the moment its order is marked rejected until the notifier records it
     delivered; it is overdue ``redelivery_seconds`` after that (then twice as long after each
     redelivery). Publishing one that is in fact on its way is harmless: the notifier delivers a
-    notice once (``OrderStore.claim_notice``).
+    notice once (``OrderStore.claim_notices``).
     """
     at = int(now)
     overdue = store.overdue_notices(at, limit)

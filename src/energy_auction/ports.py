@@ -14,6 +14,7 @@ from energy_auction.orders import (
     BatchTally,
     Decision,
     NoticeClaim,
+    NoticeHold,
     Order,
     OrderPage,
     OrderQuery,
@@ -201,7 +202,7 @@ class OrderStore(Protocol):
 
         ``outcome`` is stored as given (it names ``run_id``). Clears the claim, and takes the order
         out of ``pending_orders``. A rejected order is completed with ``notice_due_at``: in the same
-        atomic write its rejection notice becomes owed (an outbox), until ``finish_notice`` records
+        atomic write its rejection notice becomes owed (an outbox), until ``finish_notices`` records
         it delivered. Idempotent: completing an order that this same run already completed with
         this status is a no-op.
 
@@ -220,17 +221,18 @@ class OrderStore(Protocol):
         The order keeps its decision: the next run settles it the same way."""
         ...
 
-    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
-        """Take the owed rejection notice of the order ``key`` (rejected by ``run_id``) for the delivery
-        ``delivery`` (a token of its own), until ``now + lease_seconds``; says what the notifier
-        should do (see ``NoticeClaim``). Taking it again with the same token (a retried call whose
-        first attempt committed) answers CLAIMED."""
+    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+        """Take the owed rejection notice of each hold's order for its delivery (a token of its
+        own), until ``now + lease_seconds``: one answer per hold, in order, saying what the
+        notifier should do (see ``NoticeClaim``). Taking a notice again with the same token (a
+        retried call whose first attempt committed) answers CLAIMED. When it raises, some of the
+        notices may be taken; ``finish_notices`` gives them back."""
         ...
 
-    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
-        """End the delivery ``delivery`` took with ``claim_notice``: delivered, the notice is no
-        longer owed; not delivered, it is given back for the next attempt. A no-op when another
-        delivery holds the notice now (this one outlived its lease)."""
+    def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
+        """End the deliveries of ``holds`` (taken with ``claim_notices``): delivered, the notices
+        are no longer owed; not delivered, they are given back for the next attempt. A hold that
+        another delivery has replaced (this one outlived its lease) changes nothing."""
         ...
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:

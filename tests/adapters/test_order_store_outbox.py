@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from energy_auction.errors import ClaimLost, OrdersAlreadyProcessed
-from energy_auction.orders import ORDER_TTL_SECONDS, Decision, NoticeClaim, OrderStatus, iso_utc
+from energy_auction.orders import ORDER_TTL_SECONDS, Decision, NoticeClaim, NoticeHold, OrderStatus, iso_utc
 from tests.adapters.stores import NOW, StoreUnderTest, pending
 from tests.builders import key, keys
 
@@ -177,7 +177,9 @@ def test_an_accepted_order_owes_no_notice(subject: StoreUnderTest) -> None:
 
     assert store.get_order(key("ord-1")).notice_due_at is None
     assert store.overdue_notices(DUE + 1, 10) == []
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.UNKNOWN
+    ]
 
 
 def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subject: StoreUnderTest) -> None:
@@ -186,26 +188,76 @@ def test_one_delivery_at_a_time_and_a_delivered_notice_is_never_sent_again(subje
     reject(store, "ord-1")
 
     # When a delivery takes it, a second delivery at the same time is told it is busy
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    assert store.claim_notice(key("ord-1"), "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.BUSY
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-2")], NOW + 1, DELIVERY_LEASE) == [
+        NoticeClaim.BUSY
+    ]
 
     # When the first delivery succeeds
-    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], delivered=True)
 
     # Then every later copy is a duplicate, and nothing is owed any more
-    assert store.claim_notice(key("ord-1"), "run-1", NOW + 2, DELIVERY_LEASE, "d-2") is NoticeClaim.DELIVERED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-2")], NOW + 2, DELIVERY_LEASE) == [
+        NoticeClaim.DELIVERED
+    ]
     assert store.get_order(key("ord-1")).notice_due_at is None
     assert store.overdue_notices(DUE + 10**6, 10) == []
+
+
+def test_a_batch_of_notices_is_taken_and_finished_in_one_call_each_answered_on_its_own(
+    subject: StoreUnderTest,
+) -> None:
+    # Given four rejections: one delivered already, one another delivery holds, and two owed
+    store = subject.store
+    for record_id in ("ord-1", "ord-2", "ord-3", "ord-4"):
+        reject(store, record_id)
+    assert store.claim_notices(
+        [NoticeHold(key("ord-2"), "run-1", "old"), NoticeHold(key("ord-3"), "run-1", "other")],
+        NOW,
+        DELIVERY_LEASE,
+    ) == [NoticeClaim.CLAIMED, NoticeClaim.CLAIMED]
+    store.finish_notices([NoticeHold(key("ord-2"), "run-1", "old")], delivered=True)
+
+    # When one delivery takes the batch (and a notice no order owes)
+    batch = [
+        NoticeHold(key(record_id), "run-1", "d-1")
+        for record_id in ("ord-1", "ord-2", "ord-3", "ord-4", "gone")
+    ]
+    claims = store.claim_notices(batch, NOW + 1, DELIVERY_LEASE)
+
+    # Then each notice has its own answer, in the batch's order
+    assert claims == [
+        NoticeClaim.CLAIMED,
+        NoticeClaim.DELIVERED,
+        NoticeClaim.BUSY,
+        NoticeClaim.CLAIMED,
+        NoticeClaim.UNKNOWN,
+    ]
+
+    # When the delivery records the whole batch delivered, only what it holds is finished
+    store.finish_notices(batch, delivered=True)
+    assert [store.get_order(key(r)).notice_due_at is None for r in ("ord-1", "ord-3", "ord-4")] == [
+        True,
+        False,  # the other delivery still holds it
+        True,
+    ]
+    assert [o.record_id for o in store.overdue_notices(DUE + DELIVERY_LEASE, 10)] == ["ord-3"]
 
 
 def test_a_failed_delivery_gives_the_notice_back_at_once(subject: StoreUnderTest) -> None:
     store = subject.store
     reject(store, "ord-1")
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
 
-    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=False)
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], delivered=False)
 
-    assert store.claim_notice(key("ord-1"), "run-1", NOW + 1, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-2")], NOW + 1, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
     assert store.get_order(key("ord-1")).notice_due_at == DUE
 
 
@@ -213,19 +265,19 @@ def test_a_delivery_that_died_gives_the_notice_back_when_its_lease_lapses(subjec
     # Given a delivery that took the notice and never finished (its process was killed)
     store = subject.store
     reject(store, "ord-1", due=NOW)
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
 
     # Then the notice is neither deliverable nor overdue while the lease runs, and both after it
     assert store.overdue_notices(NOW + DELIVERY_LEASE - 1, 10) == []
-    assert (
-        store.claim_notice(key("ord-1"), "run-1", NOW + DELIVERY_LEASE - 1, DELIVERY_LEASE, "d-2")
-        is NoticeClaim.BUSY
-    )
+    assert store.claim_notices(
+        [NoticeHold(key("ord-1"), "run-1", "d-2")], NOW + DELIVERY_LEASE - 1, DELIVERY_LEASE
+    ) == [NoticeClaim.BUSY]
     assert [o.record_id for o in store.overdue_notices(NOW + DELIVERY_LEASE, 10)] == ["ord-1"]
-    assert (
-        store.claim_notice(key("ord-1"), "run-1", NOW + DELIVERY_LEASE, DELIVERY_LEASE, "d-2")
-        is NoticeClaim.CLAIMED
-    )
+    assert store.claim_notices(
+        [NoticeHold(key("ord-1"), "run-1", "d-2")], NOW + DELIVERY_LEASE, DELIVERY_LEASE
+    ) == [NoticeClaim.CLAIMED]
 
 
 def test_a_notice_the_store_does_not_track_is_unknown(subject: StoreUnderTest) -> None:
@@ -235,11 +287,17 @@ def test_a_notice_the_store_does_not_track_is_unknown(subject: StoreUnderTest) -
     store.put_orders([pending("ord-2")], now=NOW)
 
     # Then a rejection notice naming another run, a pending order or a missing one is untracked
-    assert store.claim_notice(key("ord-1"), "run-9", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
-    assert store.claim_notice(key("ord-2"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
-    assert store.claim_notice(key("missing"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.UNKNOWN
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-9", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.UNKNOWN
+    ]
+    assert store.claim_notices([NoticeHold(key("ord-2"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.UNKNOWN
+    ]
+    assert store.claim_notices([NoticeHold(key("missing"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.UNKNOWN
+    ]
     # and finishing one changes nothing
-    store.finish_notice(key("ord-1"), "run-9", "d-1", delivered=True)
+    store.finish_notices([NoticeHold(key("ord-1"), "run-9", "d-1")], delivered=True)
     assert store.get_order(key("ord-1")).notice_due_at == DUE
 
 
@@ -268,8 +326,10 @@ def test_a_postponed_notice_waits_until_its_new_due_time_and_counts_the_redelive
     assert store.overdue_notices(DUE + 3599, 10) == []
     assert [o.record_id for o in store.overdue_notices(DUE + 3600, 10)] == ["ord-1"]
     # and once delivered, a postponement (a redelivery that crossed it) changes nothing
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], delivered=True)
     store.postpone_notice(key("ord-1"), "run-1", DUE + 7200)
     assert store.get_order(key("ord-1")).notice_due_at is None
 
@@ -277,7 +337,7 @@ def test_a_postponed_notice_waits_until_its_new_due_time_and_counts_the_redelive
 def test_the_pipelines_bookkeeping_never_shows_in_the_api_view(subject: StoreUnderTest) -> None:
     store = subject.store
     reject(store, "ord-1")
-    store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1")
+    store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE)
 
     view = store.get_order(key("ord-1")).public_view()
 
@@ -299,18 +359,24 @@ def test_a_delivery_that_outlived_its_lease_cannot_undo_the_one_that_took_over(
     # Given a delivery d-1 that stalled past its lease, and d-2 that took the notice over
     store = subject.store
     reject(store, "ord-1", due=NOW)
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
     later = NOW + DELIVERY_LEASE
-    assert store.claim_notice(key("ord-1"), "run-1", later, DELIVERY_LEASE, "d-2") is NoticeClaim.CLAIMED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-2")], later, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
 
     # When d-1 wakes up and gives the notice back (its post failed)
-    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=False)
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], delivered=False)
 
     # Then d-2 still holds it: a third delivery is told it is busy, and d-2 can record it delivered
-    assert store.claim_notice(key("ord-1"), "run-1", later + 1, DELIVERY_LEASE, "d-3") is NoticeClaim.BUSY
-    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-3")], later + 1, DELIVERY_LEASE) == [
+        NoticeClaim.BUSY
+    ]
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], delivered=True)
     assert store.get_order(key("ord-1")).notice_due_at is not None  # d-1's word counts for nothing
-    store.finish_notice(key("ord-1"), "run-1", "d-2", delivered=True)
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-2")], delivered=True)
     assert store.get_order(key("ord-1")).notice_due_at is None
 
 
@@ -318,8 +384,12 @@ def test_taking_a_notice_again_with_the_same_token_is_still_claimed(subject: Sto
     # A retried call whose first attempt did commit (the answer was lost) finds its own lease
     store = subject.store
     reject(store, "ord-1")
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    assert store.claim_notice(key("ord-1"), "run-1", NOW, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], NOW, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
 
 
 def test_an_expired_rejected_order_whose_notice_is_owed_cannot_be_replaced(subject: StoreUnderTest) -> None:
@@ -333,8 +403,10 @@ def test_an_expired_rejected_order_whose_notice_is_owed_cannot_be_replaced(subje
         store.put_orders([pending("ord-1", submitted=expired)], now=expired)
 
     # Then once the notice is delivered, the record_id is free again
-    assert store.claim_notice(key("ord-1"), "run-1", expired, DELIVERY_LEASE, "d-1") is NoticeClaim.CLAIMED
-    store.finish_notice(key("ord-1"), "run-1", "d-1", delivered=True)
+    assert store.claim_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], expired, DELIVERY_LEASE) == [
+        NoticeClaim.CLAIMED
+    ]
+    store.finish_notices([NoticeHold(key("ord-1"), "run-1", "d-1")], delivered=True)
     store.put_orders([pending("ord-1", submitted=expired)], now=expired)
     assert store.get_order(key("ord-1")).status is OrderStatus.PENDING
 

@@ -44,6 +44,7 @@ from energy_auction.orders import (
     BatchTally,
     Decision,
     NoticeClaim,
+    NoticeHold,
     Order,
     OrderStatus,
     RunRecord,
@@ -709,6 +710,42 @@ def test_dynamodb_claim_has_a_few_updates_in_flight_at_once(faulty: FaultyClient
     assert 1 < client.most <= CLAIM_WORKERS
 
 
+def test_dynamodb_takes_a_notifier_batch_of_notices_a_few_updates_at_once(faulty: FaultyClient) -> None:
+    # Given 100 rejected orders whose notices are owed, and a client that counts updates in flight
+    store = DynamoDbOrderStore(
+        cast("DynamoDBClient", faulty), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
+    )
+    everything = [f"ord-{i:03}" for i in range(100)]
+    _seed(faulty, [pending(r) for r in everything])
+    rejected = Decision(
+        status="rejected",
+        power=Decimal(0),
+        auction_date="2027-01-15",
+        decided_at=iso_utc(NOW),
+        submitted_at=iso_utc(NOW),
+    )
+    given = {key(r): rejected for r in everything}
+    store.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE, decisions=given)
+    for record_id in everything:
+        store.complete_order(
+            key(record_id), "run-1", OrderStatus.REJECTED, {"run_id": "run-1"}, notice_due_at=NOW
+        )
+    client = _InFlight(faulty)
+    counted = DynamoDbOrderStore(
+        cast("DynamoDBClient", client), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
+    )
+    holds = [NoticeHold(key(r), "run-1", "d-1") for r in everything]
+
+    # When a notifier takes them all, then records them delivered
+    claims = counted.claim_notices(holds, NOW, 300)
+    counted.finish_notices(holds, delivered=True)
+
+    # Then every one was taken and finished, several updates at once, never more than the workers
+    assert claims == [NoticeClaim.CLAIMED] * 100
+    assert 1 < client.most <= CLAIM_WORKERS
+    assert counted.overdue_notices(NOW + 10**6, 1000) == []
+
+
 def test_dynamodb_claims_the_free_half_of_orders_without_retrying_failed_conditions(
     dynamo: DynamoDbOrderStore, faulty: FaultyClient, sleeps: list[float]
 ) -> None:
@@ -901,8 +938,10 @@ def test_dynamodb_item_shape_through_the_pipeline(dynamo: DynamoDbOrderStore, fa
     assert (item["notice_due_at"], item["notice_shard"]) == ({"N": str(NOW + 900)}, shard)
 
     # When the notifier has delivered its notice, it leaves the owed-notices index too
-    assert dynamo.claim_notice(key("ord-1"), "run-1", NOW + 1, 300, "delivery-1") is NoticeClaim.CLAIMED
-    dynamo.finish_notice(key("ord-1"), "run-1", "delivery-1", delivered=True)
+    assert dynamo.claim_notices([NoticeHold(key("ord-1"), "run-1", "delivery-1")], NOW + 1, 300) == [
+        NoticeClaim.CLAIMED
+    ]
+    dynamo.finish_notices([NoticeHold(key("ord-1"), "run-1", "delivery-1")], delivered=True)
     assert set(_raw_item(faulty, "ord-1")) == set(item) - {"notice_due_at", "notice_shard"}
 
 

@@ -60,7 +60,7 @@ def test_a_published_message_is_on_disk_for_any_later_process(tmp_path: Path, cl
         "order_rejected",
         0,
     )
-    assert other.take(30) is not None
+    assert len(other.take(30)) == 1
     other.close()
 
 
@@ -69,15 +69,14 @@ def test_a_taken_message_is_held_for_its_lease_then_offered_again(
 ) -> None:
     # Given a message taken by a delivery that never reports back (its process died)
     topic.publish(None, "m", None)
-    assert topic.take(lease_seconds=30) is not None
+    assert len(topic.take(lease_seconds=30)) == 1
 
     # Then no other delivery gets it during the lease, and the next one does after it
-    assert topic.take(30) is None
+    assert topic.take(30) == []
     clock.advance(29)
-    assert topic.take(30) is None
+    assert topic.take(30) == []
     clock.advance(1)
-    again = topic.take(30)
-    assert again is not None
+    (again,) = topic.take(30)
     assert again.message == "m"
 
 
@@ -85,8 +84,7 @@ def test_a_failed_delivery_is_retried_later_and_a_delivered_one_is_gone(
     topic: LocalTopic, clock: FakeClock
 ) -> None:
     topic.publish(None, "m", None)
-    first = topic.take(30)
-    assert first is not None
+    (first,) = topic.take(30)
 
     topic.failed(first.message_id, "NotificationFailed", retry_in=10)
 
@@ -96,11 +94,10 @@ def test_a_failed_delivery_is_retried_later_and_a_delivered_one_is_gone(
         "NotificationFailed",
         clock.now + 10,
     )
-    assert topic.take(30) is None
+    assert topic.take(30) == []
     clock.advance(10)
-    second = topic.take(30)
-    assert second is not None
-    topic.delivered(second.message_id)
+    (second,) = topic.take(30)
+    topic.delivered([second.message_id])
     assert topic.undelivered() == []
     assert topic.next_due() is None
 
@@ -110,7 +107,21 @@ def test_messages_are_taken_in_the_order_they_became_due(topic: LocalTopic, cloc
         topic.publish(None, name, None)
         clock.advance(1)
     taken = [topic.take(30) for _ in range(3)]
-    assert [m.message for m in taken if m is not None] == ["first", "second", "third"]
+    assert [m.message for one in taken for m in one] == ["first", "second", "third"]
+
+
+def test_a_batch_is_taken_in_one_go_and_delivered_in_one_go(topic: LocalTopic, clock: FakeClock) -> None:
+    for name in ("first", "second", "third"):
+        topic.publish(None, name, None)
+        clock.advance(1)
+
+    batch = topic.take(30, limit=2)
+
+    assert [m.message for m in batch] == ["first", "second"]
+    assert [m.message for m in topic.take(30, limit=5)] == ["third"]
+    assert topic.take(30, limit=5) == []  # all three are held
+    topic.delivered(m.message_id for m in batch)
+    assert [m.message for m in topic.undelivered()] == ["third"]
 
 
 # --- The delivery thread ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ bounded number and counts the rest; run summaries; notices from SNS envelopes.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from energy_auction.digest import (
     deliver_batch,
     digest,
 )
+from energy_auction.errors import StorageUnavailable
 from energy_auction.notifications import (
     LINE_LIMIT,
     MAX_LINES,
@@ -34,6 +35,7 @@ from energy_auction.notifications import (
     notice_from_envelope,
     notice_from_message,
 )
+from energy_auction.orders import NoticeClaim, NoticeHold
 
 from ..sns import (
     TIMESTAMP,
@@ -220,6 +222,54 @@ def test_a_notice_that_cannot_be_recorded_is_reported_and_not_posted(store: Sqli
     report = deliver([alert(), alert("run-3")], store, channel, record)
     assert report.failed == ["m0"]
     assert [n.title for n in channel.notices] == [alert("run-3").title]
+
+
+class CountedStore:
+    """The store with its notice calls kept (kind, the holds' keys, delivered); ``fail_claims``
+    makes taking notices fail, as when the table cannot be reached."""
+
+    def __init__(self, store: SqliteOrderStore, fail_claims: bool = False) -> None:
+        self.store = store
+        self.fail_claims = fail_claims
+        self.calls: list[tuple[str, list[str], bool | None]] = []
+
+    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+        self.calls.append(("claim", [hold.key for hold in holds], None))
+        if self.fail_claims:
+            raise StorageUnavailable("the order table is unavailable")
+        return self.store.claim_notices(holds, now, lease_seconds)
+
+    def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
+        self.calls.append(("finish", [hold.key for hold in holds], delivered))
+        self.store.finish_notices(holds, delivered=delivered)
+
+
+def test_a_batchs_rejections_are_taken_in_one_call(store: SqliteOrderStore) -> None:
+    counted, channel = CountedStore(store), Channel()
+
+    report = deliver([rejection(f"r{i}") for i in range(1000)], counted, channel)  # type: ignore[arg-type]
+
+    assert (report.digested, report.failed) == (1000, [])
+    # (none of them is owed in this store: each is delivered untracked, and none is finished)
+    assert [(kind, len(keys)) for kind, keys, _ in counted.calls] == [("claim", 1000)]
+
+
+def test_rejections_that_cannot_be_taken_are_reported_given_back_and_not_posted(
+    store: SqliteOrderStore,
+) -> None:
+    # Given a store that cannot take notices on their orders
+    counted, channel = CountedStore(store, fail_claims=True), Channel()
+
+    # When a batch of an alert and two rejections is delivered
+    report = deliver([alert(), rejection("a"), rejection("b")], counted, channel)  # type: ignore[arg-type]
+
+    # Then the alert is posted; the rejections come back from the queue, and whatever the failed
+    # call may have taken is given back
+    assert [n.kind for n in channel.notices] == [NoticeKind.RESULTS_NOT_READY]
+    assert report.failed == ["m1", "m2"]
+    (claimed, given_back) = counted.calls
+    assert given_back == ("finish", claimed[1], False)
+    assert len(claimed[1]) == 2
 
 
 def test_without_time_left_nothing_is_posted(store: SqliteOrderStore) -> None:

@@ -33,6 +33,7 @@ from energy_auction.orders import (
     Decision,
     Limits,
     NoticeClaim,
+    NoticeHold,
     Order,
     OrderPage,
     OrderQuery,
@@ -149,11 +150,11 @@ class MemoryStore:
     def release_order(self, key: str, run_id: str) -> None:
         raise _not_intake("release_order")
 
-    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
-        raise _not_intake("claim_notice")
+    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+        raise _not_intake("claim_notices")
 
-    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
-        raise _not_intake("finish_notice")
+    def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
+        raise _not_intake("finish_notices")
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         raise _not_intake("overdue_notices")

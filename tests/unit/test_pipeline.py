@@ -28,6 +28,7 @@ from energy_auction.orders import (
     RETENTION_SECONDS,
     BatchTally,
     NoticeClaim,
+    NoticeHold,
     Order,
     OrderStatus,
     RunRecord,
@@ -1111,8 +1112,10 @@ def test_a_delivered_notice_is_never_republished(local_container: Container, clo
     reject_one(local_container, "unique_id_3")
     store = local_container.order_store
     now = int(clock.now)
-    assert store.claim_notice(key("unique_id_3"), RUN, now, 60, "delivery-1") is NoticeClaim.CLAIMED
-    store.finish_notice(key("unique_id_3"), RUN, "delivery-1", delivered=True)
+    assert store.claim_notices([NoticeHold(key("unique_id_3"), RUN, "delivery-1")], now, 60) == [
+        NoticeClaim.CLAIMED
+    ]
+    store.finish_notices([NoticeHold(key("unique_id_3"), RUN, "delivery-1")], delivered=True)
     publisher = RecordingPublisher()
 
     clock.advance(30 * 24 * 3600)

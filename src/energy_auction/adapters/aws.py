@@ -25,6 +25,7 @@ from energy_auction.orders import (
     BatchTally,
     Decision,
     NoticeClaim,
+    NoticeHold,
     Order,
     OrderPage,
     OrderQuery,
@@ -109,6 +110,7 @@ run's item, a key no order can have, with no index attribute."""
 
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -168,8 +170,21 @@ WORK_PART_BYTES = 8 * 1024 * 1024
 _TRANSACTION_ITEMS = 100
 """The most actions one TransactWriteItems call takes, and the most keys one BatchGetItem call reads."""
 CLAIM_WORKERS = 16
-"""Conditional claim updates one batch's claim has in flight at once (threads sharing the client,
-which is thread-safe; its connection pool is as large, see ``bootstrap``)."""
+"""Conditional claim updates (a batch's orders, a notifier's notices) in flight at once: threads
+sharing the client, which is thread-safe; its connection pool is as large (see ``bootstrap``)."""
+
+
+def _each(call: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
+    """``call`` on each item, ``CLAIM_WORKERS`` at a time; the answers in the items' order. On a
+    failure the calls not started yet are dropped, the running ones finish, and the error is raised."""
+    if len(items) <= 1:
+        return [call(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=min(CLAIM_WORKERS, len(items)))
+    try:
+        return list(pool.map(call, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
 
 # An order a run may claim (Order.is_claimable): pending, live or decided, and free (never claimed,
 # claim lapsed, or already this run's).
@@ -579,16 +594,7 @@ class DynamoDbOrderStore:
                 return None
             return item_to_order(response["Attributes"])
 
-        if len(unique) <= 1:
-            found = [claim(key) for key in unique]
-        else:
-            pool = ThreadPoolExecutor(max_workers=min(CLAIM_WORKERS, len(unique)))
-            try:
-                found = list(pool.map(claim, unique))
-            finally:
-                # On a failure, the updates not started yet are dropped; the running ones finish.
-                pool.shutdown(wait=True, cancel_futures=True)
-        return [order for order in found if order is not None]
+        return [order for order in _each(claim, unique) if order is not None]
 
     def complete_order(
         self,
@@ -660,45 +666,54 @@ class DynamoDbOrderStore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
 
-    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
-        """One conditional update takes the delivery; when its condition fails, the order as it was
-        says why (delivered, busy, or no such notice)."""
-        try:
-            self._call(
-                self._client.update_item,
-                TableName=self._table,
-                Key={ORDERS_KEY: {"S": key}},
-                UpdateExpression="SET notice_lease_until = :until, notice_delivery = :delivery",
-                ConditionExpression=f"{_OWES_NOTICE} AND (attribute_not_exists(notice_lease_until) "
-                "OR notice_lease_until <= :now OR notice_delivery = :delivery)",
-                ExpressionAttributeNames=_NOTICE_NAMES,
-                ExpressionAttributeValues={
-                    ":rejected": {"S": OrderStatus.REJECTED.value},
-                    ":run": {"S": run_id},
-                    ":now": {"N": str(now)},
-                    ":until": {"N": str(now + lease_seconds)},
-                    ":delivery": {"S": delivery},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as err:
-            current = _order_before(err)
-            if current is None or not current.completed_by(run_id, OrderStatus.REJECTED):
-                return NoticeClaim.UNKNOWN
-            return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
-        return NoticeClaim.CLAIMED
+    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+        """One conditional update per notice takes its delivery, ``CLAIM_WORKERS`` at a time; when
+        a condition fails, the order as it was says why (delivered, busy, or no such notice)."""
 
-    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+        def claim(hold: NoticeHold) -> NoticeClaim:
+            try:
+                self._call(
+                    self._client.update_item,
+                    TableName=self._table,
+                    Key={ORDERS_KEY: {"S": hold.key}},
+                    UpdateExpression="SET notice_lease_until = :until, notice_delivery = :delivery",
+                    ConditionExpression=f"{_OWES_NOTICE} AND (attribute_not_exists(notice_lease_until) "
+                    "OR notice_lease_until <= :now OR notice_delivery = :delivery)",
+                    ExpressionAttributeNames=_NOTICE_NAMES,
+                    ExpressionAttributeValues={
+                        ":rejected": {"S": OrderStatus.REJECTED.value},
+                        ":run": {"S": hold.run_id},
+                        ":now": {"N": str(now)},
+                        ":until": {"N": str(now + lease_seconds)},
+                        ":delivery": {"S": hold.delivery},
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as err:
+                current = _order_before(err)
+                if current is None or not current.completed_by(hold.run_id, OrderStatus.REJECTED):
+                    return NoticeClaim.UNKNOWN
+                return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
+            return NoticeClaim.CLAIMED
+
+        return _each(claim, holds)
+
+    def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
+        """One conditional update per notice, ``CLAIM_WORKERS`` at a time."""
         removed = ["notice_lease_until", "notice_delivery"]
         if delivered:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, "notice_redeliveries"]
-        self._update_owed_notice(
-            key,
-            run_id,
-            f"REMOVE {', '.join(removed)}",
-            {":delivery": {"S": delivery}},
-            condition="notice_delivery = :delivery",
-        )
+
+        def finish(hold: NoticeHold) -> None:
+            self._update_owed_notice(
+                hold.key,
+                hold.run_id,
+                f"REMOVE {', '.join(removed)}",
+                {":delivery": {"S": hold.delivery}},
+                condition="notice_delivery = :delivery",
+            )
+
+        _each(finish, holds)
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         """Query each shard of the owed-notices index (keys only) for what is due, then read those

@@ -10,7 +10,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from energy_auction.orders import (
     BatchTally,
     Decision,
     NoticeClaim,
+    NoticeHold,
     Order,
     OrderPage,
     OrderQuery,
@@ -553,28 +554,46 @@ class SqliteOrderStore:
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
                 self._write(db, [order.model_copy(update={"claim_run_id": None, "claim_expires_at": None})])
 
-    def claim_notice(self, key: str, run_id: str, now: int, lease_seconds: int, delivery: str) -> NoticeClaim:
+    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+        """All of them in one transaction (one commit, however many notices)."""
+        if not holds:
+            return []
         with self._transaction() as db:
-            order = self._read_one(db, key)
-            if order is None or not order.completed_by(run_id, OrderStatus.REJECTED):
-                return NoticeClaim.UNKNOWN
-            if order.notice_due_at is None:
-                return NoticeClaim.DELIVERED
-            if (order.notice_lease_until or 0) > now and order.notice_delivery != delivery:
-                return NoticeClaim.BUSY
-            update = {"notice_lease_until": now + lease_seconds, "notice_delivery": delivery}
-            self._write(db, [order.model_copy(update=update)])
-            return NoticeClaim.CLAIMED
+            found = self._read(db, list(dict.fromkeys(hold.key for hold in holds)))
+            answers, taken = [], []
+            for hold in holds:
+                order = found.get(hold.key)
+                if order is None or not order.completed_by(hold.run_id, OrderStatus.REJECTED):
+                    answers.append(NoticeClaim.UNKNOWN)
+                elif order.notice_due_at is None:
+                    answers.append(NoticeClaim.DELIVERED)
+                elif (order.notice_lease_until or 0) > now and order.notice_delivery != hold.delivery:
+                    answers.append(NoticeClaim.BUSY)
+                else:
+                    update = {"notice_lease_until": now + lease_seconds, "notice_delivery": hold.delivery}
+                    found[hold.key] = order.model_copy(update=update)  # a second hold of it is BUSY
+                    taken.append(found[hold.key])
+                    answers.append(NoticeClaim.CLAIMED)
+            self._write(db, taken)
+        return answers
 
-    def finish_notice(self, key: str, run_id: str, delivery: str, *, delivered: bool) -> None:
+    def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
+        """All of them in one transaction."""
+        if not holds:
+            return
+        update: dict[str, Any] = {"notice_lease_until": None, "notice_delivery": None}
+        if delivered:
+            update |= {"notice_due_at": None, "notice_redeliveries": None}
         with self._transaction() as db:
-            order = self._read_one(db, key)
-            if order is None or not order.owes_notice(run_id) or order.notice_delivery != delivery:
-                return
-            update: dict[str, Any] = {"notice_lease_until": None, "notice_delivery": None}
-            if delivered:
-                update |= {"notice_due_at": None, "notice_redeliveries": None}
-            self._write(db, [order.model_copy(update=update)])
+            found = self._read(db, list(dict.fromkeys(hold.key for hold in holds)))
+            finished = {
+                hold.key: found[hold.key].model_copy(update=update)
+                for hold in holds
+                if hold.key in found
+                and found[hold.key].owes_notice(hold.run_id)
+                and found[hold.key].notice_delivery == hold.delivery
+            }
+            self._write(db, list(finished.values()))
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         return self._select(_OVERDUE_SQL, {"now": now, "limit": limit})
@@ -777,25 +796,28 @@ class LocalTopic:
                 (message_id, subject, message, kind, now, now),
             )
 
-    def take(self, lease_seconds: float) -> TopicMessage | None:
-        """The message due longest, held for this delivery for ``lease_seconds``; None if none is due."""
+    def take(self, lease_seconds: float, limit: int = 1) -> list[TopicMessage]:
+        """Up to ``limit`` messages due, the longest due first, held for this delivery for
+        ``lease_seconds`` (one transaction); empty when none is due."""
         now = self._clock()
         with self._transaction() as db:
-            row = db.execute(
+            rows = db.execute(
                 f"SELECT {_TOPIC_COLUMNS} FROM messages WHERE next_attempt_at <= :now"  # noqa: S608
-                " AND (lease_until IS NULL OR lease_until <= :now) ORDER BY next_attempt_at LIMIT 1",
-                {"now": now},
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE messages SET lease_until = ? WHERE message_id = ?", (now + lease_seconds, row[0])
+                " AND (lease_until IS NULL OR lease_until <= :now) ORDER BY next_attempt_at LIMIT :limit",
+                {"now": now, "limit": limit},
+            ).fetchall()
+            db.executemany(
+                "UPDATE messages SET lease_until = ? WHERE message_id = ?",
+                [(now + lease_seconds, row[0]) for row in rows],
             )
-        return TopicMessage(*row)
+        return [TopicMessage(*row) for row in rows]
 
-    def delivered(self, message_id: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+    def delivered(self, message_ids: Iterable[str]) -> None:
+        """Remove the messages ``message_ids`` (delivered) in one transaction."""
+        rows = [(message_id,) for message_id in message_ids]
+        if rows:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM messages WHERE message_id = ?", rows)
 
     def failed(self, message_id: str, error: str, retry_in: float) -> None:
         """Record a failed attempt; the message is due again ``retry_in`` seconds from now."""

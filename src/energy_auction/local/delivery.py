@@ -154,15 +154,14 @@ class NoticeDelivery:
 
     def _gather(self, window: float) -> list[TopicMessage]:
         """The messages due now, and those that come due within ``window`` of the first."""
-        first = self._topic.take(self._lease)
-        if first is None:
+        batch = self._topic.take(self._lease, self._batch_size)
+        if not batch:
             return []
-        batch = [first]
         until = time.monotonic() + window
         while len(batch) < self._batch_size and not self._stop.is_set():
-            message = self._topic.take(self._lease)
-            if message is not None:
-                batch.append(message)
+            more = self._topic.take(self._lease, self._batch_size - len(batch))
+            if more:
+                batch.extend(more)
             elif time.monotonic() < until:
                 self._stop.wait(_GATHER_POLL_SECONDS)
             else:
@@ -195,10 +194,8 @@ class NoticeDelivery:
             failed, error = {m.message_id for m in batch}, type(err).__name__
         else:
             failed, error = _batch_item_failures(answer, batch), "NotificationFailed"
-        for message in batch:
-            if message.message_id not in failed:
-                self._topic.delivered(message.message_id)
-                continue
+        self._topic.delivered(m.message_id for m in batch if m.message_id not in failed)
+        for message in (m for m in batch if m.message_id in failed):
             retry_in = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**message.attempts)
             self._topic.failed(message.message_id, error, retry_in)
             logger.warning(
