@@ -61,7 +61,7 @@ from infra.capacity import (
 )
 from infra.config import StageConfig
 
-from energy_auction.adapters.aws import PENDING_SHARDS
+from energy_auction.adapters.aws import CLAIM_WORKERS, PENDING_SHARDS
 
 ORDERS = (10_000, 100_000, 1_000_000)
 DEFAULT_REPORT = Path(__file__).resolve().with_name("report.json")
@@ -260,12 +260,13 @@ _ENDS = {
 
 
 def notifier_seconds(notices: float, invocations: int, a: Assumptions) -> float:
-    """The notifier's billed time: each invocation's digest, and each notice's two conditional
-    writes on its order, one after the other."""
-    return (
-        invocations * a.notifier_invocation_seconds
-        + notices * NOTIFIER_WRITES_PER_NOTICE * a.item_call_seconds
-    )
+    """The notifier's billed time: each invocation's digest, and its notices' two conditional
+    writes each on their orders: all the batch's claims, then all its records, ``CLAIM_WORKERS``
+    at a time (``OrderStore.claim_notices``, ``finish_notices``)."""
+    if invocations <= 0:
+        return 0.0
+    round_trips = math.ceil(notices / invocations / CLAIM_WORKERS) * NOTIFIER_WRITES_PER_NOTICE
+    return invocations * (a.notifier_invocation_seconds + round_trips * a.item_call_seconds)
 
 
 def _cost(
