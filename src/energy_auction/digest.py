@@ -43,8 +43,9 @@ DIGEST_LIMIT = 20
 BATCH_SIZE = 1000
 """Notices the notifier is handed at most at once: the event source mapping's batch size on AWS
 (a burst of a few minutes' rejections; about 2.5 MB of SNS envelopes, under Lambda's 6 MB event),
-and the local delivery's batch. Each rejection costs two conditional writes (claim, then record),
-made for the whole batch at once (``OrderStore.claim_notices``, ``finish_notices``)."""
+and the local delivery's batch. Each rejection costs two conditional writes (claim, then record):
+one ``OrderStore.claim_notices`` call takes the batch's, one ``finish_notices`` per posted message
+records them (on DynamoDB an update per notice, 16 at a time)."""
 DIGESTED: Mapping[NoticeKind, str] = MappingProxyType(
     {
         NoticeKind.ORDER_REJECTED: "rejected",
@@ -214,26 +215,15 @@ def _take(
     """Take the batch's tracked rejections on their orders (one ``claim_notices`` for all) and
     record each notice; returns those to post, in order. A copy to skip is counted; a notice that
     could not be taken or recorded is reported failed."""
-    tracked: list[_Taken] = []
-    holds: list[NoticeHold] = []
-    for taken in batch:
-        if taken.arrival.notice.order is not None:
-            key, run_id = taken.arrival.notice.order
-            taken.hold = NoticeHold(key, run_id, uuid.uuid4().hex)
-            tracked.append(taken)
-            holds.append(taken.hold)
-    try:
-        claims = store.claim_notices(holds, int(now), lease_seconds)
-    except Exception as err:
-        _give_back(tracked, store, everything=True)  # some may be taken already
-        _failed(report, tracked, "the notices could not be taken on their orders", err)
-        batch = [taken for taken in batch if taken.hold is None]
-    else:
-        for taken, claim in zip(tracked, claims, strict=True):
-            taken.claim = claim
+    untaken, error = _claim(batch, store=store, now=now, lease_seconds=lease_seconds)
+    if untaken:
+        _give_back(untaken, store, everything=True)  # a failed update may have taken it
+        _failed(report, untaken, "the notices could not be taken on their orders", error)
     kept: list[_Taken] = []
     for taken in batch:
         notice = taken.arrival.notice
+        if taken.hold is not None and taken.claim is None:
+            continue  # reported failed above
         if taken.claim in (NoticeClaim.DELIVERED, NoticeClaim.BUSY):
             report.skipped += 1
             logger.info(
@@ -250,6 +240,31 @@ def _take(
             continue
         kept.append(taken)
     return kept
+
+
+def _claim(
+    batch: Sequence[_Taken], *, store: OrderStore, now: float, lease_seconds: int
+) -> tuple[list[_Taken], Exception | None]:
+    """Give each tracked rejection of ``batch`` a hold and take them all (one ``claim_notices``);
+    returns those that could not be taken, and the error when the whole call failed."""
+    tracked: list[_Taken] = []
+    for taken in batch:
+        if taken.arrival.notice.order is not None:
+            key, run_id = taken.arrival.notice.order
+            taken.hold = NoticeHold(key, run_id, uuid.uuid4().hex)
+            tracked.append(taken)
+    if not tracked:
+        return [], None
+    holds = [taken.hold for taken in tracked if taken.hold is not None]
+    try:
+        claims = store.claim_notices(holds, int(now), lease_seconds)
+        if len(claims) != len(holds):
+            raise ValueError(f"{len(claims)} answers for {len(holds)} notices")
+    except Exception as err:
+        return tracked, err
+    for taken, claim in zip(tracked, claims, strict=True):
+        taken.claim = claim
+    return [taken for taken in tracked if taken.claim is None], None
 
 
 def _post(
@@ -280,14 +295,14 @@ def _post(
     try:
         store.finish_notices(holds, delivered=True)
     except Exception as err:
-        # Posted, but not recorded: once the leases lapse, a redelivery posts them again.
+        # Posted, but not (all) recorded: once their leases lapse, a redelivery posts those again.
         logger.warning(
             "posted notices could not be recorded delivered",
-            extra={"notices": len(holds), "error": type(err).__name__},
+            extra={"notice_keys": _keys(message.taken), "error": type(err).__name__},
         )
 
 
-def _give_back(taken: Iterable[_Taken], store: OrderStore, *, everything: bool = False) -> None:
+def _give_back(taken: Sequence[_Taken], store: OrderStore, *, everything: bool = False) -> None:
     """End the holds on the orders of notices that were not delivered, for the next attempt: the
     ones this delivery took, or (``everything``, when taking them failed midway) every one it tried."""
     holds = [hold for one in taken if (hold := one.hold if everything else one.held) is not None]
@@ -297,8 +312,13 @@ def _give_back(taken: Iterable[_Taken], store: OrderStore, *, everything: bool =
         store.finish_notices(holds, delivered=False)
     except Exception as err:  # the holds lapse with their lease instead
         logger.warning(
-            "notices could not be given back", extra={"notices": len(holds), "error": type(err).__name__}
+            "notices could not be given back",
+            extra={"notice_keys": _keys(taken), "error": type(err).__name__},
         )
+
+
+def _keys(taken: Iterable[_Taken]) -> list[str | None]:
+    return [one.arrival.notice.key for one in taken if one.hold is not None]
 
 
 def _failed(report: BatchReport, taken: Sequence[_Taken], why: str, err: Exception | None) -> None:

@@ -221,18 +221,24 @@ class OrderStore(Protocol):
         The order keeps its decision: the next run settles it the same way."""
         ...
 
-    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+    def claim_notices(
+        self, holds: Sequence[NoticeHold], now: int, lease_seconds: int
+    ) -> list[NoticeClaim | None]:
         """Take the owed rejection notice of each hold's order for its delivery (a token of its
         own), until ``now + lease_seconds``: one answer per hold, in order, saying what the
         notifier should do (see ``NoticeClaim``). Taking a notice again with the same token (a
-        retried call whose first attempt committed) answers CLAIMED. When it raises, some of the
-        notices may be taken; ``finish_notices`` gives them back."""
+        retried call whose first attempt committed) answers CLAIMED. None for a notice the store
+        failed on (after its retries; the others are still answered): it may be taken, and
+        ``finish_notices`` gives it back. Raises when the store fails as a whole; some of the
+        notices may be taken then."""
         ...
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
         """End the deliveries of ``holds`` (taken with ``claim_notices``): delivered, the notices
         are no longer owed; not delivered, they are given back for the next attempt. A hold that
-        another delivery has replaced (this one outlived its lease) changes nothing."""
+        another delivery has replaced (this one outlived its lease) changes nothing. Every hold is
+        tried, whatever happens to the others; raises ``StorageUnavailable`` afterwards when some
+        could not be finished."""
         ...
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:

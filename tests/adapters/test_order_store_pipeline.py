@@ -710,13 +710,12 @@ def test_dynamodb_claim_has_a_few_updates_in_flight_at_once(faulty: FaultyClient
     assert 1 < client.most <= CLAIM_WORKERS
 
 
-def test_dynamodb_takes_a_notifier_batch_of_notices_a_few_updates_at_once(faulty: FaultyClient) -> None:
-    # Given 100 rejected orders whose notices are owed, and a client that counts updates in flight
+def _owed_notices(faulty: FaultyClient, record_ids: list[str]) -> None:
+    """Rejected orders of run-1 whose notices are owed."""
     store = DynamoDbOrderStore(
         cast("DynamoDBClient", faulty), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
     )
-    everything = [f"ord-{i:03}" for i in range(100)]
-    _seed(faulty, [pending(r) for r in everything])
+    _seed(faulty, [pending(r) for r in record_ids])
     rejected = Decision(
         status="rejected",
         power=Decimal(0),
@@ -724,12 +723,23 @@ def test_dynamodb_takes_a_notifier_batch_of_notices_a_few_updates_at_once(faulty
         decided_at=iso_utc(NOW),
         submitted_at=iso_utc(NOW),
     )
-    given = {key(r): rejected for r in everything}
-    store.claim_orders(keys(everything), "run-1", now=NOW, lease_seconds=LEASE, decisions=given)
-    for record_id in everything:
+    store.claim_orders(
+        keys(record_ids),
+        "run-1",
+        now=NOW,
+        lease_seconds=LEASE,
+        decisions={key(r): rejected for r in record_ids},
+    )
+    for record_id in record_ids:
         store.complete_order(
             key(record_id), "run-1", OrderStatus.REJECTED, {"run_id": "run-1"}, notice_due_at=NOW
         )
+
+
+def test_dynamodb_takes_a_notifier_batch_of_notices_a_few_updates_at_once(faulty: FaultyClient) -> None:
+    # Given 100 rejected orders whose notices are owed, and a client that counts updates in flight
+    everything = [f"ord-{i:03}" for i in range(100)]
+    _owed_notices(faulty, everything)
     client = _InFlight(faulty)
     counted = DynamoDbOrderStore(
         cast("DynamoDBClient", client), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
@@ -744,6 +754,29 @@ def test_dynamodb_takes_a_notifier_batch_of_notices_a_few_updates_at_once(faulty
     assert claims == [NoticeClaim.CLAIMED] * 100
     assert 1 < client.most <= CLAIM_WORKERS
     assert counted.overdue_notices(NOW + 10**6, 1000) == []
+
+
+def test_dynamodb_one_notice_the_table_fails_on_leaves_the_others_taken_and_finished(
+    faulty: FaultyClient,
+) -> None:
+    # Given 40 owed notices, and a table that keeps throttling the updates of one of them
+    everything = [f"ord-{i:03}" for i in range(40)]
+    _owed_notices(faulty, everything)
+    client = _InFlight(faulty, failing=frozenset({key("ord-005")}))
+    store = DynamoDbOrderStore(
+        cast("DynamoDBClient", client), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
+    )
+    holds = [NoticeHold(key(r), "run-1", "d-1") for r in everything]
+
+    # When a notifier takes them: that one has no answer, every other is taken
+    claims = store.claim_notices(holds, NOW, 300)
+    assert claims[5] is None
+    assert claims[:5] + claims[6:] == [NoticeClaim.CLAIMED] * 39
+
+    # When it records them all delivered, every other is recorded, and the failure is raised after
+    with pytest.raises(StorageUnavailable, match="1 of 40"):
+        store.finish_notices(holds, delivered=True)
+    assert [o.record_id for o in store.overdue_notices(NOW + 10**6, 1000)] == ["ord-005"]
 
 
 def test_dynamodb_claims_the_free_half_of_orders_without_retrying_failed_conditions(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,12 +54,18 @@ def test_a_key_that_leaves_the_folder_is_refused_and_writes_nothing(tmp_path: Pa
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
-def test_a_write_that_fails_leaves_the_previous_result_and_no_temporary_file(tmp_path: Path) -> None:
+def test_a_write_that_fails_leaves_the_previous_result_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = FolderResultStore(tmp_path / "results")
     location = Path(store.put_result("orders/d/o1.json", {"record_id": "o1", "attempt": 1}))
 
-    with pytest.raises(TypeError):
-        store.put_result("orders/d/o1.json", {"record_id": "o1", "attempt": object()})
+    def full_disk(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.put_result("orders/d/o1.json", {"record_id": "o1", "attempt": 2})
 
     assert json.loads(location.read_text()) == {"record_id": "o1", "attempt": 1}
     assert [p.name for p in location.parent.iterdir()] == ["o1.json"]

@@ -120,8 +120,10 @@ def test_a_batch_is_taken_in_one_go_and_delivered_in_one_go(topic: LocalTopic, c
     assert [m.message for m in batch] == ["first", "second"]
     assert [m.message for m in topic.take(30, limit=5)] == ["third"]
     assert topic.take(30, limit=5) == []  # all three are held
-    topic.delivered(m.message_id for m in batch)
+    topic.delivered([m.message_id for m in batch])
     assert [m.message for m in topic.undelivered()] == ["third"]
+    with pytest.raises(TypeError, match="not one id"):
+        topic.delivered(batch[0].message_id)  # a str is a sequence of one-letter ids
 
 
 # --- The delivery thread ------------------------------------------------------------------------

@@ -35,7 +35,9 @@ from energy_auction.notifications import (
     notice_from_envelope,
     notice_from_message,
 )
-from energy_auction.orders import NoticeClaim, NoticeHold
+from energy_auction.orders import NoticeClaim, NoticeHold, OrderStatus
+from tests.adapters.stores import pending
+from tests.builders import key, keys
 
 from ..sns import (
     TIMESTAMP,
@@ -228,16 +230,22 @@ class CountedStore:
     """The store with its notice calls kept (kind, the holds' keys, delivered); ``fail_claims``
     makes taking notices fail, as when the table cannot be reached."""
 
-    def __init__(self, store: SqliteOrderStore, fail_claims: bool = False) -> None:
+    def __init__(
+        self, store: SqliteOrderStore, fail_claims: bool = False, fails_on: frozenset[str] = frozenset()
+    ) -> None:
         self.store = store
         self.fail_claims = fail_claims
+        self.fails_on = fails_on
         self.calls: list[tuple[str, list[str], bool | None]] = []
 
-    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+    def claim_notices(
+        self, holds: Sequence[NoticeHold], now: int, lease_seconds: int
+    ) -> list[NoticeClaim | None]:
         self.calls.append(("claim", [hold.key for hold in holds], None))
         if self.fail_claims:
             raise StorageUnavailable("the order table is unavailable")
-        return self.store.claim_notices(holds, now, lease_seconds)
+        answers = self.store.claim_notices(holds, now, lease_seconds)
+        return [None if hold.key in self.fails_on else a for hold, a in zip(holds, answers, strict=True)]
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
         self.calls.append(("finish", [hold.key for hold in holds], delivered))
@@ -252,6 +260,48 @@ def test_a_batchs_rejections_are_taken_in_one_call(store: SqliteOrderStore) -> N
     assert (report.digested, report.failed) == (1000, [])
     # (none of them is owed in this store: each is delivered untracked, and none is finished)
     assert [(kind, len(keys)) for kind, keys, _ in counted.calls] == [("claim", 1000)]
+
+
+def owed(store: SqliteOrderStore, count: int) -> list[str]:
+    """``count`` orders run-1 rejected, their notices owed (as ProcessOrder leaves them)."""
+    now = 1_800_000_000 - 60
+    record_ids = [f"r{i:04d}" for i in range(count)]
+    store.put_orders([pending(r, submitted=now) for r in record_ids], now=now)
+    store.claim_orders(keys(record_ids), "run-1", now, 600)
+    outcome = {"status": "rejected", "power": 0, "run_id": "run-1"}
+    for record_id in record_ids:
+        store.complete_order(key(record_id), "run-1", OrderStatus.REJECTED, outcome, notice_due_at=now + 900)
+    return record_ids
+
+
+def test_a_batchs_owed_rejections_are_taken_in_one_call_and_recorded_in_one(store: SqliteOrderStore) -> None:
+    counted, channel = CountedStore(store), Channel()
+    record_ids = owed(store, 50)
+
+    report = deliver([rejection(r) for r in record_ids], counted, channel)  # type: ignore[arg-type]
+
+    assert (report.digested, report.failed) == (50, [])
+    assert [(kind, len(keys), delivered) for kind, keys, delivered in counted.calls] == [
+        ("claim", 50, None),
+        ("finish", 50, True),
+    ]
+    assert store.overdue_notices(2_000_000_000, 100) == []  # none owed any more
+
+
+def test_a_rejection_the_store_fails_on_is_reported_and_given_back_and_the_others_posted(
+    store: SqliteOrderStore,
+) -> None:
+    # Given three owed rejections, and a store that cannot take the second
+    first, second, third = owed(store, 3)
+    counted, channel = CountedStore(store, fails_on=frozenset({key(second)})), Channel()
+
+    report = deliver([rejection(r) for r in (first, second, third)], counted, channel)  # type: ignore[arg-type]
+
+    # Then the other two are posted and recorded; the second comes back from the queue, given back
+    assert report.failed == ["m1"]
+    assert [line.split()[0] for line in channel.notices[0].lines] == [first, third]
+    assert counted.calls[1:] == [("finish", [key(second)], False), ("finish", [key(first), key(third)], True)]
+    assert [o.record_id for o in store.overdue_notices(2_000_000_000, 100)] == [second]
 
 
 def test_rejections_that_cannot_be_taken_are_reported_given_back_and_not_posted(

@@ -150,7 +150,9 @@ class MemoryStore:
     def release_order(self, key: str, run_id: str) -> None:
         raise _not_intake("release_order")
 
-    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+    def claim_notices(
+        self, holds: Sequence[NoticeHold], now: int, lease_seconds: int
+    ) -> list[NoticeClaim | None]:
         raise _not_intake("claim_notices")
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:

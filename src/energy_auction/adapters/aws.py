@@ -666,11 +666,20 @@ class DynamoDbOrderStore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
 
-    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
+    def claim_notices(
+        self, holds: Sequence[NoticeHold], now: int, lease_seconds: int
+    ) -> list[NoticeClaim | None]:
         """One conditional update per notice takes its delivery, ``CLAIM_WORKERS`` at a time; when
-        a condition fails, the order as it was says why (delivered, busy, or no such notice)."""
+        a condition fails, the order as it was says why (delivered, busy, or no such notice). A
+        notice whose update fails otherwise (after its retries) is None; the others go on."""
 
-        def claim(hold: NoticeHold) -> NoticeClaim:
+        def claim(hold: NoticeHold) -> NoticeClaim | None:
+            try:
+                return take(hold)
+            except Exception:
+                return None
+
+        def take(hold: NoticeHold) -> NoticeClaim:
             try:
                 self._call(
                     self._client.update_item,
@@ -699,21 +708,27 @@ class DynamoDbOrderStore:
         return _each(claim, holds)
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
-        """One conditional update per notice, ``CLAIM_WORKERS`` at a time."""
+        """One conditional update per notice, ``CLAIM_WORKERS`` at a time, every one tried."""
         removed = ["notice_lease_until", "notice_delivery"]
         if delivered:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, "notice_redeliveries"]
 
-        def finish(hold: NoticeHold) -> None:
-            self._update_owed_notice(
-                hold.key,
-                hold.run_id,
-                f"REMOVE {', '.join(removed)}",
-                {":delivery": {"S": hold.delivery}},
-                condition="notice_delivery = :delivery",
-            )
+        def finish(hold: NoticeHold) -> bool:
+            try:
+                self._update_owed_notice(
+                    hold.key,
+                    hold.run_id,
+                    f"REMOVE {', '.join(removed)}",
+                    {":delivery": {"S": hold.delivery}},
+                    condition="notice_delivery = :delivery",
+                )
+            except Exception:
+                return False
+            return True
 
-        _each(finish, holds)
+        failed = _each(finish, holds).count(False)  # every hold is tried, whatever the others do
+        if failed:
+            raise StorageUnavailable(f"{failed} of {len(holds)} notices could not be finished")
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:
         """Query each shard of the owed-notices index (keys only) for what is due, then read those

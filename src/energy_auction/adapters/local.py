@@ -10,7 +10,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -554,13 +554,17 @@ class SqliteOrderStore:
             if order is not None and order.status is OrderStatus.PENDING and order.claim_run_id == run_id:
                 self._write(db, [order.model_copy(update={"claim_run_id": None, "claim_expires_at": None})])
 
-    def claim_notices(self, holds: Sequence[NoticeHold], now: int, lease_seconds: int) -> list[NoticeClaim]:
-        """All of them in one transaction (one commit, however many notices)."""
+    def claim_notices(
+        self, holds: Sequence[NoticeHold], now: int, lease_seconds: int
+    ) -> list[NoticeClaim | None]:
+        """All of them in one transaction (one commit, however many notices): all answered, or
+        ``StorageUnavailable`` and none taken."""
         if not holds:
             return []
         with self._transaction() as db:
             found = self._read(db, list(dict.fromkeys(hold.key for hold in holds)))
-            answers, taken = [], []
+            answers: list[NoticeClaim | None] = []
+            taken = []
             for hold in holds:
                 order = found.get(hold.key)
                 if order is None or not order.completed_by(hold.run_id, OrderStatus.REJECTED):
@@ -578,7 +582,7 @@ class SqliteOrderStore:
         return answers
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
-        """All of them in one transaction."""
+        """All of them in one transaction: all finished, or ``StorageUnavailable`` and none."""
         if not holds:
             return
         update: dict[str, Any] = {"notice_lease_until": None, "notice_delivery": None}
@@ -652,6 +656,7 @@ class FolderResultStore:
         if not target.is_relative_to(self._resolved) or target == self._resolved:
             raise ValueError(f"result key {key!r} leaves the results folder")
         # Write then rename: a reader never sees half a file, and a retry rewrites the same bytes.
+        data = memoryview(codec.dumps(document).encode())
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
@@ -661,7 +666,6 @@ class FolderResultStore:
             descriptor = _private_file(temporary, flags)
         try:
             try:
-                data = codec.dumps(document).encode()
                 while data:  # a regular file takes it in one write; a short write is carried on
                     data = data[os.write(descriptor, data) :]
                 os.fsync(descriptor)
@@ -669,7 +673,8 @@ class FolderResultStore:
                 os.close(descriptor)
             os.replace(temporary, target)
         except BaseException:
-            temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+            with suppress(OSError):  # a full disk leaves no half-written file behind
+                temporary.unlink(missing_ok=True)
             raise
         return str(target)
 
@@ -812,8 +817,10 @@ class LocalTopic:
             )
         return [TopicMessage(*row) for row in rows]
 
-    def delivered(self, message_ids: Iterable[str]) -> None:
+    def delivered(self, message_ids: Sequence[str]) -> None:
         """Remove the messages ``message_ids`` (delivered) in one transaction."""
+        if isinstance(message_ids, str):
+            raise TypeError("delivered takes a sequence of message ids, not one id")
         rows = [(message_id,) for message_id in message_ids]
         if rows:
             with self._transaction() as db:

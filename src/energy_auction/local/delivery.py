@@ -194,7 +194,7 @@ class NoticeDelivery:
             failed, error = {m.message_id for m in batch}, type(err).__name__
         else:
             failed, error = _batch_item_failures(answer, batch), "NotificationFailed"
-        self._topic.delivered(m.message_id for m in batch if m.message_id not in failed)
+        self._topic.delivered([m.message_id for m in batch if m.message_id not in failed])
         for message in (m for m in batch if m.message_id in failed):
             retry_in = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**message.attempts)
             self._topic.failed(message.message_id, error, retry_in)
