@@ -191,6 +191,18 @@ class StoreUnderTest:
     stored_ids: Callable[[], set[str]]
 
 
+def rejected(submitted: int) -> Decision:
+    """The market's rejection of the submission made at ``submitted``."""
+    return Decision(
+        status="rejected",
+        power=Decimal(0),
+        auction_date=iso_utc(submitted)[:10],
+        decided_at=iso_utc(submitted + 1),
+        submitted_at=iso_utc(submitted),
+        reason="insufficient transmission capacity",
+    )
+
+
 def accepted(submitted: int) -> Decision:
     """The market's acceptance of the submission made at ``submitted``."""
     return Decision(

@@ -59,6 +59,7 @@ from tests.adapters.stores import (
     accepted,
     pending,
     processed,
+    rejected,
 )
 from tests.builders import key, keys, pending_orders
 from tests.fakes import FaultyClient, dynamodb_client
@@ -716,19 +717,12 @@ def _owed_notices(faulty: FaultyClient, record_ids: list[str]) -> None:
         cast("DynamoDBClient", faulty), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
     )
     _seed(faulty, [pending(r) for r in record_ids])
-    rejected = Decision(
-        status="rejected",
-        power=Decimal(0),
-        auction_date="2027-01-15",
-        decided_at=iso_utc(NOW),
-        submitted_at=iso_utc(NOW),
-    )
     store.claim_orders(
         keys(record_ids),
         "run-1",
         now=NOW,
         lease_seconds=LEASE,
-        decisions={key(r): rejected for r in record_ids},
+        decisions={key(r): rejected(NOW) for r in record_ids},
     )
     for record_id in record_ids:
         store.complete_order(

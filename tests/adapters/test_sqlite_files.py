@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -25,24 +24,15 @@ from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     RETENTION_SECONDS,
     BatchTally,
-    Decision,
     OrderQuery,
     OrderStatus,
     RunRecord,
-    iso_utc,
     trader_key,
 )
-from tests.adapters.stores import NOW, pending
+from tests.adapters.stores import NOW, pending, rejected
 from tests.builders import TRADER, key, keys, pending_orders
 
-REJECTION = Decision(
-    status="rejected",
-    power=Decimal(0),
-    auction_date="2027-01-15",
-    decided_at=iso_utc(NOW),
-    submitted_at=iso_utc(NOW),
-    reason="insufficient transmission capacity",
-)
+REJECTION = rejected(NOW)
 """The market's rejection of an order submitted at NOW."""
 
 FIRST_RELEASE_SCHEMA = """
@@ -300,7 +290,7 @@ FULL_DISK_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from energy_auction.adapters.local import SqliteOrderStore
     from energy_auction.errors import StorageUnavailable
-    from tests.adapters.stores import NOW, pending
+    from tests.adapters.stores import NOW, pending, rejected
 
     store = SqliteOrderStore(Path(sys.argv[1]))
     # The file system refuses to grow the database past 256 KiB, as a full disk would.
