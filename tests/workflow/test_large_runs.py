@@ -5,11 +5,14 @@ with the default settings, whose parent histories are the same length."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from moto import mock_aws
 
 from energy_auction.bootstrap import Container
@@ -59,6 +62,37 @@ def test_a_map_worker_evaluates_thousands_of_items_in_one_loop() -> None:
         described = sfn.describe_execution(executionArn=execution["executionArn"])
     assert status == "SUCCEEDED"
     assert json.loads(described["output"]) == list(range(3000))
+
+
+def test_threads_asking_a_component_for_its_heap_key_at_once_all_get_one_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the interpreter with the engine's fixes, and a component whose key is not made yet,
+    # made slowly (so that every thread asks before the first has made it)
+    moto_compat.apply()
+    from moto.stepfunctions.parser.asl.component import eval_component
+    from moto.stepfunctions.parser.asl.component.common.retry.max_attempts_decl import MaxAttemptsDecl
+
+    made = iter(range(10**6))
+
+    def slow_uid() -> str:
+        time.sleep(0.01)
+        return f"key-{next(made)}"
+
+    monkeypatch.setattr(eval_component, "long_uid", slow_uid)
+    component = MaxAttemptsDecl(2)
+    start = threading.Barrier(8)
+
+    def ask() -> str:
+        start.wait()
+        return component.heap_key
+
+    # When eight threads ask for it at once (two Map items retrying their first failure)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = set(pool.map(lambda _: ask(), range(8)))
+
+    # Then it was made once: each item keeps its attempt number under the one key
+    assert keys == {"key-0"}
 
 
 def test_history_is_the_same_at_20_and_2000_orders_with_the_default_settings(

@@ -28,6 +28,11 @@
      thread waited for the GIL. They run in the calling thread; those with a timeout still do not.
    - :func:`serve` lets the engine answer the tasks' Lambda and SNS calls itself, in-process,
      instead of botocore building a request for moto to parse and answer.
+5. A retry counted twice: a component's ``heap_key`` (where a frame keeps its state, such as a
+   Retrier's attempt number) is made on first use, unguarded. Two Map items failing at once could
+   both find none and make one each: the item whose key was replaced read no attempt number and
+   started counting again, so it got a fourth attempt where ``MaxAttempts`` 2 allows three. The key
+   is made under a lock now, once per component.
 """
 
 from __future__ import annotations
@@ -284,6 +289,26 @@ def _copying_modules() -> list[types.ModuleType]:
     ]
 
 
+_HEAP_KEY_LOCK = threading.Lock()
+
+
+def _heap_key(self: Any) -> str:
+    """``EvalComponent.heap_key``, made once whichever threads ask for it first (fix 5)."""
+    key: str | None = self._EvalComponent__heap_key
+    if key is None:
+        from moto.stepfunctions.parser.asl.component import eval_component
+
+        with _HEAP_KEY_LOCK:
+            key = self._EvalComponent__heap_key
+            if key is None:
+                key = getattr(eval_component, "long_uid")()  # noqa: B009 (the module's import)
+                self._EvalComponent__heap_key = key
+    return key
+
+
+_heap_key.moto_compat = True  # type: ignore[attr-defined]
+
+
 def apply() -> None:
     """Apply the fixes (idempotent)."""
     with _batch_backend_left_out():
@@ -314,3 +339,5 @@ def apply() -> None:
     worker = _inline_worker()
     if not getattr(worker._eval_input, "moto_compat", False):
         worker._eval_input = _eval_inline_input
+    if not getattr(component.heap_key.fget, "moto_compat", False):
+        component.heap_key = property(_heap_key)
