@@ -248,14 +248,15 @@ def _claim(
     """Give each tracked rejection of ``batch`` a hold and take them all (one ``claim_notices``);
     returns those that could not be taken, and the error when the whole call failed."""
     tracked: list[_Taken] = []
+    holds: list[NoticeHold] = []
     for taken in batch:
         if taken.arrival.notice.order is not None:
             key, run_id = taken.arrival.notice.order
             taken.hold = NoticeHold(key, run_id, uuid.uuid4().hex)
             tracked.append(taken)
+            holds.append(taken.hold)
     if not tracked:
         return [], None
-    holds = [taken.hold for taken in tracked if taken.hold is not None]
     try:
         claims = store.claim_notices(holds, int(now), lease_seconds)
         if len(claims) != len(holds):
@@ -295,10 +296,11 @@ def _post(
     try:
         store.finish_notices(holds, delivered=True)
     except Exception as err:
-        # Posted, but not (all) recorded: once their leases lapse, a redelivery posts those again.
+        # Posted, but not (all) recorded (the store logs which): once their leases lapse, a
+        # redelivery posts those again.
         logger.warning(
             "posted notices could not be recorded delivered",
-            extra={"notice_keys": _keys(message.taken), "error": type(err).__name__},
+            extra={"notices": len(holds), "error": type(err).__name__},
         )
 
 
@@ -313,12 +315,8 @@ def _give_back(taken: Sequence[_Taken], store: OrderStore, *, everything: bool =
     except Exception as err:  # the holds lapse with their lease instead
         logger.warning(
             "notices could not be given back",
-            extra={"notice_keys": _keys(taken), "error": type(err).__name__},
+            extra={"notices": len(holds), "error": type(err).__name__},
         )
-
-
-def _keys(taken: Iterable[_Taken]) -> list[str | None]:
-    return [one.arrival.notice.key for one in taken if one.hold is not None]
 
 
 def _failed(report: BatchReport, taken: Sequence[_Taken], why: str, err: Exception | None) -> None:

@@ -228,17 +228,17 @@ class OrderStore(Protocol):
         own), until ``now + lease_seconds``: one answer per hold, in order, saying what the
         notifier should do (see ``NoticeClaim``). Taking a notice again with the same token (a
         retried call whose first attempt committed) answers CLAIMED. None for a notice the store
-        failed on (after its retries; the others are still answered): it may be taken, and
-        ``finish_notices`` gives it back. Raises when the store fails as a whole; some of the
-        notices may be taken then."""
+        failed on, or did not try once it was failing as a whole: it may be taken, and
+        ``finish_notices`` gives it back. May raise instead when the store fails as a whole (a
+        store that works in one transaction); some of the notices may be taken then."""
         ...
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
         """End the deliveries of ``holds`` (taken with ``claim_notices``): delivered, the notices
         are no longer owed; not delivered, they are given back for the next attempt. A hold that
-        another delivery has replaced (this one outlived its lease) changes nothing. Every hold is
-        tried, whatever happens to the others; raises ``StorageUnavailable`` afterwards when some
-        could not be finished."""
+        another delivery has replaced (this one outlived its lease) changes nothing. One hold's
+        failure does not stop the others (unless the store is failing as a whole); raises
+        ``StorageUnavailable`` afterwards when some could not be finished."""
         ...
 
     def overdue_notices(self, now: int, limit: int) -> list[Order]:

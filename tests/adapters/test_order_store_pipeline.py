@@ -674,11 +674,14 @@ class _InFlight:
         self._lock = threading.Lock()
         self._now = 0
         self.most = 0
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     def update_item(self, **request: Any) -> Any:
+        with self._lock:
+            self.calls += 1
         if request["Key"][ORDERS_KEY]["S"] in self._failing:
             raise ClientError(
                 {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateItem"
@@ -771,6 +774,30 @@ def test_dynamodb_one_notice_the_table_fails_on_leaves_the_others_taken_and_fini
     with pytest.raises(StorageUnavailable, match="1 of 40"):
         store.finish_notices(holds, delivered=True)
     assert [o.record_id for o in store.overdue_notices(NOW + 10**6, 1000)] == ["ord-005"]
+
+
+def test_dynamodb_a_failing_table_costs_a_notifier_batch_about_one_round_of_retries(
+    faulty: FaultyClient,
+) -> None:
+    # Given 200 owed notices, and a table that throttles every update
+    everything = [f"ord-{i:03}" for i in range(200)]
+    _owed_notices(faulty, everything)
+    client = _InFlight(faulty, failing=frozenset(keys(everything)))
+    store = DynamoDbOrderStore(
+        cast("DynamoDBClient", client), TABLE, Backoff(max_attempts=MAX_ATTEMPTS, base_delay=0)
+    )
+    holds = [NoticeHold(key(r), "run-1", "d-1") for r in everything]
+
+    # When a notifier takes them, and gives them back
+    claims = store.claim_notices(holds, NOW, 300)
+    taking = client.calls
+    with pytest.raises(StorageUnavailable, match="200 of 200"):
+        store.finish_notices(holds, delivered=False)
+
+    # Then none is taken, and each step stopped trying after the workers' first round had failed
+    assert claims == [None] * 200
+    assert taking <= 2 * CLAIM_WORKERS * MAX_ATTEMPTS < 200 * MAX_ATTEMPTS
+    assert client.calls - taking <= 2 * CLAIM_WORKERS * MAX_ATTEMPTS
 
 
 def test_dynamodb_claims_the_free_half_of_orders_without_retrying_failed_conditions(

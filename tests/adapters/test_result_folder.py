@@ -69,3 +69,12 @@ def test_a_write_that_fails_leaves_the_previous_result_and_no_temporary_file(
 
     assert json.loads(location.read_text()) == {"record_id": "o1", "attempt": 1}
     assert [p.name for p in location.parent.iterdir()] == ["o1.json"]
+
+
+def test_a_document_that_does_not_encode_is_refused_before_any_file_is_made(tmp_path: Path) -> None:
+    store = FolderResultStore(tmp_path / "results")
+
+    with pytest.raises(TypeError):
+        store.put_result("orders/d/o1.json", {"record_id": "o1", "attempt": object()})
+
+    assert not (tmp_path / "results").exists()

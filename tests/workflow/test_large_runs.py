@@ -1,6 +1,7 @@
 """Large runs: a Map of thousands of items on moto's interpreter (its Map workers recursed once
-per item and died after ~970 items before local/moto_compat), and runs of 20 and 2,000 orders
-with the default settings, whose parent histories are the same length."""
+per item and died after ~970 items before local/moto_compat), items retrying at once (their
+retry counters raced on moto's first use of a component's heap key: moto_compat fix 5), and runs
+of 20 and 2,000 orders with the default settings, whose parent histories are the same length."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import heapq
 import itertools
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from energy_auction import codec
 from energy_auction.adapters.transient import TRANSIENT_CODES
 from energy_auction.backoff import Backoff
 from energy_auction.errors import ClaimLost, OrderNotFound, OrdersAlreadyProcessed, StorageUnavailable
+from energy_auction.observability import logger
 from energy_auction.orders import (
     LIST_EXAMINED_MAX,
     RETENTION_SECONDS,
@@ -184,6 +186,41 @@ def _each(call: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
         return list(pool.map(call, items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _each_notice(call: Callable[[NoticeHold], _T], holds: Sequence[NoticeHold], what: str) -> list[_T | None]:
+    """``call`` on each hold, ``CLAIM_WORKERS`` at a time, each failure its own: a hold whose call
+    fails is None, logged with its order key and the error's type. Once ``CLAIM_WORKERS`` calls in
+    a row have run out of retries (``StorageUnavailable``: the table is failing, not one notice),
+    the holds not started yet are not tried and are None too, so an outage costs about one round
+    of retries, not one a notice."""
+    lock = threading.Lock()
+    failures_in_a_row = 0
+    untried = 0
+
+    def one(hold: NoticeHold) -> _T | None:
+        nonlocal failures_in_a_row, untried
+        with lock:
+            if failures_in_a_row >= CLAIM_WORKERS:
+                untried += 1
+                return None
+        try:
+            answer = call(hold)
+        except Exception as err:
+            with lock:
+                failures_in_a_row = failures_in_a_row + 1 if isinstance(err, StorageUnavailable) else 0
+            logger.warning(
+                f"a notice could not be {what}", extra={"order_key": hold.key, "error": type(err).__name__}
+            )
+            return None
+        with lock:
+            failures_in_a_row = 0
+        return answer
+
+    answers = _each(one, holds)
+    if untried:
+        logger.warning(f"notices not {what}: the order table is failing", extra={"notices": untried})
+    return answers
 
 
 # An order a run may claim (Order.is_claimable): pending, live or decided, and free (never claimed,
@@ -671,13 +708,7 @@ class DynamoDbOrderStore:
     ) -> list[NoticeClaim | None]:
         """One conditional update per notice takes its delivery, ``CLAIM_WORKERS`` at a time; when
         a condition fails, the order as it was says why (delivered, busy, or no such notice). A
-        notice whose update fails otherwise (after its retries) is None; the others go on."""
-
-        def claim(hold: NoticeHold) -> NoticeClaim | None:
-            try:
-                return take(hold)
-            except Exception:
-                return None
+        notice whose update fails otherwise is None (``_each_notice``); the others go on."""
 
         def take(hold: NoticeHold) -> NoticeClaim:
             try:
@@ -705,28 +736,26 @@ class DynamoDbOrderStore:
                 return NoticeClaim.DELIVERED if current.notice_due_at is None else NoticeClaim.BUSY
             return NoticeClaim.CLAIMED
 
-        return _each(claim, holds)
+        return _each_notice(take, holds, "taken")
 
     def finish_notices(self, holds: Sequence[NoticeHold], *, delivered: bool) -> None:
-        """One conditional update per notice, ``CLAIM_WORKERS`` at a time, every one tried."""
+        """One conditional update per notice, ``CLAIM_WORKERS`` at a time, each failure its own
+        (``_each_notice``)."""
         removed = ["notice_lease_until", "notice_delivery"]
         if delivered:
             removed += [NOTICE_DUE_ATTRIBUTE, NOTICE_SHARD_ATTRIBUTE, "notice_redeliveries"]
 
         def finish(hold: NoticeHold) -> bool:
-            try:
-                self._update_owed_notice(
-                    hold.key,
-                    hold.run_id,
-                    f"REMOVE {', '.join(removed)}",
-                    {":delivery": {"S": hold.delivery}},
-                    condition="notice_delivery = :delivery",
-                )
-            except Exception:
-                return False
+            self._update_owed_notice(
+                hold.key,
+                hold.run_id,
+                f"REMOVE {', '.join(removed)}",
+                {":delivery": {"S": hold.delivery}},
+                condition="notice_delivery = :delivery",
+            )
             return True
 
-        failed = _each(finish, holds).count(False)  # every hold is tried, whatever the others do
+        failed = _each_notice(finish, holds, "finished").count(None)
         if failed:
             raise StorageUnavailable(f"{failed} of {len(holds)} notices could not be finished")
 

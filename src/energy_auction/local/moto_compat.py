@@ -294,12 +294,12 @@ _HEAP_KEY_LOCK = threading.Lock()
 
 def _heap_key(self: Any) -> str:
     """``EvalComponent.heap_key``, made once whichever threads ask for it first (fix 5)."""
-    key: str | None = self._EvalComponent__heap_key
+    key: str | None = getattr(self, "_EvalComponent__heap_key", None)
     if key is None:
         from moto.stepfunctions.parser.asl.component import eval_component
 
         with _HEAP_KEY_LOCK:
-            key = self._EvalComponent__heap_key
+            key = getattr(self, "_EvalComponent__heap_key", None)
             if key is None:
                 key = getattr(eval_component, "long_uid")()  # noqa: B009 (the module's import)
                 self._EvalComponent__heap_key = key
