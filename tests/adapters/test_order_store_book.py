@@ -5,7 +5,6 @@ never both win."""
 from __future__ import annotations
 
 import threading
-from decimal import Decimal
 
 import pytest
 
@@ -13,14 +12,13 @@ from energy_auction.errors import OrderLocked, OrderNotFound, OrdersAlreadyProce
 from energy_auction.orders import (
     ORDER_TTL_SECONDS,
     BatchTally,
-    Decision,
     OrderQuery,
     OrderStatus,
     iso_utc,
     order_key,
     trader_key,
 )
-from tests.adapters.stores import NOW, StoreUnderTest, pending
+from tests.adapters.stores import NOW, StoreUnderTest, accepted, pending
 from tests.builders import TRADER, key, pending_orders
 from tests.fakes import FaultyClient
 
@@ -28,16 +26,6 @@ LEASE = 600
 OTHER = "trader-2"
 
 SUBJECTS = ["a/b", "a#b", "..", "../../etc", "with space", "ünïcødé-交易员", "x" * 200, "a", "A", "a "]
-
-
-def decided(record_id: str, submitted: int = NOW) -> Decision:
-    return Decision(
-        status="accepted",
-        power=Decimal("12.5"),
-        auction_date=iso_utc(NOW)[:10],
-        decided_at=iso_utc(NOW + 1),
-        submitted_at=iso_utc(submitted),
-    )
 
 
 def listed(
@@ -209,7 +197,7 @@ def test_an_order_a_run_holds_or_decided_is_locked(subject: StoreUnderTest) -> N
     store = subject.store
     store.put_orders([pending("held"), pending("decided")], now=NOW)
     store.claim_orders([key("held")], "run-1", NOW, LEASE)
-    store.claim_orders([key("decided")], "run-1", NOW, LEASE, {key("decided"): decided("decided")})
+    store.claim_orders([key("decided")], "run-1", NOW, LEASE, {key("decided"): accepted(NOW)})
     store.release_order(key("decided"), "run-1")  # released, but its decision stays: it will be settled
 
     for record_id in ("held", "decided"):
