@@ -28,14 +28,12 @@ HISTORY_LIMIT = 25_000
 
 
 @contextmanager
-def _recorded_events() -> Iterator[dict[int, list[tuple[str, int, str | None]]]]:
-    """Per event history (one per execution): (event type, largest input/output bytes, state name)."""
+def _recorded_events() -> Iterator[dict[Any, list[tuple[str, int, str | None]]]]:
+    """Per event history (one per execution, keyed by its event manager, which the dict keeps
+    alive): (event type, largest input/output bytes, state name)."""
     from moto.stepfunctions.parser.asl.eval.event import event_manager
 
-    histories: dict[int, list[tuple[str, int, str | None]]] = defaultdict(list)
-    # Kept alive while recording: an execution's manager freed when it ends would let the next one
-    # take its id(), and two executions' histories would be counted as one.
-    managers: list[Any] = []
+    histories: dict[Any, list[tuple[str, int, str | None]]] = defaultdict(list)
     lock = threading.Lock()
     original = event_manager.EventManager.add_event
 
@@ -48,9 +46,7 @@ def _recorded_events() -> Iterator[dict[int, list[tuple[str, int, str | None]]]]
                     if isinstance(details.get(key), str):
                         size = max(size, len(details[key].encode()))
         with lock:
-            if id(self) not in histories:
-                managers.append(self)
-            histories[id(self)].append((str(getattr(event_type, "value", event_type)), size, name))
+            histories[self].append((str(getattr(event_type, "value", event_type)), size, name))
         return int(original(self, context, event_type, event_details, **kwargs))
 
     event_manager.EventManager.add_event = add_event  # type: ignore[method-assign]
